@@ -1,0 +1,421 @@
+//! One config file's node tree to raw settings: every key read through its table, each value
+//! checked on its own. Checks that need several files (names, sources, limits, intervals) are
+//! `resolve`'s.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::decode::{Ctx, Fields, Spanned, Text};
+use super::syntax::{Node, Span};
+use super::tables::ROOT;
+use crate::model::{HttpSettings, Objective, PostgresSource, Secret, SourceKind, WatermarkMode};
+
+/// Keys of the main file that an included file may not set.
+const MAIN_ONLY: [&str; 4] = ["listen", "include", "defaults", "http"];
+
+/// What one file says, before cross-file checks.
+#[derive(Debug)]
+pub(crate) struct RawFile {
+    pub listen: Option<SocketAddr>,
+    pub include: Vec<Text>,
+    pub defaults: RawDefaults,
+    pub http: HttpSettings,
+    pub sources: Vec<RawSource>,
+    pub budgets: Vec<RawBudget>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawDefaults {
+    pub interval: Option<Spanned<Duration>>,
+    pub timeout: Option<Spanned<Duration>>,
+    pub stall_after: Option<Spanned<Duration>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSource {
+    pub file: usize,
+    pub name: String,
+    /// Where the source's name is written.
+    pub span: Span,
+    pub path: String,
+    /// The kind key (`postgres`), when exactly one supported kind was given.
+    pub kind_key: Option<&'static str>,
+    pub max_connections: usize,
+    /// The decoded connection, when everything about it was valid.
+    pub kind: Option<SourceKind>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawBudget {
+    pub file: usize,
+    pub path: String,
+    pub span: Span,
+    pub name: Option<Text>,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_lag: Option<Spanned<Duration>>,
+    pub max_backlog: Option<Spanned<u64>>,
+    /// Whether `max_lag` or `max_backlog` was written, even if invalid: an invalid limit is
+    /// reported once, not again as a missing one.
+    pub has_limit: bool,
+    pub warn_at: f64,
+    pub breach_after: Duration,
+    pub objective: Option<Objective>,
+    pub severity: String,
+    pub runbook_url: Option<String>,
+    pub interval: Option<Spanned<Duration>>,
+    pub timeout: Option<Spanned<Duration>>,
+    pub stall_after: Option<Spanned<Duration>>,
+    pub probes: Vec<RawProbe>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawProbe {
+    pub path: String,
+    pub span: Span,
+    pub name: Option<Text>,
+    pub interval: Option<Spanned<Duration>>,
+    pub timeout: Option<Spanned<Duration>>,
+    pub max_lag: Option<Spanned<Duration>>,
+    pub max_backlog: Option<Spanned<u64>>,
+    pub has_limit: bool,
+    pub stall_after: Option<Spanned<Duration>>,
+    pub kind: Option<RawProbeKind>,
+}
+
+#[derive(Debug)]
+pub(crate) enum RawProbeKind {
+    SqlWatermark {
+        source: Text,
+        watermark: String,
+        oldest_pending: Option<String>,
+        mode: WatermarkMode,
+    },
+}
+
+impl RawProbeKind {
+    /// The probe kind's key and the source it reads.
+    pub fn source(&self) -> (&'static str, &Text) {
+        match self {
+            RawProbeKind::SqlWatermark { source, .. } => ("sql_watermark", source),
+        }
+    }
+
+    /// The source kind this probe kind reads from.
+    pub fn needs_source(&self) -> &'static str {
+        match self {
+            RawProbeKind::SqlWatermark { .. } => "postgres",
+        }
+    }
+}
+
+/// Decodes one file. Main-file-only keys are rejected in included files.
+pub(crate) fn decode_file(ctx: &mut Ctx<'_>, root: &Node, main: bool) -> RawFile {
+    let mut raw = RawFile {
+        listen: None,
+        include: Vec::new(),
+        defaults: RawDefaults::default(),
+        http: HttpSettings::default(),
+        sources: Vec::new(),
+        budgets: Vec::new(),
+    };
+    let Some(fields) = Fields::take(ctx, root, &ROOT, "") else {
+        return raw;
+    };
+    if main {
+        raw.listen = fields.socket_addr_or_default(ctx, "listen");
+        raw.include = fields.strings(ctx, "include");
+        if let Some(defaults) = fields.table(ctx, "defaults") {
+            raw.defaults = RawDefaults {
+                interval: defaults.duration(ctx, "interval"),
+                timeout: defaults.duration(ctx, "timeout"),
+                stall_after: defaults.duration(ctx, "stall_after"),
+            };
+        }
+        if let Some(http) = fields.table(ctx, "http") {
+            raw.http = HttpSettings {
+                cors_allowed_origins: http
+                    .strings(ctx, "cors_allowed_origins")
+                    .into_iter()
+                    .map(|origin| origin.value)
+                    .collect(),
+                api_cache_max_age: http.duration_or_default(ctx, "api_cache_max_age"),
+            };
+        }
+    } else {
+        for key in MAIN_ONLY {
+            if let Some(span) = fields.key_span(key) {
+                ctx.error(
+                    span,
+                    key,
+                    format!("`{key}` is only allowed in the main file"),
+                );
+            }
+        }
+    }
+    for (name, source) in fields.table_map(ctx, "sources") {
+        let path = source.path.clone();
+        raw.sources.push(decode_source(
+            ctx,
+            name.text.clone(),
+            name.span,
+            path,
+            &source,
+        ));
+    }
+    for budget in fields.table_list(ctx, "budgets") {
+        raw.budgets.push(decode_budget(ctx, &budget));
+    }
+    raw
+}
+
+fn decode_source(
+    ctx: &mut Ctx<'_>,
+    name: String,
+    span: Span,
+    path: String,
+    fields: &Fields<'_>,
+) -> RawSource {
+    let mut raw = RawSource {
+        file: ctx.file,
+        name,
+        span,
+        path,
+        kind_key: None,
+        max_connections: 0,
+        kind: None,
+    };
+    match fields.variant(ctx) {
+        Some(("postgres", postgres)) => {
+            raw.kind_key = Some("postgres");
+            let max_connections = postgres.integer_or_default(ctx, "max_connections");
+            // The table bounds it to 1..=64, so the conversion cannot fail in practice.
+            raw.max_connections = usize::try_from(max_connections).unwrap_or(1);
+            raw.kind = postgres
+                .text(ctx, "dsn")
+                .and_then(|dsn| decode_dsn(ctx, &dsn))
+                .map(SourceKind::Postgres);
+        }
+        Some((other, _)) => {
+            debug_assert!(false, "source kind `{other}` has a table but no decoder");
+        }
+        None => {}
+    }
+    raw
+}
+
+/// Validates a PostgreSQL connection string and remembers its password as a secret.
+fn decode_dsn(ctx: &mut Ctx<'_>, dsn: &Text) -> Option<PostgresSource> {
+    let config = match dsn.value.parse::<tokio_postgres::Config>() {
+        Ok(config) => config,
+        Err(error) => {
+            // The error's cause is the useful part ("unknown option `foo`"); its own text is
+            // only "invalid connection string". Neither contains the DSN, and the message is
+            // scrubbed of secrets anyway.
+            let cause = error
+                .source()
+                .map_or_else(|| error.to_string(), ToString::to_string);
+            ctx.error(
+                dsn.span,
+                &dsn.path,
+                format!("invalid PostgreSQL connection string: {cause}"),
+            );
+            return None;
+        }
+    };
+    if let Some(password) = config.get_password() {
+        ctx.secrets.insert(&String::from_utf8_lossy(password));
+    }
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        ctx.error(
+            dsn.span,
+            &dsn.path,
+            "invalid PostgreSQL connection string: no host (add host=…)",
+        );
+        return None;
+    }
+    Some(PostgresSource {
+        dsn: Secret::new(dsn.value.clone()),
+        redacted: redact(&config),
+    })
+}
+
+/// `host=… port=… dbname=… user=…` of a parsed connection string, without the password.
+fn redact(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let addresses: Vec<String> = config
+        .get_hostaddrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(ToString::to_string).collect();
+    let parts = [
+        ("host", hosts.join(",")),
+        ("hostaddr", addresses.join(",")),
+        ("port", ports.join(",")),
+        ("dbname", config.get_dbname().unwrap_or_default().to_owned()),
+        ("user", config.get_user().unwrap_or_default().to_owned()),
+    ];
+    parts
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(key, value)| format!("{key}={}", quote_dsn_value(value)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes a value the way libpq reads it back, when it needs quoting.
+fn quote_dsn_value(value: &str) -> String {
+    if value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+    } else {
+        value.to_owned()
+    }
+}
+
+fn decode_budget(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawBudget {
+    let name = fields.name(ctx, "name");
+    let description = fields.text(ctx, "description").map(|text| text.value);
+    let owner = fields.text(ctx, "owner").map(|text| text.value);
+    let labels = fields.labels(ctx, "labels");
+    let max_lag = fields.duration(ctx, "max_lag");
+    let max_backlog = backlog(fields.integer(ctx, "max_backlog"));
+    let warn_at = fields.percent_or_default(ctx, "warn_at");
+    let breach_after = fields.duration_or_default(ctx, "breach_after");
+    let objective = fields.table(ctx, "objective").and_then(|objective| {
+        // Both are read before either is required, so both are checked.
+        let target = objective.percent(ctx, "target");
+        let window = objective.duration(ctx, "window");
+        Some(Objective {
+            target: target?.value,
+            window: window?.value,
+        })
+    });
+    let severity = fields.text_or_default(ctx, "severity");
+    let runbook_url = fields.text(ctx, "runbook_url").map(|text| text.value);
+    let interval = fields.duration(ctx, "interval");
+    let timeout = fields.duration(ctx, "timeout");
+    let stall_after = fields.duration(ctx, "stall_after");
+    let probes = fields
+        .table_list(ctx, "probes")
+        .iter()
+        .map(|probe| decode_probe(ctx, probe))
+        .collect();
+    RawBudget {
+        file: ctx.file,
+        path: fields.path.clone(),
+        span: fields.span,
+        name,
+        description,
+        owner,
+        labels,
+        max_lag,
+        max_backlog,
+        has_limit: fields.has("max_lag") || fields.has("max_backlog"),
+        warn_at,
+        breach_after,
+        objective,
+        severity,
+        runbook_url,
+        interval,
+        timeout,
+        stall_after,
+        probes,
+    }
+}
+
+/// A backlog limit; the table's minimum of 0 makes the conversion total.
+fn backlog(value: Option<Spanned<i64>>) -> Option<Spanned<u64>> {
+    let value = value?;
+    Some(Spanned {
+        value: u64::try_from(value.value).ok()?,
+        span: value.span,
+        path: value.path,
+        shown: value.shown,
+    })
+}
+
+fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
+    let name = fields.name(ctx, "name");
+    let interval = fields.duration(ctx, "interval");
+    let timeout = fields.duration(ctx, "timeout");
+    let max_lag = fields.duration(ctx, "max_lag");
+    let max_backlog = backlog(fields.integer(ctx, "max_backlog"));
+    let stall_after = fields.duration(ctx, "stall_after");
+    let kind = match fields.variant(ctx) {
+        Some(("sql_watermark", watermark)) => decode_sql_watermark(ctx, &watermark),
+        Some((other, _)) => {
+            debug_assert!(false, "probe kind `{other}` has a table but no decoder");
+            None
+        }
+        None => None,
+    };
+    RawProbe {
+        path: fields.path.clone(),
+        span: fields.span,
+        name,
+        interval,
+        timeout,
+        max_lag,
+        max_backlog,
+        has_limit: fields.has("max_lag") || fields.has("max_backlog"),
+        stall_after,
+        kind,
+    }
+}
+
+fn decode_sql_watermark(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> Option<RawProbeKind> {
+    let source = fields.text(ctx, "source");
+    let watermark = fields.text(ctx, "watermark");
+    let oldest_pending = fields.text(ctx, "oldest_pending");
+    let chosen = fields.choice(ctx, "mode");
+    let mode_key = match &chosen {
+        Some(chosen) => Some(chosen.value),
+        None if fields.has("mode") => None,
+        None => fields.choice_default("mode"),
+    };
+    // The table lists the mode keys; the model owns their meaning.
+    let mode = mode_key.and_then(|key| {
+        [WatermarkMode::OldestPending, WatermarkMode::SinceWatermark]
+            .into_iter()
+            .find(|mode| mode.key() == key)
+    });
+    match mode {
+        Some(WatermarkMode::OldestPending) if !fields.has("oldest_pending") => {
+            ctx.error(
+                fields.span,
+                &fields.path,
+                "missing `oldest_pending`: without it lag could only be now - watermark, which \
+                 cannot tell an idle source from a stuck view; add `oldest_pending`, or opt into \
+                 that with `mode: since_watermark`",
+            );
+        }
+        Some(WatermarkMode::SinceWatermark) if fields.has("oldest_pending") => {
+            if let Some(chosen) = &chosen {
+                ctx.error(
+                    chosen.span,
+                    &chosen.path,
+                    "`mode: since_watermark` ignores `oldest_pending`: remove one of them",
+                );
+            }
+        }
+        _ => {}
+    }
+    Some(RawProbeKind::SqlWatermark {
+        source: source?,
+        watermark: watermark?.value,
+        oldest_pending: oldest_pending.map(|text| text.value),
+        mode: mode?,
+    })
+}

@@ -1,0 +1,445 @@
+//! The key tables: every mapping of the config file with its keys, their types, defaults and
+//! descriptions.
+//!
+//! The decoder reads mappings only through these tables (unknown keys, required keys, types and
+//! defaults all come from here) and the JSON schema is generated from the same tables, so what
+//! the daemon accepts and what editors suggest cannot drift apart.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+/// One mapping shape of the config file.
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// The name of this shape under `$defs` in the JSON schema.
+    pub id: &'static str,
+    pub doc: &'static str,
+    pub keys: &'static [Key],
+    /// Externally tagged variants (`postgres: {…}`, `sql_watermark: {…}`): exactly one of these
+    /// keys must be present.
+    pub kinds: Option<&'static Kinds>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Key {
+    pub name: &'static str,
+    pub ty: Type,
+    pub required: bool,
+    pub default: Option<DefaultValue>,
+    pub doc: &'static str,
+}
+
+/// The variants a mapping may be tagged with.
+#[derive(Debug)]
+pub(crate) struct Kinds {
+    /// What a variant is called in messages: "source", "probe".
+    pub what: &'static str,
+    /// One key per variant; each has a `Type::Table` with the variant's settings.
+    pub variants: &'static [Key],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Type {
+    String {
+        non_empty: bool,
+    },
+    /// A budget, probe or source name: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+    Name,
+    /// A duration string (`30s`); `positive` rejects `0s`.
+    Duration {
+        positive: bool,
+    },
+    /// A percentage string (`99.9%`) above 0%, and at most or below 100%.
+    Percent {
+        max_inclusive: bool,
+    },
+    Integer {
+        min: i64,
+        max: Option<i64>,
+    },
+    SocketAddr,
+    Enum(&'static [&'static str]),
+    StringList,
+    /// Prometheus label names to strings.
+    Labels,
+    Table(&'static Table),
+    TableList {
+        table: &'static Table,
+        non_empty: bool,
+    },
+    /// Names (`Type::Name`) to tables.
+    TableMap(&'static Table),
+}
+
+/// A default, typed so the decoder applies exactly what the schema documents.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DefaultValue {
+    Duration(Duration),
+    /// Whole percent (80 for `80%`).
+    Percent(u32),
+    Integer(i64),
+    Str(&'static str),
+    SocketAddr(SocketAddr),
+}
+
+/// How often a probe runs when nothing else says so.
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one probe run may take when nothing else says so.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9464));
+
+const fn key(name: &'static str, ty: Type, doc: &'static str) -> Key {
+    Key {
+        name,
+        ty,
+        required: false,
+        default: None,
+        doc,
+    }
+}
+
+const fn required(name: &'static str, ty: Type, doc: &'static str) -> Key {
+    Key {
+        name,
+        ty,
+        required: true,
+        default: None,
+        doc,
+    }
+}
+
+const fn defaulted(name: &'static str, ty: Type, default: DefaultValue, doc: &'static str) -> Key {
+    Key {
+        name,
+        ty,
+        required: false,
+        default: Some(default),
+        doc,
+    }
+}
+
+const POSITIVE_DURATION: Type = Type::Duration { positive: true };
+const ANY_DURATION: Type = Type::Duration { positive: false };
+const TEXT: Type = Type::String { non_empty: false };
+const NON_EMPTY_TEXT: Type = Type::String { non_empty: true };
+
+pub(crate) static ROOT: Table = Table {
+    id: "config",
+    doc: "lagbudget configuration: sources to read from and consistency budgets to enforce.",
+    keys: &[
+        defaulted(
+            "listen",
+            Type::SocketAddr,
+            DefaultValue::SocketAddr(DEFAULT_LISTEN),
+            "Address (IP:PORT) of the HTTP server for /metrics and the API, unless the command \
+             line overrides it. Main file only.",
+        ),
+        key(
+            "include",
+            Type::StringList,
+            "Glob patterns of further files with `sources` and `budgets`, relative to this \
+             file's directory, loaded in sorted order. A pattern without glob characters must \
+             match a file. Main file only.",
+        ),
+        key(
+            "defaults",
+            Type::Table(&DEFAULTS),
+            "Defaults for every probe. Main file only.",
+        ),
+        key(
+            "http",
+            Type::Table(&HTTP),
+            "Settings of the status API. Main file only.",
+        ),
+        key(
+            "sources",
+            Type::TableMap(&SOURCE),
+            "Named connections that probes read from.",
+        ),
+        key(
+            "budgets",
+            Type::TableList {
+                table: &BUDGET,
+                non_empty: false,
+            },
+            "Consistency budgets: how far each feature's derived views may trail their source.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static DEFAULTS: Table = Table {
+    id: "defaults",
+    doc: "Defaults for every probe; a budget's or probe's own setting wins.",
+    keys: &[
+        defaulted(
+            "interval",
+            POSITIVE_DURATION,
+            DefaultValue::Duration(DEFAULT_INTERVAL),
+            "How often each probe runs; never less often than max_lag / 3.",
+        ),
+        defaulted(
+            "timeout",
+            POSITIVE_DURATION,
+            DefaultValue::Duration(DEFAULT_TIMEOUT),
+            "How long one probe run may take, waiting for a connection included; never longer \
+             than the interval.",
+        ),
+        key(
+            "stall_after",
+            POSITIVE_DURATION,
+            "How long a probe may be behind without progress before it counts as stalled. \
+             Default: max_lag or 3 intervals, whichever is longer.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static HTTP: Table = Table {
+    id: "http",
+    doc: "Settings of the status API that product pages call from browsers.",
+    keys: &[
+        key(
+            "cors_allowed_origins",
+            Type::StringList,
+            "Origins allowed by CORS on /api/v1/*; `*` allows any. Empty: no CORS headers.",
+        ),
+        defaulted(
+            "api_cache_max_age",
+            ANY_DURATION,
+            DefaultValue::Duration(Duration::from_secs(1)),
+            "Cache-Control max-age of /api/v1/* answers.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static SOURCE: Table = Table {
+    id: "source",
+    doc: "A named connection, tagged with its kind.",
+    keys: &[],
+    kinds: Some(&SOURCE_KINDS),
+};
+
+pub(crate) static SOURCE_KINDS: Kinds = Kinds {
+    what: "source",
+    variants: &[key(
+        "postgres",
+        Type::Table(&POSTGRES),
+        "A PostgreSQL server.",
+    )],
+};
+
+pub(crate) static POSTGRES: Table = Table {
+    id: "postgres",
+    doc: "A PostgreSQL server.",
+    keys: &[
+        required(
+            "dsn",
+            NON_EMPTY_TEXT,
+            "libpq-style connection string (`host=… user=… dbname=…`) or URL. Put the password \
+             in ${VAR} or ${file:/path}.",
+        ),
+        defaulted(
+            "max_connections",
+            Type::Integer {
+                min: 1,
+                max: Some(64),
+            },
+            DefaultValue::Integer(4),
+            "Connections shared by every probe of this source, at most.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static BUDGET: Table = Table {
+    id: "budget",
+    doc: "One feature's agreement on how far its derived views may trail the source.",
+    keys: &[
+        required(
+            "name",
+            Type::Name,
+            "Unique name; the `budget` label of every series.",
+        ),
+        key("description", TEXT, "What the budget protects, for humans."),
+        key("owner", TEXT, "The team that owns the budget."),
+        key(
+            "labels",
+            Type::Labels,
+            "Free-form routing labels, exported on lagbudget_budget_info.",
+        ),
+        key(
+            "max_lag",
+            POSITIVE_DURATION,
+            "How far the view may trail the source. Set max_lag or max_backlog here or on \
+             every probe.",
+        ),
+        key(
+            "max_backlog",
+            Type::Integer { min: 0, max: None },
+            "How many items may wait; 0 means the backlog must be empty.",
+        ),
+        defaulted(
+            "warn_at",
+            Type::Percent {
+                max_inclusive: true,
+            },
+            DefaultValue::Percent(80),
+            "Share of the budget used at which the state is `warn`.",
+        ),
+        defaulted(
+            "breach_after",
+            ANY_DURATION,
+            DefaultValue::Duration(Duration::ZERO),
+            "How long a probe must be over budget before the state is `breach`.",
+        ),
+        key(
+            "objective",
+            Type::Table(&OBJECTIVE),
+            "Share of time the budget should be met, over a window.",
+        ),
+        defaulted(
+            "severity",
+            NON_EMPTY_TEXT,
+            DefaultValue::Str("page"),
+            "Severity label of this budget's alerts.",
+        ),
+        key("runbook_url", TEXT, "Link put on this budget's alerts."),
+        key(
+            "interval",
+            POSITIVE_DURATION,
+            "How often this budget's probes run; at most max_lag / 2.",
+        ),
+        key(
+            "timeout",
+            POSITIVE_DURATION,
+            "How long one run of this budget's probes may take; at most the interval.",
+        ),
+        key(
+            "stall_after",
+            POSITIVE_DURATION,
+            "How long a probe may be behind without progress before it counts as stalled.",
+        ),
+        required(
+            "probes",
+            Type::TableList {
+                table: &PROBE,
+                non_empty: true,
+            },
+            "The measurements of this feature's hops and views.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static OBJECTIVE: Table = Table {
+    id: "objective",
+    doc: "Share of time the budget should be met, over a window.",
+    keys: &[
+        required(
+            "target",
+            Type::Percent {
+                max_inclusive: false,
+            },
+            "Share of the window the budget should be met, such as 99.9%; below 100%.",
+        ),
+        required(
+            "window",
+            POSITIVE_DURATION,
+            "The rolling window, such as 28d.",
+        ),
+    ],
+    kinds: None,
+};
+
+pub(crate) static PROBE: Table = Table {
+    id: "probe",
+    doc: "One measurement of one hop or view, tagged with its kind.",
+    keys: &[
+        required(
+            "name",
+            Type::Name,
+            "Name, unique within its budget; the `probe` label.",
+        ),
+        key(
+            "interval",
+            POSITIVE_DURATION,
+            "How often this probe runs; at most max_lag / 2.",
+        ),
+        key(
+            "timeout",
+            POSITIVE_DURATION,
+            "How long one run may take; at most the interval.",
+        ),
+        key(
+            "max_lag",
+            POSITIVE_DURATION,
+            "Overrides the budget's max_lag.",
+        ),
+        key(
+            "max_backlog",
+            Type::Integer { min: 0, max: None },
+            "Overrides the budget's max_backlog.",
+        ),
+        key(
+            "stall_after",
+            POSITIVE_DURATION,
+            "How long this probe may be behind without progress before it counts as stalled.",
+        ),
+    ],
+    kinds: Some(&PROBE_KINDS),
+};
+
+pub(crate) static PROBE_KINDS: Kinds = Kinds {
+    what: "probe",
+    variants: &[key(
+        "sql_watermark",
+        Type::Table(&SQL_WATERMARK),
+        "A projection or read model whose position is read with SQL.",
+    )],
+};
+
+pub(crate) static SQL_WATERMARK: Table = Table {
+    id: "sql_watermark",
+    doc: "A projection or read model whose position is read with SQL.",
+    keys: &[
+        required(
+            "source",
+            NON_EMPTY_TEXT,
+            "Name of the postgres source to query.",
+        ),
+        required(
+            "watermark",
+            NON_EMPTY_TEXT,
+            "Returns one row, one column: the view's position or timestamp.",
+        ),
+        key(
+            "oldest_pending",
+            NON_EMPTY_TEXT,
+            "Given the watermark as $1, returns the timestamp of the oldest change not yet \
+             applied (NULL when nothing is pending) and optionally a pending count.",
+        ),
+        defaulted(
+            "mode",
+            Type::Enum(&["oldest_pending", "since_watermark"]),
+            DefaultValue::Str("oldest_pending"),
+            "`oldest_pending`: lag is the age of the oldest pending change. \
+             `since_watermark`: lag is now - watermark, which reads an idle source as lag; \
+             only without oldest_pending.",
+        ),
+    ],
+    kinds: None,
+};
+
+impl Table {
+    /// The key or variant called `name`.
+    pub fn key(&self, name: &str) -> Option<&'static Key> {
+        let variants: &'static [Key] = self.kinds.map_or(&[], |kinds| kinds.variants);
+        self.keys
+            .iter()
+            .chain(variants)
+            .find(|key| key.name == name)
+    }
+}

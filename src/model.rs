@@ -1,0 +1,291 @@
+//! The validated domain model: what a config means once every check has passed.
+//!
+//! Nothing here knows YAML. `config/` is the only producer of these types; the scheduler,
+//! probes, evaluation and outputs only ever see a `Config` that is already known to be valid,
+//! with defaults applied and effective intervals computed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where `run` serves HTTP unless the command line overrides it.
+    pub listen: SocketAddr,
+    pub http: HttpSettings,
+    pub sources: BTreeMap<String, Arc<Source>>,
+    /// Budgets in config order (files first, then `include:`d files in glob order).
+    pub budgets: Vec<Arc<Budget>>,
+    /// Every secret value interpolated into the config, so that any text leaving the daemon
+    /// (logs, errors, API) can be scrubbed of them as a last line of defence.
+    pub secrets: SecretSet,
+}
+
+/// Settings of the status API that product pages call from browsers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Origins allowed by CORS on `/api/v1/*`; `*` allows any. Empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// `Cache-Control: max-age` of `/api/v1/*` answers.
+    pub api_cache_max_age: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            cors_allowed_origins: Vec::new(),
+            api_cache_max_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A named connection to a system that probes read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub name: String,
+    /// Connections shared by every probe of this source, at most.
+    pub max_connections: usize,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    Postgres(PostgresSource),
+}
+
+impl SourceKind {
+    /// The config key of this kind, as users write it (`postgres`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            SourceKind::Postgres(_) => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub struct PostgresSource {
+    /// The libpq-style connection string after interpolation. It may hold a password, so it is
+    /// never printed: use `redacted` for humans.
+    pub dsn: Secret,
+    /// `host=… port=… dbname=… user=…` without the password, for logs and `check`.
+    pub redacted: String,
+}
+
+impl fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("dsn", &self.redacted)
+            .finish()
+    }
+}
+
+/// A string that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The secret values a config interpolated (from `${VAR}`, `${file:…}` and DSN passwords).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretSet(Vec<String>);
+
+impl SecretSet {
+    /// Remembers a value as secret. Very short values are ignored: scrubbing "1" out of every
+    /// message would mangle text and protects nothing.
+    pub fn insert(&mut self, value: &str) {
+        if value.len() >= 4 && !self.0.iter().any(|known| known == value) {
+            self.0.push(value.to_owned());
+            // Longest first, so a secret that contains another is replaced whole.
+            self.0.sort_by_key(|known| std::cmp::Reverse(known.len()));
+        }
+    }
+
+    /// Replaces every known secret value in `text` with `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.0 {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretSet({} values)", self.0.len())
+    }
+}
+
+/// One feature's agreement on how far its derived view may trail the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub name: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    /// Free-form routing labels, exported only on `lagbudget_budget_info`.
+    pub labels: BTreeMap<String, String>,
+    pub max_lag: Option<Duration>,
+    pub max_backlog: Option<u64>,
+    /// Used ratio at or above which the state is `warn` (0.8 for `80%`).
+    pub warn_at: f64,
+    /// How long a probe must be over budget before the state is `breach`.
+    pub breach_after: Duration,
+    pub objective: Option<Objective>,
+    pub severity: String,
+    pub runbook_url: Option<String>,
+    pub probes: Vec<Arc<Probe>>,
+}
+
+/// The share of time a budget should be within its limits, over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objective {
+    /// 0.999 for `99.9%`.
+    pub target: f64,
+    pub window: Duration,
+}
+
+/// One measurement of one hop, with every default resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub budget: String,
+    pub name: String,
+    /// The effective interval: the configured one, but never longer than `max_lag / 3`.
+    pub interval: Duration,
+    /// Per-run timeout, never longer than `interval`.
+    pub timeout: Duration,
+    /// The lag budget of this probe (the budget's, or the probe's own override).
+    pub max_lag: Option<Duration>,
+    /// The backlog budget of this probe (the budget's, or the probe's own override).
+    pub max_backlog: Option<u64>,
+    /// Behind and not advancing for this long ⇒ stalled.
+    pub stall_after: Duration,
+    pub kind: ProbeKind,
+}
+
+impl Probe {
+    /// The kind's config key, used as the `kind` label of duration histograms.
+    pub fn kind_key(&self) -> &'static str {
+        self.kind.key()
+    }
+
+    /// The source this probe reads, by name.
+    pub fn source_name(&self) -> &str {
+        match &self.kind {
+            ProbeKind::SqlWatermark(w) => &w.source,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeKind {
+    SqlWatermark(SqlWatermark),
+}
+
+impl ProbeKind {
+    pub fn key(&self) -> &'static str {
+        match self {
+            ProbeKind::SqlWatermark(_) => "sql_watermark",
+        }
+    }
+}
+
+/// A projection or read model whose position is read with SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlWatermark {
+    pub source: String,
+    /// Returns one row, one column: the view's position or timestamp.
+    pub watermark: String,
+    /// Given the watermark as `$1`, returns the timestamp of the oldest change not yet applied
+    /// (NULL when nothing is pending) and optionally a pending count.
+    pub oldest_pending: Option<String>,
+    pub mode: WatermarkMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatermarkMode {
+    /// Lag is the age of the oldest pending source change (requires `oldest_pending`).
+    OldestPending,
+    /// Lag is `now − watermark timestamp`: reads an idle source as lag, so it is opt-in.
+    SinceWatermark,
+}
+
+impl WatermarkMode {
+    pub fn key(self) -> &'static str {
+        match self {
+            WatermarkMode::OldestPending => "oldest_pending",
+            WatermarkMode::SinceWatermark => "since_watermark",
+        }
+    }
+}
+
+/// Formats a duration the way configs write it (`500ms`, `30s`, `5m`, `2h`, `28d`), choosing
+/// the largest unit that represents it exactly.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    if millis % 1000 != 0 {
+        return format!("{millis}ms");
+    }
+    let secs = millis / 1000;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_format_in_their_largest_exact_unit() {
+        let cases = [
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(28 * 86_400), "28d"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_duration(duration), text);
+        }
+    }
+
+    #[test]
+    fn scrub_replaces_every_known_secret() {
+        let mut secrets = SecretSet::default();
+        secrets.insert("hunter22");
+        secrets.insert("hunter22-long");
+        secrets.insert("ab");
+        assert_eq!(
+            secrets.scrub("pw=hunter22-long and hunter22; ab stays"),
+            "pw=*** and ***; ab stays"
+        );
+    }
+}
