@@ -1,0 +1,508 @@
+//! Pure evaluation: probe outcomes and budgets in, freshness, budget states and time counters
+//! out. No IO and no clocks: every function takes `now` (unix seconds) from its caller, so the
+//! rules of product.md §3 are tested with tables.
+
+use crate::model::{Budget, Probe};
+use crate::probe::{Backlog, ErrorReason, ProbeError, Sample};
+
+/// A probe run is stale after this many effective intervals without a success.
+pub const STALE_AFTER_INTERVALS: f64 = 3.0;
+
+/// What one probe has done so far. Owned by the daemon state, updated by `record`.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeHistory {
+    pub runs: u64,
+    pub last_run_at: Option<f64>,
+    pub last_duration: Option<f64>,
+    /// The last run's error, `None` after a success.
+    pub last_error: Option<ProbeError>,
+    pub last_success_at: Option<f64>,
+    /// The last successful sample. Kept while the probe is down, so that `last_lag` can still be
+    /// shown, but never exported as the current lag once stale.
+    pub last_sample: Option<Sample>,
+    /// Failed runs by reason, indexed by `ErrorReason::index`.
+    pub errors: [u64; ErrorReason::ALL.len()],
+    /// The last position seen and when it last changed.
+    pub position: Option<String>,
+    pub progress_at: Option<f64>,
+    /// Results below zero (clamped to 0) and positions that went backwards.
+    pub negative_lag_total: u64,
+    pub position_regressions_total: u64,
+}
+
+/// How a run ended, as the scheduler reports it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success(Sample),
+    Failure(ProbeError),
+}
+
+/// Whether the last run changed the probe's up/down state, for logging on change only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Unchanged,
+    WentDown,
+    Recovered,
+    FirstSuccess,
+}
+
+impl ProbeHistory {
+    /// Records one run that ended at `now` after `duration` seconds.
+    pub fn record(&mut self, now: f64, duration: f64, outcome: Outcome) -> Transition {
+        let was_up = self.runs > 0 && self.last_error.is_none();
+        let first_run = self.runs == 0;
+        self.runs += 1;
+        self.last_run_at = Some(now);
+        self.last_duration = Some(duration);
+        match outcome {
+            Outcome::Success(sample) => {
+                let had_success = self.last_success_at.is_some();
+                if sample.negative_lag_clamped {
+                    self.negative_lag_total += 1;
+                }
+                if sample.position_regressed {
+                    self.position_regressions_total += 1;
+                }
+                if let Some(position) = &sample.position {
+                    if self.position.as_ref() != Some(position) {
+                        self.position = Some(position.clone());
+                        self.progress_at = Some(now);
+                    }
+                }
+                self.last_error = None;
+                self.last_success_at = Some(now);
+                self.last_sample = Some(sample);
+                if !had_success {
+                    Transition::FirstSuccess
+                } else if was_up {
+                    Transition::Unchanged
+                } else {
+                    Transition::Recovered
+                }
+            }
+            Outcome::Failure(error) => {
+                self.errors[error.reason.index()] += 1;
+                let changed = first_run
+                    || was_up
+                    || self.last_error.as_ref().map(|e| e.reason) != Some(error.reason);
+                self.last_error = Some(error);
+                if changed {
+                    Transition::WentDown
+                } else {
+                    Transition::Unchanged
+                }
+            }
+        }
+    }
+
+    /// True if the last run succeeded.
+    pub fn is_up(&self) -> bool {
+        self.runs > 0 && self.last_error.is_none()
+    }
+
+    /// Stale: no success within 3 effective intervals, or never a success.
+    pub fn is_stale(&self, now: f64, interval_secs: f64) -> bool {
+        match self.last_success_at {
+            None => true,
+            Some(at) => now - at > STALE_AFTER_INTERVALS * interval_secs,
+        }
+    }
+
+    /// The sample to count toward the budget: the last success, unless the probe is stale.
+    pub fn fresh_sample(&self, now: f64, interval_secs: f64) -> Option<&Sample> {
+        if self.is_stale(now, interval_secs) {
+            None
+        } else {
+            self.last_sample.as_ref()
+        }
+    }
+
+    /// Stalled: fresh, behind, and the position has not moved for `stall_after` seconds.
+    pub fn is_stalled(&self, now: f64, interval_secs: f64, stall_after_secs: f64) -> bool {
+        let Some(sample) = self.fresh_sample(now, interval_secs) else {
+            return false;
+        };
+        let behind = sample.lag_seconds > 0.0 || sample.backlog.is_some_and(|b| b.value > 0.0);
+        match self.progress_at {
+            Some(at) if behind && sample.position.is_some() => now - at >= stall_after_secs,
+            _ => false,
+        }
+    }
+}
+
+/// The used ratio of one sample against a probe's budgets: lag ÷ max_lag or backlog ÷
+/// max_backlog, the larger. A `max_backlog` of 0 means "must be empty": any backlog is
+/// infinitely over (reported as the backlog itself so that the number stays finite and useful).
+pub fn used_ratio(probe: &Probe, sample: &Sample) -> f64 {
+    let lag_ratio = probe
+        .max_lag
+        .map(|max| sample.lag_seconds / max.as_secs_f64())
+        .unwrap_or(0.0);
+    let backlog_ratio = match (probe.max_backlog, sample.backlog) {
+        (Some(0), Some(Backlog { value, .. })) if value > 0.0 => 1.0 + value,
+        (Some(0), Some(_)) => 0.0,
+        (Some(max), Some(Backlog { value, .. })) => value / max as f64,
+        _ => 0.0,
+    };
+    lag_ratio.max(backlog_ratio)
+}
+
+/// The four budget states, in precedence order (product.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetState {
+    Breach,
+    Unknown,
+    Warn,
+    Ok,
+}
+
+impl BudgetState {
+    pub const ALL: [BudgetState; 4] = [
+        BudgetState::Breach,
+        BudgetState::Unknown,
+        BudgetState::Warn,
+        BudgetState::Ok,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetState::Breach => "breach",
+            BudgetState::Unknown => "unknown",
+            BudgetState::Warn => "warn",
+            BudgetState::Ok => "ok",
+        }
+    }
+
+    /// States that count as "not within budget" for the SLI counters.
+    pub fn is_over(self) -> bool {
+        matches!(self, BudgetState::Breach | BudgetState::Unknown)
+    }
+}
+
+/// What evaluation sees of one probe at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeView {
+    /// Used ratio of the fresh sample; `None` while stale.
+    pub used_ratio: Option<f64>,
+}
+
+/// A budget's state over time: the sticky breach, `breach_after` and the SLI time counters.
+#[derive(Debug, Clone)]
+pub struct BudgetTracker {
+    pub state: BudgetState,
+    pub since: f64,
+    /// When the budget was first seen over budget in the current run of "over" evaluations.
+    over_since: Option<f64>,
+    last_evaluated_at: Option<f64>,
+    pub evaluated_seconds_total: f64,
+    pub over_seconds_total: f64,
+    /// The largest used ratio among fresh probes at the last evaluation.
+    pub max_used_ratio: Option<f64>,
+}
+
+impl BudgetTracker {
+    /// A budget starts `unknown`: nothing has been measured yet.
+    pub fn new(now: f64) -> Self {
+        Self {
+            state: BudgetState::Unknown,
+            since: now,
+            over_since: None,
+            last_evaluated_at: None,
+            evaluated_seconds_total: 0.0,
+            over_seconds_total: 0.0,
+            max_used_ratio: None,
+        }
+    }
+
+    /// Re-evaluates the budget at `now` from its probes. Time since the previous evaluation is
+    /// attributed to the state that held during it. Returns the new state.
+    pub fn evaluate(&mut self, budget: &Budget, probes: &[ProbeView], now: f64) -> BudgetState {
+        if let Some(previous) = self.last_evaluated_at {
+            let elapsed = (now - previous).max(0.0);
+            self.evaluated_seconds_total += elapsed;
+            if self.state.is_over() {
+                self.over_seconds_total += elapsed;
+            }
+        }
+        self.last_evaluated_at = Some(now);
+
+        let any_stale = probes.iter().any(|p| p.used_ratio.is_none());
+        let max_ratio = probes
+            .iter()
+            .filter_map(|p| p.used_ratio)
+            .fold(None, |acc: Option<f64>, r| {
+                Some(acc.map_or(r, |a| a.max(r)))
+            });
+        self.max_used_ratio = max_ratio;
+        let over = max_ratio.is_some_and(|r| r > 1.0);
+
+        if over {
+            self.over_since.get_or_insert(now);
+        } else if !any_stale {
+            // Only a fresh, complete view that is under budget ends an "over" streak: going blind
+            // must not reset `breach_after` nor resolve a breach.
+            self.over_since = None;
+        }
+
+        let breach_due = self
+            .over_since
+            .is_some_and(|since| now - since >= budget.breach_after.as_secs_f64());
+        // A breach holds until a fresh, complete view is back under budget.
+        let breach_holds = self.state == BudgetState::Breach && (over || any_stale);
+        let next = if breach_holds || (over && breach_due) {
+            BudgetState::Breach
+        } else if any_stale {
+            BudgetState::Unknown
+        } else if max_ratio.is_some_and(|r| r >= budget.warn_at) {
+            BudgetState::Warn
+        } else {
+            BudgetState::Ok
+        };
+        if next != self.state {
+            self.state = next;
+            self.since = now;
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProbeKind, SqlWatermark, WatermarkMode};
+    use crate::probe::BacklogUnit;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn probe(max_lag: Option<u64>, max_backlog: Option<u64>) -> Probe {
+        Probe {
+            budget: "b".into(),
+            name: "p".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_lag: max_lag.map(Duration::from_secs),
+            max_backlog,
+            stall_after: Duration::from_secs(10),
+            kind: ProbeKind::SqlWatermark(SqlWatermark {
+                source: "s".into(),
+                watermark: "SELECT 1".into(),
+                oldest_pending: None,
+                mode: WatermarkMode::SinceWatermark,
+            }),
+        }
+    }
+
+    fn budget(breach_after: u64) -> Budget {
+        Budget {
+            name: "b".into(),
+            description: None,
+            owner: None,
+            labels: BTreeMap::new(),
+            max_lag: Some(Duration::from_secs(10)),
+            max_backlog: None,
+            warn_at: 0.8,
+            breach_after: Duration::from_secs(breach_after),
+            objective: None,
+            severity: "page".into(),
+            runbook_url: None,
+            probes: vec![Arc::new(probe(Some(10), None))],
+        }
+    }
+
+    fn sample(lag: f64) -> Sample {
+        Sample {
+            lag_seconds: lag,
+            ..Sample::default()
+        }
+    }
+
+    fn fail(reason: ErrorReason) -> Outcome {
+        Outcome::Failure(ProbeError::new(reason, "boom"))
+    }
+
+    #[test]
+    fn used_ratio_takes_the_larger_of_lag_and_backlog() {
+        let with_backlog = |lag: f64, value: f64| Sample {
+            lag_seconds: lag,
+            backlog: Some(Backlog {
+                unit: BacklogUnit::Rows,
+                value,
+            }),
+            ..Sample::default()
+        };
+        let cases = [
+            (probe(Some(10), None), sample(5.0), 0.5),
+            (probe(Some(10), Some(100)), with_backlog(5.0, 80.0), 0.8),
+            (probe(Some(10), Some(100)), with_backlog(12.0, 80.0), 1.2),
+            (probe(None, Some(0)), with_backlog(0.0, 0.0), 0.0),
+            (probe(None, Some(0)), with_backlog(0.0, 1.0), 2.0),
+            (probe(None, Some(10)), sample(1000.0), 0.0),
+        ];
+        for (probe, sample, expected) in cases {
+            assert!((used_ratio(&probe, &sample) - expected).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn freshness_distinguishes_down_from_stale() {
+        let mut h = ProbeHistory::default();
+        assert!(h.is_stale(0.0, 1.0), "never succeeded is stale");
+        assert!(!h.is_up());
+        h.record(10.0, 0.1, Outcome::Success(sample(0.0)));
+        assert!(h.is_up() && !h.is_stale(10.0, 1.0));
+        h.record(11.0, 0.1, fail(ErrorReason::Connect));
+        assert!(!h.is_up(), "one failure is down");
+        assert!(!h.is_stale(11.0, 1.0), "but not yet stale");
+        assert!(!h.is_stale(13.0, 1.0), "3 intervals is still fresh");
+        assert!(h.is_stale(13.01, 1.0), "beyond 3 intervals is stale");
+        assert!(h.fresh_sample(14.0, 1.0).is_none());
+        assert_eq!(h.errors[ErrorReason::Connect.index()], 1);
+    }
+
+    #[test]
+    fn transitions_are_reported_once_per_change() {
+        let mut h = ProbeHistory::default();
+        assert_eq!(
+            h.record(1.0, 0.1, fail(ErrorReason::Connect)),
+            Transition::WentDown
+        );
+        assert_eq!(
+            h.record(2.0, 0.1, fail(ErrorReason::Connect)),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            h.record(3.0, 0.1, fail(ErrorReason::Timeout)),
+            Transition::WentDown,
+            "a new reason is worth a log line"
+        );
+        assert_eq!(
+            h.record(4.0, 0.1, Outcome::Success(sample(0.0))),
+            Transition::FirstSuccess
+        );
+        assert_eq!(
+            h.record(5.0, 0.1, Outcome::Success(sample(0.0))),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            h.record(6.0, 0.1, fail(ErrorReason::Query)),
+            Transition::WentDown
+        );
+        assert_eq!(
+            h.record(7.0, 0.1, Outcome::Success(sample(0.0))),
+            Transition::Recovered
+        );
+    }
+
+    #[test]
+    fn stall_needs_behind_and_no_progress() {
+        let at = |lag: f64, pos: &str| {
+            Outcome::Success(Sample {
+                lag_seconds: lag,
+                position: Some(pos.into()),
+                ..Sample::default()
+            })
+        };
+        let mut h = ProbeHistory::default();
+        h.record(0.0, 0.1, at(1.0, "5"));
+        h.record(5.0, 0.1, at(6.0, "5"));
+        assert!(!h.is_stalled(5.0, 1.0, 10.0));
+        h.record(10.0, 0.1, at(11.0, "5"));
+        assert!(
+            h.is_stalled(10.0, 1.0, 10.0),
+            "behind, same position for 10 s"
+        );
+        h.record(11.0, 0.1, at(2.0, "6"));
+        assert!(!h.is_stalled(11.0, 1.0, 10.0), "moved");
+        let mut idle = ProbeHistory::default();
+        idle.record(0.0, 0.1, at(0.0, "9"));
+        idle.record(100.0, 0.1, at(0.0, "9"));
+        assert!(!idle.is_stalled(100.0, 1.0, 10.0), "idle is not stalled");
+    }
+
+    /// One step of a budget table: at `now`, the probes show these ratios (None = stale).
+    struct Step {
+        now: f64,
+        ratios: &'static [Option<f64>],
+        expect: BudgetState,
+    }
+
+    fn run_table(breach_after: u64, steps: &[Step]) -> BudgetTracker {
+        let b = budget(breach_after);
+        let mut t = BudgetTracker::new(0.0);
+        for (i, step) in steps.iter().enumerate() {
+            let views: Vec<ProbeView> = step
+                .ratios
+                .iter()
+                .map(|r| ProbeView { used_ratio: *r })
+                .collect();
+            let got = t.evaluate(&b, &views, step.now);
+            assert_eq!(got, step.expect, "step {i} at t={}", step.now);
+        }
+        t
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn state_precedence_and_sticky_breach() {
+        run_table(
+            0,
+            &[
+                Step { now: 0.0, ratios: &[None], expect: BudgetState::Unknown },
+                Step { now: 1.0, ratios: &[Some(0.1)], expect: BudgetState::Ok },
+                Step { now: 2.0, ratios: &[Some(0.8)], expect: BudgetState::Warn },
+                Step { now: 3.0, ratios: &[Some(1.0)], expect: BudgetState::Warn },
+                Step { now: 4.0, ratios: &[Some(1.01)], expect: BudgetState::Breach },
+                // Going blind during a breach does not resolve it.
+                Step { now: 5.0, ratios: &[None], expect: BudgetState::Breach },
+                Step { now: 9.0, ratios: &[None], expect: BudgetState::Breach },
+                // A fresh run back under budget does.
+                Step { now: 10.0, ratios: &[Some(0.2)], expect: BudgetState::Ok },
+                // Unknown outranks warn; breach outranks unknown.
+                Step { now: 11.0, ratios: &[Some(0.9), None], expect: BudgetState::Unknown },
+                Step { now: 12.0, ratios: &[Some(1.5), None], expect: BudgetState::Breach },
+                // One probe back under while another is blind keeps the breach.
+                Step { now: 13.0, ratios: &[Some(0.1), None], expect: BudgetState::Breach },
+                Step { now: 14.0, ratios: &[Some(0.1), Some(0.1)], expect: BudgetState::Ok },
+            ],
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn breach_after_delays_the_breach_and_resets_when_back_under() {
+        run_table(
+            5,
+            &[
+                Step { now: 0.0, ratios: &[Some(2.0)], expect: BudgetState::Warn },
+                Step { now: 4.0, ratios: &[Some(2.0)], expect: BudgetState::Warn },
+                Step { now: 5.0, ratios: &[Some(2.0)], expect: BudgetState::Breach },
+                Step { now: 6.0, ratios: &[Some(0.5)], expect: BudgetState::Ok },
+                Step { now: 7.0, ratios: &[Some(2.0)], expect: BudgetState::Warn },
+                // Blind in between does not reset the streak.
+                Step { now: 9.0, ratios: &[None], expect: BudgetState::Unknown },
+                Step { now: 12.0, ratios: &[Some(2.0)], expect: BudgetState::Breach },
+            ],
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn time_counters_attribute_elapsed_time_to_the_state_that_held() {
+        let t = run_table(
+            0,
+            &[
+                Step { now: 0.0, ratios: &[None], expect: BudgetState::Unknown },
+                Step { now: 2.0, ratios: &[Some(0.1)], expect: BudgetState::Ok },
+                Step { now: 5.0, ratios: &[Some(3.0)], expect: BudgetState::Breach },
+                Step { now: 9.0, ratios: &[Some(0.1)], expect: BudgetState::Ok },
+                Step { now: 10.0, ratios: &[Some(0.1)], expect: BudgetState::Ok },
+            ],
+        );
+        assert_eq!(t.evaluated_seconds_total, 10.0);
+        // 2 s unknown at the start plus 4 s in breach.
+        assert_eq!(t.over_seconds_total, 6.0);
+        assert_eq!(t.since, 9.0);
+    }
+}

@@ -1,0 +1,21 @@
+//! lagbudget: consistency budgets for eventually consistent systems.
+//!
+//! Code map: `config` turns YAML into the validated `model`; `probe` measures (the only code
+//! that talks to measured systems); `schedule` runs one task per probe; `state` keeps what
+//! they found; `evaluate` turns it into budget states without IO; `metrics`, `status` and
+//! `server` show it; `daemon` ties them together and handles reloads; `oneshot` serves the
+//! `probe` and `check --connect` commands. See ARCHITECTURE.md for the invariants.
+
+pub mod config;
+pub mod daemon;
+pub mod evaluate;
+pub mod metrics;
+pub mod model;
+pub mod oneshot;
+pub mod probe;
+pub mod schedule;
+pub mod server;
+pub mod state;
+pub mod status;
+
+pub use daemon::{ConfigLoader, RunSettings, Shared, run};

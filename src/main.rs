@@ -1,0 +1,279 @@
+//! The `lagbudget` command: parse arguments, load and validate the config before binding
+//! anything, then run until SIGTERM/SIGINT. All behaviour lives in the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use lagbudget::model::Config;
+use lagbudget::{config, oneshot};
+
+/// Exit code for a config that does not validate (clap uses 2 for usage errors too).
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "lagbudget",
+    version,
+    about = "Consistency budgets: true lag behind eventually consistent views, against a budget."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing-subscriber `EnvFilter` syntax), e.g. `info` or `lagbudget=debug`.
+    #[arg(
+        long = "log.level",
+        global = true,
+        default_value = "info",
+        env = "LAGBUDGET_LOG"
+    )]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: probe every budget, serve /metrics, the API and the status page.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Listen address; overrides `listen:` in the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve `POST /-/reload` (as Prometheus' flag of the same name).
+        #[arg(long = "web.enable-lifecycle")]
+        enable_lifecycle: bool,
+    },
+    /// Validate a config and print every error; exit 2 if any.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Also connect to every source and prepare every probe's queries.
+        #[arg(long)]
+        connect: bool,
+        /// Time allowed per source or probe with --connect.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Run each probe once and print a table.
+    Probe {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only the probes of this budget.
+        #[arg(long)]
+        budget: Option<String>,
+    },
+    /// Print the JSON Schema of the config file (for editor completion).
+    Schema,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Schema => {
+            print!("{}", config::json_schema_string());
+            ExitCode::SUCCESS
+        }
+        Command::Check {
+            config: path,
+            connect,
+            timeout,
+        } => {
+            let Some(config) = load_or_report(&path) else {
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            };
+            let probes: usize = config.budgets.iter().map(|b| b.probes.len()).sum();
+            println!(
+                "{}: valid ({} sources, {} budgets, {} probes)",
+                path.display(),
+                config.sources.len(),
+                config.budgets.len(),
+                probes
+            );
+            if !connect {
+                return ExitCode::SUCCESS;
+            }
+            match block_on(check_connect(&config, timeout)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Probe {
+            config: path,
+            budget,
+        } => {
+            let Some(config) = load_or_report(&path) else {
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            };
+            if let Some(name) = &budget {
+                if !config.budgets.iter().any(|b| &b.name == name) {
+                    eprintln!("no budget named {name:?} in {}", path.display());
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            }
+            match block_on(async { oneshot::run_probes_once(&config, budget.as_deref()).await }) {
+                Ok(Ok(results)) => {
+                    print!("{}", oneshot::format_table(&results));
+                    if results.iter().all(|r| r.result.is_ok()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Ok(Err(e)) => fail(anyhow::anyhow!("{e}")),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Run {
+            config: path,
+            listen,
+            enable_lifecycle,
+        } => {
+            let Some(config) = load_or_report(&path) else {
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            };
+            match block_on(run(config, path, listen, enable_lifecycle)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) | Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Loads the config, printing every error (already free of secrets) if it does not validate.
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprint!("{errors}");
+            if !errors.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            let n = errors.0.len();
+            eprintln!(
+                "{}: {n} error{} in config",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+/// Prints one line per source and probe; true when all of them succeeded.
+async fn check_connect(config: &Config, timeout: Duration) -> bool {
+    let reports = oneshot::check_connections(config, timeout).await;
+    let mut all_ok = true;
+    for report in &reports {
+        match &report.result {
+            Ok(detail) => println!("ok    {}: {detail}", report.what),
+            Err(e) => {
+                all_ok = false;
+                println!("FAIL  {}: {e}", report.what);
+            }
+        }
+    }
+    all_ok
+}
+
+async fn run(
+    config: Config,
+    path: PathBuf,
+    listen: Option<SocketAddr>,
+    enable_lifecycle: bool,
+) -> anyhow::Result<()> {
+    let address = listen.unwrap_or(config.listen);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let loader_path = path.clone();
+    let settings = lagbudget::RunSettings {
+        config,
+        loader: Some(Arc::new(move || config::load(&loader_path))),
+        enable_lifecycle,
+        reload_on_sighup: true,
+    };
+    lagbudget::run(settings, listener, shutdown).await
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            tracing::error!("cannot listen for SIGTERM");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    // A bare level applies to lagbudget itself; libraries stay at `warn` unless named, because
+    // their debug output (query texts, connection chatter) is not ours to vouch for.
+    let directives = if level.contains('=') || level.contains(',') {
+        level.to_owned()
+    } else {
+        format!("warn,lagbudget={level}")
+    };
+    let filter = match EnvFilter::try_new(&directives) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("error: invalid --log.level {level:?}: {e}");
+            std::process::exit(i32::from(EXIT_INVALID_CONFIG));
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

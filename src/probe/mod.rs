@@ -1,0 +1,237 @@
+//! Probes: the only code that talks to the systems being measured. One file per probe kind,
+//! all behind `ProbeRunner::run`, which yields a `Sample` or a `ProbeError` with a bounded reason.
+
+pub mod postgres;
+pub mod sql_watermark;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::model::{Config, Probe, ProbeKind, SecretSet, Source, SourceKind};
+
+/// One successful measurement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    /// Age of the oldest change not yet visible, in seconds, clamped at 0.
+    pub lag_seconds: f64,
+    pub backlog: Option<Backlog>,
+    /// The view's position (watermark, offset, LSN…) as text, to detect progress.
+    pub position: Option<String>,
+    /// A short human detail for the API and `lagbudget probe`.
+    pub detail: Option<String>,
+    /// The raw result was below zero and was clamped (counted in `negative_lag_total`).
+    pub negative_lag_clamped: bool,
+    /// The position went backwards since the previous run (counted as a regression).
+    pub position_regressed: bool,
+}
+
+/// Positions behind, with the unit that names the exported metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub unit: BacklogUnit,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogUnit {
+    Messages,
+    Bytes,
+    Events,
+    Rows,
+}
+
+impl BacklogUnit {
+    pub const ALL: [BacklogUnit; 4] = [
+        BacklogUnit::Messages,
+        BacklogUnit::Bytes,
+        BacklogUnit::Events,
+        BacklogUnit::Rows,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BacklogUnit::Messages => "messages",
+            BacklogUnit::Bytes => "bytes",
+            BacklogUnit::Events => "events",
+            BacklogUnit::Rows => "rows",
+        }
+    }
+}
+
+/// Why a run failed. A closed set, so that `lagbudget_probe_errors_total{reason}` stays bounded
+/// and every series can exist at 0 from config load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorReason {
+    /// The source could not be reached or refused us (network, authentication).
+    Connect,
+    /// The run did not finish within its timeout (including a statement timeout).
+    Timeout,
+    /// Every connection of the source was busy until the run's deadline.
+    PoolTimeout,
+    /// The source rejected a query (syntax, missing table, permission).
+    Query,
+    /// The source answered something we cannot interpret.
+    Decode,
+    /// The source answered, but with nothing to measure (no row, NULL watermark).
+    NoData,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 6] = [
+        ErrorReason::Connect,
+        ErrorReason::Timeout,
+        ErrorReason::PoolTimeout,
+        ErrorReason::Query,
+        ErrorReason::Decode,
+        ErrorReason::NoData,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::Connect => "connect",
+            ErrorReason::Timeout => "timeout",
+            ErrorReason::PoolTimeout => "pool_timeout",
+            ErrorReason::Query => "query",
+            ErrorReason::Decode => "decode",
+            ErrorReason::NoData => "no_data",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A failed run: a bounded reason for metrics and a short message for humans.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}: {message}", reason = reason.as_str())]
+pub struct ProbeError {
+    pub reason: ErrorReason,
+    pub message: String,
+}
+
+/// Messages come from remote servers; keep them short enough for a label-free log line and the
+/// API, whatever the server sends.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+impl ProbeError {
+    pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        let message = if message.chars().count() > MAX_MESSAGE_CHARS {
+            let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+            cut.push('…');
+            cut
+        } else {
+            message
+        };
+        Self { reason, message }
+    }
+
+    /// The same error with every known secret replaced by `***`.
+    pub fn scrubbed(self, secrets: &SecretSet) -> Self {
+        Self {
+            reason: self.reason,
+            message: secrets.scrub(&self.message),
+        }
+    }
+}
+
+/// A live connection handle per configured source, shared by every probe that reads it.
+#[derive(Clone)]
+pub enum SourceHandle {
+    Postgres(Arc<postgres::PgPool>),
+}
+
+impl SourceHandle {
+    pub fn new(source: &Source) -> Result<Self, ProbeError> {
+        match &source.kind {
+            SourceKind::Postgres(pg) => Ok(SourceHandle::Postgres(Arc::new(
+                postgres::PgPool::new(&source.name, pg, source.max_connections)?,
+            ))),
+        }
+    }
+
+    /// Connects once and runs a trivial query: what `check --connect` reports per source.
+    pub async fn check_connect(&self, deadline: Instant) -> Result<String, ProbeError> {
+        match self {
+            SourceHandle::Postgres(pool) => pool.check(deadline).await,
+        }
+    }
+}
+
+/// The live handles of every source of a config, built once per (re)load and reused for
+/// sources whose definition did not change.
+#[derive(Clone, Default)]
+pub struct SourceHandles {
+    handles: BTreeMap<String, (Arc<Source>, SourceHandle)>,
+}
+
+impl SourceHandles {
+    /// Builds handles for `config`, keeping those of `previous` whose source is unchanged, so
+    /// that a reload does not drop healthy connections.
+    pub fn build(config: &Config, previous: Option<&SourceHandles>) -> Result<Self, ProbeError> {
+        let mut handles = BTreeMap::new();
+        for (name, source) in &config.sources {
+            let reused = previous
+                .and_then(|p| p.handles.get(name))
+                .filter(|(old, _)| old.as_ref() == source.as_ref())
+                .map(|(_, handle)| handle.clone());
+            let handle = match reused {
+                Some(handle) => handle,
+                None => SourceHandle::new(source)?,
+            };
+            handles.insert(name.clone(), (source.clone(), handle));
+        }
+        Ok(Self { handles })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SourceHandle> {
+        self.handles.get(name).map(|(_, handle)| handle)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<Source>, &SourceHandle)> {
+        self.handles
+            .values()
+            .map(|(source, handle)| (source, handle))
+    }
+}
+
+/// A probe ready to run: its kind's state (prepared queries, previous positions) plus the
+/// source it reads. A closed enum rather than trait objects: the set of kinds is known.
+pub enum ProbeRunner {
+    SqlWatermark(sql_watermark::SqlWatermarkProbe),
+}
+
+impl ProbeRunner {
+    pub fn new(probe: &Probe, sources: &SourceHandles) -> Result<Self, ProbeError> {
+        let source = sources.get(probe.source_name()).ok_or_else(|| {
+            // Validation guarantees the source exists; this guards a reload race only.
+            ProbeError::new(ErrorReason::Connect, "source is not configured")
+        })?;
+        match (&probe.kind, source) {
+            (ProbeKind::SqlWatermark(spec), SourceHandle::Postgres(pool)) => {
+                Ok(ProbeRunner::SqlWatermark(
+                    sql_watermark::SqlWatermarkProbe::new(spec.clone(), pool.clone()),
+                ))
+            }
+        }
+    }
+
+    /// Runs one measurement. Implementations stop at `deadline` and return `Timeout`.
+    pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+        match self {
+            ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await,
+        }
+    }
+
+    /// Checks that the probe's queries are accepted by the source (syntax, tables, grants),
+    /// without measuring: `check --connect`.
+    pub async fn check(&mut self, deadline: Instant) -> Result<(), ProbeError> {
+        match self {
+            ProbeRunner::SqlWatermark(probe) => probe.check(deadline).await,
+        }
+    }
+}

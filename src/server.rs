@@ -1,0 +1,255 @@
+//! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
+//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::daemon::{ReloadRequest, Shared};
+use crate::metrics;
+use crate::schedule::unix_now;
+use crate::status::{BudgetList, BudgetStatus};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+    /// `Some` only when started with `--web.enable-lifecycle`.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+/// The router, without a server: tests call it directly.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/budgets", get(list_budgets))
+        .route("/api/v1/budgets/{name}", get(one_budget))
+        .route("/-/reload", post(reload))
+        .with_state(state)
+}
+
+async fn metrics_handler(State(app): State<AppState>) -> Response {
+    let body = metrics::render(&app.shared);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    let state = app.shared.state();
+    let (total, waiting) = state
+        .budgets
+        .iter()
+        .flat_map(|b| b.probes.iter())
+        .fold((0, 0), |(t, w), p| {
+            (t + 1, w + usize::from(p.history.runs == 0))
+        });
+    if waiting == 0 {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {waiting} of {total} probes have not run yet\n"),
+        )
+            .into_response()
+    }
+}
+
+/// Adds `Cache-Control` and, for allowed origins, CORS headers to an API answer.
+fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
+    let state = app.shared.state();
+    let http = &state.config.http;
+    let mut headers = HeaderMap::new();
+    let cache = format!("max-age={}", http.api_cache_max_age.as_secs());
+    if let Ok(value) = HeaderValue::from_str(&cache) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    let origin = request.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if let Some(origin) = origin {
+        let allowed = http
+            .cors_allowed_origins
+            .iter()
+            .any(|a| a == "*" || a == origin);
+        if allowed {
+            if let Ok(value) = HeaderValue::from_str(origin) {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            }
+        }
+    }
+    if !http.cors_allowed_origins.is_empty() {
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    headers
+}
+
+async fn list_budgets(State(app): State<AppState>, request: HeaderMap) -> Response {
+    let headers = api_headers(&app, &request);
+    let now = unix_now();
+    let list = {
+        let state = app.shared.state();
+        BudgetList {
+            budgets: state
+                .budgets
+                .iter()
+                .map(|b| BudgetStatus::new(b, now))
+                .collect(),
+        }
+    };
+    (headers, axum::Json(list)).into_response()
+}
+
+async fn one_budget(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    request: HeaderMap,
+) -> Response {
+    let headers = api_headers(&app, &request);
+    let now = unix_now();
+    let found = app
+        .shared
+        .state()
+        .budget(&name)
+        .map(|b| BudgetStatus::new(b, now));
+    match found {
+        Some(status) => (headers, axum::Json(status)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            headers,
+            axum::Json(serde_json::json!({ "error": format!("no budget named {name:?}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn reload(State(app): State<AppState>) -> Response {
+    let Some(reloads) = app.reload else {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled; start with --web.enable-lifecycle\n",
+        )
+            .into_response();
+    };
+    let (reply, answer) = oneshot::channel();
+    if reloads
+        .send(ReloadRequest { reply: Some(reply) })
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(summary)) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload rejected; the running config stays:\n{errors}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+/// A small server-rendered page: every budget, its state and since when, lag against budget,
+/// and each probe's freshness and last error. Refreshes itself; no JavaScript.
+async fn status_page(State(app): State<AppState>) -> Html<String> {
+    let now = unix_now();
+    let budgets: Vec<BudgetStatus> = {
+        let state = app.shared.state();
+        state
+            .budgets
+            .iter()
+            .map(|b| BudgetStatus::new(b, now))
+            .collect()
+    };
+    Html(render_status_page(&budgets))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn seconds(value: Option<f64>) -> String {
+    value.map_or_else(|| "unknown".to_owned(), |v| format!("{v:.1} s"))
+}
+
+pub fn render_status_page(budgets: &[BudgetStatus]) -> String {
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"5\"><title>lagbudget</title><style>\
+         body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
+         table{border-collapse:collapse;width:100%}td,th{padding:.3rem .6rem;text-align:left;\
+         border-bottom:1px solid #ddd;vertical-align:top}\
+         .ok{color:#137333}.warn{color:#b06000}.breach{color:#c5221f;font-weight:bold}\
+         .unknown{color:#5f6368;font-weight:bold}small{color:#5f6368}\
+         </style></head><body><h1>lagbudget</h1>\
+         <table><tr><th>budget</th><th>state</th><th>since</th><th>lag / budget</th>\
+         <th>probes</th></tr>",
+    );
+    for b in budgets {
+        let state = b.state_str();
+        let _ = write!(
+            html,
+            "<tr><td>{}<br><small>{}</small></td><td class=\"{state}\">{state}</td>\
+             <td>{}</td><td>{} / {}</td><td>",
+            escape(&b.name),
+            escape(b.owner.as_deref().unwrap_or("")),
+            escape(&b.since),
+            seconds(b.lag_seconds),
+            seconds(b.max_lag_seconds),
+        );
+        for p in &b.probes {
+            let freshness = if p.stale {
+                "stale"
+            } else if p.up {
+                "fresh"
+            } else {
+                "down"
+            };
+            let _ = write!(
+                html,
+                "{}: {} ({freshness})",
+                escape(&p.name),
+                seconds(p.lag_seconds)
+            );
+            if let Some(e) = &p.error {
+                let _ = write!(
+                    html,
+                    " <small>{}: {}</small>",
+                    e.reason_str(),
+                    escape(&e.message)
+                );
+            }
+            html.push_str("<br>");
+        }
+        html.push_str("</td></tr>");
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+impl BudgetStatus {
+    fn state_str(&self) -> &'static str {
+        self.state.as_str()
+    }
+}
+
+impl crate::status::ErrorStatus {
+    fn reason_str(&self) -> &'static str {
+        self.reason.as_str()
+    }
+}

@@ -1,0 +1,198 @@
+//! The JSON views of `/api/v1/budgets`, built from the state. Unknown values are `null`,
+//! never 0: a product page must be able to tell "caught up" from "cannot see".
+
+use serde::Serialize;
+
+use crate::evaluate::BudgetState;
+use crate::probe::ErrorReason;
+use crate::state::{BudgetEntry, ProbeEntry};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetList {
+    pub budgets: Vec<BudgetStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetStatus {
+    pub name: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub severity: String,
+    pub runbook_url: Option<String>,
+    pub state: BudgetState,
+    /// `state` is `ok` or `warn`: what a product page wants to know.
+    pub within_budget: bool,
+    /// RFC 3339 UTC time the current state began.
+    pub since: String,
+    /// The largest lag among the probes; `null` while any probe is stale.
+    pub lag_seconds: Option<f64>,
+    /// The largest last known lag, even if stale; `null` if nothing was ever measured.
+    pub last_lag_seconds: Option<f64>,
+    /// The most recent successful run of any probe.
+    pub last_success: Option<String>,
+    pub max_lag_seconds: Option<f64>,
+    pub max_backlog: Option<u64>,
+    /// The largest used ratio among fresh probes.
+    pub used_ratio: Option<f64>,
+    pub probes: Vec<ProbeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub source: String,
+    pub up: bool,
+    pub stale: bool,
+    pub stalled: bool,
+    /// Runs since this probe was loaded (a reload that changes the probe starts again at 0).
+    pub runs: u64,
+    /// Lag of the last success while fresh; `null` while stale or before the first success.
+    pub lag_seconds: Option<f64>,
+    pub last_lag_seconds: Option<f64>,
+    pub budget_seconds: Option<f64>,
+    pub used_ratio: Option<f64>,
+    pub backlog: Option<BacklogStatus>,
+    pub last_run: Option<String>,
+    pub last_success: Option<String>,
+    pub last_duration_seconds: Option<f64>,
+    pub interval_seconds: f64,
+    pub error: Option<ErrorStatus>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogStatus {
+    pub unit: &'static str,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorStatus {
+    pub reason: ErrorReason,
+    pub message: String,
+}
+
+impl BudgetStatus {
+    pub fn new(budget: &BudgetEntry, now: f64) -> Self {
+        let probes: Vec<ProbeStatus> = budget
+            .probes
+            .iter()
+            .map(|p| ProbeStatus::new(p, now))
+            .collect();
+        let any_stale = probes.iter().any(|p| p.stale);
+        let lag_seconds = if any_stale {
+            None
+        } else {
+            probes.iter().filter_map(|p| p.lag_seconds).reduce(f64::max)
+        };
+        let spec = &budget.spec;
+        let last_success_at = budget
+            .probes
+            .iter()
+            .filter_map(|p| p.history.last_success_at)
+            .reduce(f64::max);
+        Self {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            owner: spec.owner.clone(),
+            severity: spec.severity.clone(),
+            runbook_url: spec.runbook_url.clone(),
+            state: budget.tracker.state,
+            within_budget: matches!(budget.tracker.state, BudgetState::Ok | BudgetState::Warn),
+            since: rfc3339(budget.tracker.since),
+            lag_seconds,
+            last_lag_seconds: probes
+                .iter()
+                .filter_map(|p| p.last_lag_seconds)
+                .reduce(f64::max),
+            last_success: last_success_at.map(rfc3339),
+            max_lag_seconds: spec.max_lag.map(|d| d.as_secs_f64()),
+            max_backlog: spec.max_backlog,
+            used_ratio: budget.tracker.max_used_ratio,
+            probes,
+        }
+    }
+}
+
+impl ProbeStatus {
+    pub fn new(probe: &ProbeEntry, now: f64) -> Self {
+        let history = &probe.history;
+        let fresh = history.fresh_sample(now, probe.interval_secs());
+        let last = history.last_sample.as_ref();
+        Self {
+            name: probe.spec.name.clone(),
+            kind: probe.spec.kind_key(),
+            source: probe.spec.source_name().to_owned(),
+            up: history.is_up(),
+            stale: probe.is_stale(now),
+            stalled: probe.is_stalled(now),
+            runs: history.runs,
+            lag_seconds: fresh.map(|s| s.lag_seconds),
+            last_lag_seconds: last.map(|s| s.lag_seconds),
+            budget_seconds: probe.spec.max_lag.map(|d| d.as_secs_f64()),
+            used_ratio: probe.fresh_ratio(now),
+            backlog: fresh.and_then(|s| s.backlog).map(|b| BacklogStatus {
+                unit: b.unit.as_str(),
+                value: b.value,
+            }),
+            last_run: history.last_run_at.map(rfc3339),
+            last_success: history.last_success_at.map(rfc3339),
+            last_duration_seconds: history.last_duration,
+            interval_seconds: probe.interval_secs(),
+            error: history.last_error.as_ref().map(|e| ErrorStatus {
+                reason: e.reason,
+                message: e.message.clone(),
+            }),
+            detail: last.and_then(|s| s.detail.clone()),
+        }
+    }
+}
+
+/// Formats unix seconds as RFC 3339 UTC with milliseconds (`2026-11-21T23:53:29.123Z`).
+pub fn rfc3339(unix_seconds: f64) -> String {
+    let total_ms = (unix_seconds * 1000.0).round() as i64;
+    let ms = total_ms.rem_euclid(1000);
+    let secs = total_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let cases = [
+            (0.0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400.5, "2000-02-29T00:00:00.500Z"),
+            (1_795_305_209.123, "2026-11-21T23:53:29.123Z"),
+            (-1.0, "1969-12-31T23:59:59.000Z"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(rfc3339(secs), text);
+        }
+    }
+}
