@@ -1,0 +1,391 @@
+//! Config errors as users see them: every broken fixture's exact output (file, line, column,
+//! YAML path, message), several errors across files at once, and secrets kept out of all of it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lagbudget::config;
+use lagbudget::model::{ProbeKind, WatermarkMode};
+
+/// Prefixes a fixture's path as errors display it: relative to the package root, which is the
+/// working directory cargo gives integration tests.
+macro_rules! bad {
+    ($text:literal) => {
+        concat!("tests/fixtures/config/bad/", $text)
+    };
+}
+
+/// The environment the broken fixtures see: deliberately empty, so `${VAR}`s are unset.
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_errors(fixture: &str) -> String {
+    let path = Path::new("tests/fixtures/config/bad").join(fixture);
+    match config::load_with(&path, &no_env) {
+        Ok(_) => format!("<{fixture} loaded without errors>"),
+        Err(errors) => errors.to_string(),
+    }
+}
+
+#[test]
+fn each_broken_config_reports_exactly_where_and_what() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "syntax_error.yaml",
+            bad!(
+                "syntax_error.yaml:5:11: (root): YAML syntax error: while parsing a flow mapping, did not find expected ',' or '}'"
+            ),
+        ),
+        (
+            "unknown_key.yaml",
+            bad!(
+                "unknown_key.yaml:8:9: budgets[0].probes[0].intervall: unknown key `intervall`; did you mean `interval`?"
+            ),
+        ),
+        (
+            "duplicate_key.yaml",
+            bad!(
+                "duplicate_key.yaml:6:5: budgets[0].max_lag: duplicate key `max_lag` (first at line 5)"
+            ),
+        ),
+        (
+            "duplicate_budget.yaml",
+            bad!(
+                "duplicate_budget.yaml:12:11: budgets[1].name: duplicate budget \"orders\" (first defined at tests/fixtures/config/bad/duplicate_budget.yaml:4)"
+            ),
+        ),
+        (
+            "duplicate_probe.yaml",
+            bad!(
+                "duplicate_probe.yaml:12:15: budgets[0].probes[1].name: duplicate probe \"projection\" (first defined at tests/fixtures/config/bad/duplicate_probe.yaml:7)"
+            ),
+        ),
+        (
+            "duplicate_source_across_files/main.yaml",
+            concat!(
+                bad!(
+                    "duplicate_source_across_files/budgets.d/loyalty.yaml:2:3: sources.orders-db: duplicate source \"orders-db\" (first defined at tests/fixtures/config/bad/duplicate_source_across_files/main.yaml:3)\n"
+                ),
+                bad!(
+                    "duplicate_source_across_files/budgets.d/loyalty.yaml:3:1: listen: `listen` is only allowed in the main file"
+                ),
+            ),
+        ),
+        (
+            "missing_source.yaml",
+            bad!(
+                "missing_source.yaml:10:19: budgets[0].probes[0].sql_watermark.source: unknown source \"order-db\"; defined sources: orders-db, orders-replica"
+            ),
+        ),
+        (
+            "unknown_source_kind.yaml",
+            bad!(
+                "unknown_source_kind.yaml:3:12: sources.cache.redis: unknown source kind `redis`; supported: postgres"
+            ),
+        ),
+        (
+            "zero_max_lag.yaml",
+            bad!("zero_max_lag.yaml:5:14: budgets[0].max_lag: must be greater than 0s"),
+        ),
+        (
+            "negative_max_backlog.yaml",
+            bad!(
+                "negative_max_backlog.yaml:5:18: budgets[0].max_backlog: must be at least 0, found -1"
+            ),
+        ),
+        (
+            "no_limit.yaml",
+            bad!(
+                "no_limit.yaml:4:5: budgets[0]: neither max_lag nor max_backlog is set: set one on the budget or on every probe"
+            ),
+        ),
+        (
+            "warn_at_out_of_range.yaml",
+            bad!(
+                "warn_at_out_of_range.yaml:6:14: budgets[0].warn_at: \"120%\" is out of range: must be above 0% and at most 100%"
+            ),
+        ),
+        (
+            "objective_target_out_of_range.yaml",
+            bad!(
+                "objective_target_out_of_range.yaml:6:26: budgets[0].objective.target: \"100%\" is out of range: must be above 0% and below 100%"
+            ),
+        ),
+        (
+            "missing_env_var.yaml",
+            bad!(
+                "missing_env_var.yaml:4:12: sources.orders-db.postgres.dsn: environment variable ORDERS_DB_PASSWORD is not set"
+            ),
+        ),
+        (
+            "missing_secret_file.yaml",
+            bad!(
+                "missing_secret_file.yaml:4:12: sources.orders-db.postgres.dsn: cannot read secret file /nonexistent/lagbudget/orders-db-password: No such file or directory (os error 2)"
+            ),
+        ),
+        (
+            "bad_dsn.yaml",
+            bad!(
+                "bad_dsn.yaml:2:33: sources.orders-db.postgres.dsn: invalid PostgreSQL connection string: invalid value for option `sslmode`"
+            ),
+        ),
+        (
+            "bad_listen.yaml",
+            bad!(
+                "bad_listen.yaml:1:9: listen: invalid socket address \"localhost:9464\": expected IP:PORT, such as 0.0.0.0:9464"
+            ),
+        ),
+        (
+            "malformed_duration.yaml",
+            bad!(
+                "malformed_duration.yaml:5:14: budgets[0].max_lag: invalid duration \"30\": missing unit (use ms, s, m, h or d)"
+            ),
+        ),
+        (
+            "interval_above_half_max_lag.yaml",
+            bad!(
+                "interval_above_half_max_lag.yaml:8:19: budgets[0].probes[0].interval: interval 10s is above half of max_lag 5s: a 5s budget cannot be enforced by looking every 10s"
+            ),
+        ),
+        (
+            "timeout_above_interval.yaml",
+            bad!(
+                "timeout_above_interval.yaml:7:14: budgets[0].timeout: timeout 5s is above the interval 2s: a run must finish before the next one is due"
+            ),
+        ),
+        (
+            "probe_without_kind.yaml",
+            bad!(
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark"
+            ),
+        ),
+        (
+            "unknown_probe_kind.yaml",
+            bad!(
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].kafka_consumer_group: unknown probe kind `kafka_consumer_group`; supported: sql_watermark"
+            ),
+        ),
+        (
+            "since_watermark_not_opted_in.yaml",
+            bad!(
+                "since_watermark_not_opted_in.yaml:9:11: budgets[0].probes[0].sql_watermark: missing `oldest_pending`: without it lag could only be now - watermark, which cannot tell an idle source from a stuck view; add `oldest_pending`, or opt into that with `mode: since_watermark`"
+            ),
+        ),
+        (
+            "since_watermark_with_oldest_pending.yaml",
+            bad!(
+                "since_watermark_with_oldest_pending.yaml:12:17: budgets[0].probes[0].sql_watermark.mode: `mode: since_watermark` ignores `oldest_pending`: remove one of them"
+            ),
+        ),
+        (
+            "wrong_type.yaml",
+            concat!(
+                bad!(
+                    "wrong_type.yaml:2:80: sources.orders-db.postgres.max_connections: expected an integer, found the string \"8\": remove the quotes\n"
+                ),
+                bad!("wrong_type.yaml:7:7: budgets[0].probes: expected a list, found a mapping"),
+            ),
+        ),
+        (
+            "bad_label_name.yaml",
+            concat!(
+                bad!(
+                    "bad_label_name.yaml:7:7: budgets[0].labels.team-name: invalid label name \"team-name\": must match [a-zA-Z_][a-zA-Z0-9_]*\n"
+                ),
+                bad!(
+                    "bad_label_name.yaml:8:7: budgets[0].labels.__tier: invalid label name \"__tier\": names starting with \"__\" are reserved for Prometheus\n"
+                ),
+                bad!(
+                    "bad_label_name.yaml:9:7: budgets[0].labels.severity: label name \"severity\" is reserved: lagbudget sets it itself"
+                ),
+            ),
+        ),
+        (
+            "missing_include.yaml",
+            bad!(
+                "missing_include.yaml:1:11: include[0]: included file tests/fixtures/config/bad/budgets.d/orders.yaml does not exist"
+            ),
+        ),
+        (
+            "included_error/main.yaml",
+            bad!(
+                "included_error/budgets.d/search.yaml:11:17: budgets[0].probes[0].sql_watermark.mode: invalid value \"oldest_pendng\": expected one of oldest_pending, since_watermark"
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (fixture, expected) in cases {
+        let actual = load_errors(fixture);
+        if actual != *expected {
+            failures.push(format!(
+                "{fixture}:\n  expected: {expected}\n  actual:   {actual}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
+    let expected = [
+        bad!(
+            "many_errors/main.yaml:4:13: defaults.interval: invalid duration \"10\": missing unit (use ms, s, m, h or d)"
+        ),
+        bad!(
+            "many_errors/main.yaml:10:14: budgets[0].warn_at: invalid percentage \"80\": expected a number followed by %, such as 80% or 99.9%"
+        ),
+        bad!(
+            "many_errors/budgets.d/loyalty.yaml:2:11: budgets[0].name: duplicate budget \"orders\" (first defined at tests/fixtures/config/bad/many_errors/main.yaml:8)"
+        ),
+        bad!(
+            "many_errors/budgets.d/loyalty.yaml:4:14: budgets[0].timeout: timeout 20s is above the effective interval 3333ms (max_lag 10s / 3): a run must finish before the next one is due"
+        ),
+        bad!(
+            "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
+        ),
+        bad!(
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].kafka_consumer_group: unknown probe kind `kafka_consumer_group`; supported: sql_watermark"
+        ),
+    ];
+    assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
+
+    // The structured form carries the same facts for tools.
+    let errors = match config::load_with(
+        Path::new("tests/fixtures/config/bad/many_errors/main.yaml"),
+        &no_env,
+    ) {
+        Ok(_) => panic!("many_errors loaded without errors"),
+        Err(errors) => errors.0,
+    };
+    let first = &errors[0];
+    assert_eq!(
+        first.file,
+        "tests/fixtures/config/bad/many_errors/main.yaml"
+    );
+    assert_eq!((first.line, first.column), (4, 13));
+    assert_eq!(first.path, "defaults.interval");
+}
+
+#[test]
+fn secrets_never_appear_in_errors_even_when_they_make_a_value_invalid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("db-password");
+    std::fs::write(&password_file, "file-secret-password\n").expect("password file");
+    let warn_at_file = dir.path().join("warn-at");
+    std::fs::write(&warn_at_file, "file-secret-percent\n").expect("warn_at file");
+    let config_path = dir.path().join("lagbudget.yaml");
+    let text = format!(
+        r#"sources:
+  orders-db:
+    postgres:
+      dsn: "host=orders-db password=${{file:{password}}} ${{DSN_OPTION}}=1"
+budgets:
+  - name: "${{BUDGET_NAME}}"
+    max_lag: "${{SECRET_LAG}}"
+    warn_at: "${{file:{warn_at}}}"
+    labels: {{ team: "${{SECRET_LABEL}}" }}
+    max_backlog: ${{SECRET_BACKLOG}}
+    probes:
+      - name: projection
+        timeout: ${{SECRET_LAG}}
+        sql_watermark:
+          source: "${{SECRET_SOURCE}}"
+          watermark: "SELECT '${{SECRET_LAG}}'"
+          oldest_pending: SELECT 1
+"#,
+        password = password_file.display(),
+        warn_at = warn_at_file.display(),
+    );
+    std::fs::write(&config_path, text).expect("config");
+    let env = |name: &str| {
+        let value = match name {
+            "DSN_OPTION" => "env-secret-option",
+            "BUDGET_NAME" => "env secret budget name",
+            "SECRET_LAG" => "env-secret-lag",
+            "SECRET_LABEL" => "env-secret-label",
+            "SECRET_BACKLOG" => "env-secret-backlog",
+            "SECRET_SOURCE" => "env-secret-source",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    };
+    let errors = match config::load_with(&config_path, &env) {
+        Ok(_) => panic!("a config with invalid secret values loaded"),
+        Err(errors) => errors,
+    };
+    let text = errors.to_string();
+
+    // Each secret did make its value invalid, and the message quotes what the file says.
+    let file = config_path.display();
+    let expected = [
+        format!(
+            "{file}:4:12: sources.orders-db.postgres.dsn: invalid PostgreSQL connection string: unknown option `***`"
+        ),
+        format!(
+            "{file}:6:11: budgets[0].name: invalid name \"${{BUDGET_NAME}}\": names start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
+        ),
+        format!(
+            "{file}:7:14: budgets[0].max_lag: invalid duration \"${{SECRET_LAG}}\": expected a number before the unit"
+        ),
+        format!(
+            "{file}:8:14: budgets[0].warn_at: invalid percentage \"${{file:{}}}\": expected a number followed by %, such as 80% or 99.9%",
+            warn_at_file.display()
+        ),
+        format!(
+            "{file}:10:18: budgets[0].max_backlog: expected an integer, found \"${{SECRET_BACKLOG}}\""
+        ),
+        format!(
+            "{file}:13:18: budgets[0].probes[0].timeout: invalid duration \"${{SECRET_LAG}}\": expected a number before the unit"
+        ),
+        format!(
+            "{file}:15:19: budgets[0].probes[0].sql_watermark.source: unknown source \"${{SECRET_SOURCE}}\"; defined sources: orders-db"
+        ),
+    ];
+    assert_eq!(text, expected.join("\n"));
+
+    for secret in [
+        "file-secret-password",
+        "file-secret-percent",
+        "env-secret-option",
+        "env secret budget name",
+        "env-secret-lag",
+        "env-secret-label",
+        "env-secret-backlog",
+        "env-secret-source",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} leaked into:\n{text}");
+        for error in &errors.0 {
+            assert!(!format!("{error:?}").contains(secret), "{secret:?} leaked");
+        }
+    }
+}
+
+fn good(fixture: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config/good")
+        .join(fixture)
+}
+
+#[test]
+fn the_minimal_config_loads() {
+    let config = match config::load(&good("minimal.yaml")) {
+        Ok(config) => config,
+        Err(errors) => panic!("minimal.yaml has errors:\n{errors}"),
+    };
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(config.sources["orders-db"].max_connections, 4);
+    assert_eq!(config.budgets.len(), 1);
+    let budget = &config.budgets[0];
+    assert_eq!(budget.name, "order-projection");
+    assert_eq!(budget.max_lag, Some(Duration::from_secs(30)));
+    let probe = &budget.probes[0];
+    assert_eq!(probe.budget, "order-projection");
+    assert_eq!(probe.name, "projection");
+    assert_eq!(probe.interval, Duration::from_secs(10));
+    assert_eq!(probe.timeout, Duration::from_secs(5));
+    assert_eq!(probe.stall_after, Duration::from_secs(30));
+    assert_eq!(probe.source_name(), "orders-db");
+    let ProbeKind::SqlWatermark(watermark) = &probe.kind;
+    assert_eq!(watermark.mode, WatermarkMode::OldestPending);
+}

@@ -1,0 +1,7 @@
+//! The integration suite: one binary, one module per area, against real services
+//! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL servers it starts).
+
+mod config_errors;
+mod daemon;
+mod support;
+mod watermark;

@@ -1,0 +1,366 @@
+//! `sql_watermark` against real PostgreSQL: a stalled projection, an idle source, a database
+//! that stops and returns, and the NULL/no-row rules.
+
+use std::time::Duration;
+
+use crate::support::{
+    Daemon, PrivatePostgres, Projection, SHARED_PG_DSN, closed_port, connect, unique, wait_for,
+};
+
+fn one_budget_config(dsn: &str, budget: &str, max_lag: &str, probe: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0
+sources:
+  db: {{ postgres: {{ dsn: \"{dsn}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: {max_lag}
+    probes:
+      - name: projection
+        interval: 1s
+        sql_watermark: {probe}
+"
+    )
+}
+
+/// Issue acceptance: worker paused 10 s under a 4 s budget ⇒ lag within ±1 s of (last
+/// successful run − insert time of the first unapplied row), `breach`; resumed ⇒ `ok` within
+/// two intervals.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_projection_breaches_with_true_lag_and_recovers() {
+    let projection = Projection::create(SHARED_PG_DSN).await;
+    projection.start_workers(Duration::from_millis(200));
+    let budget = unique("stalled");
+    let daemon = Daemon::start(&one_budget_config(
+        SHARED_PG_DSN,
+        &budget,
+        "4s",
+        &projection.probe_yaml("db"),
+    ))
+    .await;
+    daemon
+        .wait_for_state(&budget, "ok", Duration::from_secs(10))
+        .await;
+
+    projection.pause();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let metrics = daemon.metrics().await;
+    let labels = [("budget", budget.as_str()), ("probe", "projection")];
+    let lag = metrics
+        .get("lagbudget_lag_seconds", &labels)
+        .expect("lag while fresh");
+    let last_success = metrics
+        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+        .expect("last success");
+    let inserted = projection
+        .first_unapplied_insert_time()
+        .await
+        .expect("rows are pending while paused");
+    let expected = last_success - inserted;
+    println!("paused 10 s: measured lag {lag:.3} s, expected {expected:.3} s");
+    assert!(
+        (lag - expected).abs() <= 1.0,
+        "lag {lag} not within ±1 s of {expected}"
+    );
+    assert!(
+        lag > 8.0,
+        "10 s of pause shows as about 10 s of lag, got {lag}"
+    );
+    assert_eq!(daemon.state(&budget).await, "breach");
+    assert_eq!(
+        metrics.get(
+            "lagbudget_state",
+            &[("budget", &budget), ("state", "breach")]
+        ),
+        Some(1.0)
+    );
+    let backlog = metrics
+        .get("lagbudget_backlog_rows", &labels)
+        .expect("count given ⇒ backlog rows");
+    assert!(backlog >= 30.0, "about 50 rows pending, got {backlog}");
+    // Behind and the watermark has not moved for longer than stall_after (= max_lag, 4 s).
+    assert_eq!(metrics.get("lagbudget_stalled", &labels), Some(1.0));
+    let progress = metrics
+        .get("lagbudget_progress_timestamp_seconds", &labels)
+        .expect("progress timestamp");
+    assert!(last_success - progress >= 8.0, "no progress while paused");
+
+    projection.resume();
+    let took = daemon
+        .wait_for_state(&budget, "ok", Duration::from_millis(2500))
+        .await;
+    println!("resumed: ok after {took:?} (interval 1 s)");
+    let metrics = daemon.metrics().await;
+    assert_eq!(metrics.get("lagbudget_stalled", &labels), Some(0.0));
+
+    daemon.stop().await;
+    projection.drop_schema().await;
+}
+
+/// Issue acceptance: source idle for 15 s with the projection caught up ⇒ lag stays 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_source_reports_zero_not_growing_lag() {
+    let projection = Projection::create(SHARED_PG_DSN).await;
+    projection.insert(5).await;
+    projection.apply_all().await;
+    let budget = unique("idle");
+    let daemon = Daemon::start(&one_budget_config(
+        SHARED_PG_DSN,
+        &budget,
+        "4s",
+        &projection.probe_yaml("db"),
+    ))
+    .await;
+    daemon
+        .wait_for_state(&budget, "ok", Duration::from_secs(10))
+        .await;
+    let labels = [("budget", budget.as_str()), ("probe", "projection")];
+    let started = std::time::Instant::now();
+    let mut scrapes = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        let metrics = daemon.metrics().await;
+        assert_eq!(
+            metrics.get("lagbudget_lag_seconds", &labels),
+            Some(0.0),
+            "idle and caught up is 0 after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(metrics.get("lagbudget_backlog_rows", &labels), Some(0.0));
+        scrapes += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(scrapes >= 20);
+    assert_eq!(daemon.state(&budget).await, "ok");
+    let probe = daemon.probe(&budget, "projection").await;
+    assert!(probe["runs"].as_u64().expect("runs") >= 14, "{probe}");
+    daemon.stop().await;
+    projection.drop_schema().await;
+}
+
+/// Issue acceptance: database stopped ⇒ down at once, stale and `unknown` after 3 intervals,
+/// no `lag_seconds`; a budget already in breach stays `breach`; a probe whose database never
+/// answered never has `lag_seconds`; everything recovers when the database returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_database_is_unknown_never_zero_and_recovers() {
+    let server = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("start private PostgreSQL");
+    let dsn = server.dsn();
+    let steady = Projection::create(&dsn).await;
+    steady.insert(3).await;
+    steady.apply_all().await;
+    let behind = Projection::create(&dsn).await;
+    behind.insert(1).await;
+    let never_port = closed_port();
+    let config = format!(
+        "listen: 127.0.0.1:0
+sources:
+  db: {{ postgres: {{ dsn: \"{dsn}\" }} }}
+  nowhere: {{ postgres: {{ dsn: \"host=127.0.0.1 port={never_port} user=postgres dbname=x\" }} }}
+budgets:
+  - name: steady
+    max_lag: 4s
+    probes:
+      - {{ name: projection, interval: 1s, sql_watermark: {steady_probe} }}
+  - name: behind
+    max_lag: 2s
+    probes:
+      - {{ name: projection, interval: 1s, sql_watermark: {behind_probe} }}
+  - name: never
+    max_lag: 4s
+    probes:
+      - {{ name: projection, interval: 1s, sql_watermark: {never_probe} }}
+",
+        steady_probe = steady.probe_yaml("db"),
+        behind_probe = behind.probe_yaml("db"),
+        never_probe = steady.probe_yaml("nowhere"),
+    );
+    let daemon = Daemon::start(&config).await;
+    daemon
+        .wait_for_state("steady", "ok", Duration::from_secs(10))
+        .await;
+    daemon
+        .wait_for_state("behind", "breach", Duration::from_secs(10))
+        .await;
+
+    let steady_labels = [("budget", "steady"), ("probe", "projection")];
+    let never_labels = [("budget", "never"), ("probe", "projection")];
+    println!("stopping PostgreSQL on port {}", server.port);
+    let server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .expect("stop");
+    let stopped_at = std::time::Instant::now();
+
+    // Down at once: the next run fails (interval 1 s), but the probe is not yet stale.
+    let down_after = wait_for("steady probe down", Duration::from_secs(3), || async {
+        let m = daemon.metrics().await;
+        (m.get("lagbudget_probe_up", &steady_labels) == Some(0.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        down_after.get("lagbudget_probe_stale", &steady_labels),
+        Some(0.0)
+    );
+    println!("down after {:?}", stopped_at.elapsed());
+
+    // Stale and unknown after 3 intervals, and the lag disappears instead of reading 0.
+    daemon
+        .wait_for_state("steady", "unknown", Duration::from_secs(6))
+        .await;
+    let stale_at = stopped_at.elapsed();
+    println!("unknown after {stale_at:?}");
+    assert!(
+        stale_at >= Duration::from_secs(2),
+        "not stale before ~3 intervals"
+    );
+    let m = daemon.metrics().await;
+    assert_eq!(m.get("lagbudget_probe_stale", &steady_labels), Some(1.0));
+    assert!(!m.has_series("lagbudget_lag_seconds", &steady_labels));
+    assert!(!m.has_series("lagbudget_budget_used_ratio", &steady_labels));
+    assert!(
+        m.get(
+            "lagbudget_probe_errors_total",
+            &[("budget", "steady"), ("reason", "connect")]
+        )
+        .expect("connect counter")
+            >= 1.0
+    );
+    let api = daemon.budget("steady").await;
+    assert!(api["lag_seconds"].is_null(), "{api}");
+    assert!(api["probes"][0]["lag_seconds"].is_null());
+    assert_eq!(api["probes"][0]["error"]["reason"], "connect");
+    assert!(
+        api["last_lag_seconds"].is_number(),
+        "last known lag kept: {api}"
+    );
+
+    // Going blind during a breach does not resolve it.
+    assert_eq!(daemon.state("behind").await, "breach");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(daemon.state("behind").await, "breach");
+
+    // A probe that never reached its database never had a lag.
+    assert!(!m.has_series("lagbudget_lag_seconds", &never_labels));
+    assert_eq!(m.get("lagbudget_probe_stale", &never_labels), Some(1.0));
+    assert_eq!(daemon.state("never").await, "unknown");
+    assert!(!m.has_series(
+        "lagbudget_probe_last_success_timestamp_seconds",
+        &never_labels
+    ));
+
+    // The database returns: both recover without restarting the daemon.
+    let server = tokio::task::spawn_blocking(move || {
+        server.start_again();
+        server
+    })
+    .await
+    .expect("start again");
+    daemon
+        .wait_for_state("steady", "ok", Duration::from_secs(10))
+        .await;
+    assert_eq!(daemon.state("behind").await, "breach", "still behind");
+    behind.apply_all().await;
+    daemon
+        .wait_for_state("behind", "ok", Duration::from_secs(5))
+        .await;
+    let m = daemon.metrics().await;
+    assert_eq!(m.get("lagbudget_lag_seconds", &steady_labels), Some(0.0));
+    assert!(!m.has_series("lagbudget_lag_seconds", &never_labels));
+
+    daemon.stop().await;
+    drop(server);
+}
+
+/// The NULL and no-row rules of product.md §5, and `mode: since_watermark`.
+#[tokio::test(flavor = "multi_thread")]
+async fn watermark_edge_cases_report_bounded_reasons() {
+    let schema = unique("lb_edge");
+    let client = connect(SHARED_PG_DSN).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.cp (name text PRIMARY KEY, pos bigint, at timestamptz);
+             INSERT INTO {schema}.cp VALUES ('null', NULL, NULL),
+                                            ('stamp', 1, now() - interval '7 seconds');"
+        ))
+        .await
+        .expect("schema");
+    let config = format!(
+        "listen: 127.0.0.1:0
+sources:
+  db: {{ postgres: {{ dsn: \"{SHARED_PG_DSN}\" }} }}
+budgets:
+  - name: edges
+    max_lag: 60s
+    probes:
+      - name: no-row
+        sql_watermark:
+          source: db
+          watermark: \"SELECT pos FROM {schema}.cp WHERE name = 'missing'\"
+          oldest_pending: \"SELECT now(), 1 WHERE $1::bigint > 0\"
+      - name: null-watermark
+        sql_watermark:
+          source: db
+          watermark: \"SELECT pos FROM {schema}.cp WHERE name = 'null'\"
+          oldest_pending: \"SELECT now(), 1 WHERE $1::bigint > 0\"
+      - name: count-without-time
+        sql_watermark:
+          source: db
+          watermark: \"SELECT pos FROM {schema}.cp WHERE name = 'stamp'\"
+          oldest_pending: \"SELECT NULL::timestamptz, 3::bigint WHERE $1::bigint > 0\"
+      - name: nothing-pending
+        sql_watermark:
+          source: db
+          watermark: \"SELECT pos FROM {schema}.cp WHERE name = 'stamp'\"
+          oldest_pending: \"SELECT min(at), count(*) FROM {schema}.cp WHERE pos > $1\"
+      - name: missing-table
+        sql_watermark:
+          source: db
+          watermark: \"SELECT pos FROM {schema}.nope\"
+          oldest_pending: \"SELECT now(), 1 WHERE $1::bigint > 0\"
+      - name: since
+        sql_watermark:
+          source: db
+          watermark: \"SELECT at FROM {schema}.cp WHERE name = 'stamp'\"
+          mode: since_watermark
+"
+    );
+    let daemon = Daemon::start(&config).await;
+    wait_for("every probe ran", Duration::from_secs(30), || async {
+        (daemon.get("/readyz").await.status() == 200).then_some(())
+    })
+    .await;
+    let reason = |probe: &'static str| {
+        let daemon = &daemon;
+        async move { daemon.probe("edges", probe).await["error"]["reason"].clone() }
+    };
+    assert_eq!(reason("no-row").await, "no_data");
+    assert_eq!(reason("null-watermark").await, "no_data");
+    assert_eq!(reason("count-without-time").await, "decode");
+    assert_eq!(reason("missing-table").await, "query");
+    let missing = daemon.probe("edges", "missing-table").await;
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("does not exist"),
+        "{missing}"
+    );
+    let nothing = daemon.probe("edges", "nothing-pending").await;
+    assert_eq!(nothing["lag_seconds"], 0.0, "{nothing}");
+    assert_eq!(nothing["backlog"]["value"], 0.0);
+    let since = daemon.probe("edges", "since").await;
+    let lag = since["lag_seconds"].as_f64().expect("since lag");
+    assert!(
+        (7.0..9.0).contains(&lag),
+        "now − watermark ≈ 7 s, got {lag}"
+    );
+
+    daemon.stop().await;
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+}
