@@ -269,8 +269,10 @@ fn init_logging(format: LogFormat, level: &str) {
             std::process::exit(i32::from(EXIT_INVALID_CONFIG));
         }
     };
+    // Colours only for a person at a terminal, not for journald or `docker logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

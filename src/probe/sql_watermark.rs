@@ -59,8 +59,8 @@ impl SqlWatermarkProbe {
         Ok(sample)
     }
 
-    /// Prepares both statements in a read-only transaction: the server checks syntax, tables
-    /// and privileges, and we check that the watermark can be passed as `$1`.
+    /// Prepares and plans both statements in a read-only transaction: the server checks
+    /// syntax, tables and privileges, and we check that the watermark can be passed as `$1`.
     pub async fn check(&mut self, deadline: Instant) -> Result<(), ProbeError> {
         let mut client = self.pool.get(deadline).await?;
         let spec = self.spec.clone();
@@ -85,6 +85,12 @@ impl SqlWatermarkProbe {
                     }
                 }
             }
+            // Preparing does not check table privileges; planning does. EXPLAIN plans each
+            // statement (with NULL parameters) without running it.
+            explain(&tx, &spec.watermark).await?;
+            if let Some(sql) = &spec.oldest_pending {
+                explain(&tx, sql).await?;
+            }
             tx.rollback().await.map_err(|e| query_error(&e))
         })
         .await;
@@ -97,6 +103,19 @@ impl SqlWatermarkProbe {
             Err(_) => Err(ProbeError::new(ErrorReason::Timeout, "check timed out")),
         }
     }
+}
+
+async fn explain(tx: &Transaction<'_>, sql: &str) -> Result<(), ProbeError> {
+    let statement = tx
+        .prepare(&format!("EXPLAIN {sql}"))
+        .await
+        .map_err(|e| query_error(&e))?;
+    let nulls: Vec<Option<EncodedParam>> = statement.params().iter().map(|_| None).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = nulls.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    tx.query(&statement, &params)
+        .await
+        .map_err(|e| query_error(&e))?;
+    Ok(())
 }
 
 /// Opens the run's read-only transaction, with a statement timeout that ends at the deadline

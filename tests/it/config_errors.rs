@@ -389,3 +389,24 @@ fn the_minimal_config_loads() {
     let ProbeKind::SqlWatermark(watermark) = &probe.kind;
     assert_eq!(watermark.mode, WatermarkMode::OldestPending);
 }
+
+/// The configs the project ships must stay valid as the loader evolves, and the example must
+/// keep covering every probe kind that exists (and its modes).
+#[test]
+fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
+    let env = |name: &str| (name == "ORDERS_DB_PASSWORD").then(|| "example-password".to_owned());
+    let example = config::load_with(Path::new("config/example.yaml"), &env)
+        .unwrap_or_else(|e| panic!("config/example.yaml:\n{e}"));
+    let modes: Vec<WatermarkMode> = example
+        .budgets
+        .iter()
+        .flat_map(|b| b.probes.iter())
+        .map(|p| match &p.kind {
+            ProbeKind::SqlWatermark(w) => w.mode,
+        })
+        .collect();
+    assert!(modes.contains(&WatermarkMode::OldestPending));
+    assert!(modes.contains(&WatermarkMode::SinceWatermark));
+    config::load_with(Path::new("config/quickstart.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("config/quickstart.yaml:\n{e}"));
+}

@@ -386,6 +386,63 @@ fn check_reports_every_error_and_exits_non_zero() {
         "{stdout}"
     );
 
+    // A role that may connect but not read the table: --connect names the missing grant.
+    let role = unique("lb_nogrant");
+    let table = unique("lb_granted");
+    let admin = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+        ])
+        .arg(format!(
+            "CREATE ROLE {role} LOGIN; CREATE TABLE {table} (id bigint)"
+        ))
+        .status()
+        .expect("psql");
+    assert!(admin.success());
+    let no_grant = dir.path().join("no-grant.yaml");
+    std::fs::write(
+        &no_grant,
+        format!(
+            "sources:\n  db: {{ postgres: {{ dsn: \"host=127.0.0.1 user={role} dbname=test\" }} }}\nbudgets:\n  - name: b\n    max_lag: 5s\n    probes:\n      - name: p\n        sql_watermark: {{ source: db, watermark: \"SELECT max(id) FROM {table}\", oldest_pending: \"SELECT now() WHERE $1 > 0\" }}\n"
+        ),
+    )
+    .expect("write");
+    let denied = lagbudget()
+        .args(["check", "--connect", "-c"])
+        .arg(&no_grant)
+        .output()
+        .expect("run");
+    let _ = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-c",
+        ])
+        .arg(format!("DROP TABLE {table}; DROP ROLE {role}"))
+        .status();
+    let stdout = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok    source db (postgres)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("FAIL  probe b/p (sql_watermark): query: 42501: permission denied for table"),
+        "{stdout}"
+    );
+
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
