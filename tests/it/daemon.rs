@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::support::{Daemon, Projection, SHARED_PG_DSN, closed_port, unique, wait_for};
+use crate::support::{Daemon, Projection, SHARED_PG_DSN, closed_port, unique};
 
 /// A TCP server that accepts connections and never says a word: the worst kind of source.
 async fn hung_listener() -> (u16, tokio::task::JoinHandle<()>) {
@@ -27,9 +27,7 @@ async fn hung_listener() -> (u16, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hung_source_delays_no_other_probe() {
     let (hung_port, hung_task) = hung_listener().await;
-    let projection = Projection::create(SHARED_PG_DSN).await;
-    projection.insert(1).await;
-    projection.apply_all().await;
+    let projection = Projection::caught_up(SHARED_PG_DSN, 1).await;
     let config = format!(
         "listen: 127.0.0.1:0
 sources:
@@ -50,10 +48,7 @@ budgets:
         hung = projection.probe_yaml("hung"),
     );
     let daemon = Daemon::start(&config).await;
-    wait_for("first runs", Duration::from_secs(10), || async {
-        (daemon.get("/readyz").await.status() == 200).then_some(())
-    })
-    .await;
+    daemon.wait_ready(Duration::from_secs(10)).await;
     let before = daemon.runs("healthy", "p").await;
     const N: u64 = 8;
     tokio::time::sleep(Duration::from_secs(N)).await;
@@ -96,9 +91,7 @@ budgets:
 /// history; an invalid one keeps the old config running and sets the reload metric to 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_applies_valid_configs_and_keeps_running_on_invalid_ones() {
-    let projection = Projection::create(SHARED_PG_DSN).await;
-    projection.insert(1).await;
-    projection.apply_all().await;
+    let projection = Projection::caught_up(SHARED_PG_DSN, 1).await;
     let probe = projection.probe_yaml("db");
     let nowhere = closed_port();
     let head = format!(
@@ -130,10 +123,7 @@ budgets:
 "
     );
     let daemon = Daemon::start(&first).await;
-    wait_for("first runs", Duration::from_secs(10), || async {
-        (daemon.get("/readyz").await.status() == 200).then_some(())
-    })
-    .await;
+    daemon.wait_ready(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failing = [
         ("budget", "kept"),
@@ -210,9 +200,7 @@ budgets:
 #[tokio::test(flavor = "multi_thread")]
 async fn api_serves_json_with_cors_and_readiness() {
     let (hung_port, hung_task) = hung_listener().await;
-    let projection = Projection::create(SHARED_PG_DSN).await;
-    projection.insert(2).await;
-    projection.apply_all().await;
+    let projection = Projection::caught_up(SHARED_PG_DSN, 2).await;
     let config = format!(
         "listen: 127.0.0.1:0
 http:
@@ -249,10 +237,7 @@ budgets:
             .contains("have not run yet")
     );
     assert_eq!(daemon.text("/healthz").await, "ok\n");
-    wait_for("ready", Duration::from_secs(10), || async {
-        (daemon.get("/readyz").await.status() == 200).then_some(())
-    })
-    .await;
+    daemon.wait_ready(Duration::from_secs(10)).await;
 
     let response = reqwest::Client::new()
         .get(daemon.url("/api/v1/budgets"))

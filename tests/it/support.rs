@@ -146,6 +146,14 @@ impl Daemon {
             .unwrap_or_else(|| panic!("probe {probe} in {status}"))
     }
 
+    /// Waits until every probe has run once (`/readyz` answers 200).
+    pub async fn wait_ready(&self, limit: Duration) {
+        wait_for("every probe to run once", limit, || async {
+            (self.get("/readyz").await.status() == 200).then_some(())
+        })
+        .await;
+    }
+
     /// How many times the probe has run since it was loaded.
     pub async fn runs(&self, budget: &str, probe: &str) -> u64 {
         self.probe(budget, probe).await["runs"]
@@ -352,28 +360,10 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let _ = Command::new(self.bin.join("pg_ctl"))
-            .args([
-                "-D",
-                path_str(&self.dir.join("data")),
-                "-m",
-                "immediate",
-                "stop",
-            ])
+        let data = self.dir.join("data");
+        let _ = postgres_command(&self.bin.join("pg_ctl"))
+            .args(["-D", path_str(&data), "-m", "immediate", "stop"])
             .output();
-        if is_root() {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args([
-                    "-D",
-                    path_str(&self.dir.join("data")),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -390,18 +380,22 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// PostgreSQL refuses to run as root, so as root the server runs as `postgres`.
-fn run_as_postgres(program: &Path, args: &[&str]) {
-    let output = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(program)
-            .args(args)
-            .output()
+/// PostgreSQL refuses to run as root, so as root its programs run as `postgres`.
+fn postgres_command(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
     } else {
-        Command::new(program).args(args).output()
+        Command::new(program)
     }
-    .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+}
+
+fn run_as_postgres(program: &Path, args: &[&str]) {
+    let output = postgres_command(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
     assert!(
         output.status.success(),
         "{} {:?} failed:\n{}\n{}",
@@ -464,6 +458,14 @@ impl Projection {
             paused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// A projection with `rows` orders, all applied: caught up and idle.
+    pub async fn caught_up(dsn: &str, rows: u32) -> Projection {
+        let projection = Projection::create(dsn).await;
+        projection.insert(rows).await;
+        projection.apply_all().await;
+        projection
     }
 
     /// The `sql_watermark` probe body for this projection (YAML flow mapping).

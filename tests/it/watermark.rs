@@ -100,9 +100,7 @@ async fn stalled_projection_breaches_with_true_lag_and_recovers() {
 /// Issue acceptance: source idle for 15 s with the projection caught up ⇒ lag stays 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_source_reports_zero_not_growing_lag() {
-    let projection = Projection::create(SHARED_PG_DSN).await;
-    projection.insert(5).await;
-    projection.apply_all().await;
+    let projection = Projection::caught_up(SHARED_PG_DSN, 5).await;
     let budget = unique("idle");
     let daemon = Daemon::start(&one_budget_config(
         SHARED_PG_DSN,
@@ -146,9 +144,7 @@ async fn stopped_database_is_unknown_never_zero_and_recovers() {
         .await
         .expect("start private PostgreSQL");
     let dsn = server.dsn();
-    let steady = Projection::create(&dsn).await;
-    steady.insert(3).await;
-    steady.apply_all().await;
+    let steady = Projection::caught_up(&dsn, 3).await;
     let behind = Projection::create(&dsn).await;
     behind.insert(1).await;
     let never_port = closed_port();
@@ -329,10 +325,7 @@ budgets:
 "
     );
     let daemon = Daemon::start(&config).await;
-    wait_for("every probe ran", Duration::from_secs(30), || async {
-        (daemon.get("/readyz").await.status() == 200).then_some(())
-    })
-    .await;
+    daemon.wait_ready(Duration::from_secs(30)).await;
     let reason = |probe: &'static str| {
         let daemon = &daemon;
         async move { daemon.probe("edges", probe).await["error"]["reason"].clone() }
