@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod evaluate;
 pub mod metrics;
 pub mod model;

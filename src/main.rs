@@ -79,6 +79,12 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
+    /// Run on an embedded mock Kafka cluster with demo consumer groups: no setup, not real data.
+    Demo {
+        /// Listen address of the status page, /metrics and the API.
+        #[arg(long, default_value = lagbudget::demo::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -101,6 +107,18 @@ fn main() -> ExitCode {
             let Some(config) = load_or_report(&path) else {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             };
+            // Client libraries check what the loader cannot (librdkafka property names and
+            // values); building the source handles connects to nothing.
+            let mut client_errors = 0;
+            for source in config.sources.values() {
+                if let Err(e) = lagbudget::probe::SourceHandle::new(source) {
+                    client_errors += 1;
+                    eprintln!("{}: {}", path.display(), config.secrets.scrub(&e.message));
+                }
+            }
+            if client_errors > 0 {
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
             let probes: usize = config.budgets.iter().map(|b| b.probes.len()).sum();
             println!(
                 "{}: valid ({} sources, {} budgets, {} probes)",
@@ -142,6 +160,17 @@ fn main() -> ExitCode {
                 }
                 Ok(Err(e)) => fail(anyhow::anyhow!("{e}")),
                 Err(e) => fail(e),
+            }
+        }
+        Command::Demo { listen } => {
+            let demo = async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                lagbudget::demo::run_demo(listen, shutdown).await
+            };
+            match block_on(demo) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) | Err(e) => fail(e),
             }
         }
         Command::Run {

@@ -9,7 +9,7 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
 
 use crate::daemon::Shared;
 use crate::evaluate::BudgetState;
-use crate::probe::{BacklogUnit, ErrorReason};
+use crate::probe::{BacklogUnit, ErrorReason, KafkaDetail};
 use crate::schedule::unix_now;
 use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
 
@@ -34,6 +34,11 @@ pub const OBJECTIVE_RATIO: &str = "lagbudget_objective_ratio";
 pub const OBJECTIVE_WINDOW: &str = "lagbudget_objective_window_seconds";
 pub const NEGATIVE_LAG: &str = "lagbudget_negative_lag_total";
 pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
+pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
+pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
+pub const KAFKA_TIMESTAMP_TYPE: &str = "lagbudget_kafka_timestamp_type";
+pub const PARTITION_LAG: &str = "lagbudget_partition_lag_seconds";
+pub const PARTITION_BACKLOG: &str = "lagbudget_partition_backlog_messages";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -282,6 +287,7 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         POSITION_REGRESSIONS,
         "Positions that went backwards (failover, rewind).",
     );
+    let mut kafka = KafkaFamilies::new();
 
     for budget in budgets {
         for probe in &budget.probes {
@@ -302,6 +308,9 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
                     if let Some((_, family)) = backlogs.iter_mut().find(|(u, _)| *u == b.unit) {
                         family.push(&labels, b.value);
                     }
+                }
+                if let Some(detail) = &sample.kafka {
+                    kafka.push(&labels, detail);
                 }
             }
             up.push(&labels, bool_value(history.is_up()));
@@ -344,5 +353,81 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         regressions,
     ] {
         family.finish(out);
+    }
+    kafka.finish(out);
+}
+
+/// Families only `kafka_consumer_group` probes fill, from a fresh sample.
+struct KafkaFamilies {
+    members: FamilyBuilder,
+    data_loss: FamilyBuilder,
+    timestamp_type: FamilyBuilder,
+    partition_lag: FamilyBuilder,
+    partition_backlog: FamilyBuilder,
+}
+
+impl KafkaFamilies {
+    fn new() -> Self {
+        Self {
+            members: gauge(
+                KAFKA_GROUP_MEMBERS,
+                "Members of the consumer group (absent when the cluster does not say).",
+            ),
+            data_loss: gauge(
+                KAFKA_DATA_LOSS,
+                "1 when a committed offset is below the log start: records were deleted unread.",
+            ),
+            timestamp_type: gauge(
+                KAFKA_TIMESTAMP_TYPE,
+                "1 for the record timestamp type lag was measured from (CreateTime or LogAppendTime).",
+            ),
+            partition_lag: gauge(
+                PARTITION_LAG,
+                "Lag of one partition (opt-in with partition_detail, most lagging partitions only).",
+            ),
+            partition_backlog: gauge(
+                PARTITION_BACKLOG,
+                "Messages behind in one partition (opt-in with partition_detail).",
+            ),
+        }
+    }
+
+    fn push(&mut self, labels: &[(&str, &str); 2], detail: &KafkaDetail) {
+        if let Some(members) = detail.members {
+            self.members.push(labels, members as f64);
+        }
+        self.data_loss.push(labels, bool_value(detail.data_loss));
+        if let Some(log_append) = detail.log_append_time {
+            let kind = if log_append {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            };
+            self.timestamp_type
+                .push(&[labels[0], labels[1], ("timestamp_type", kind)], 1.0);
+        }
+        for p in &detail.partitions {
+            let partition = p.partition.to_string();
+            let series = [
+                labels[0],
+                labels[1],
+                ("topic", p.topic.as_str()),
+                ("partition", partition.as_str()),
+            ];
+            self.partition_lag.push(&series, p.lag_seconds);
+            self.partition_backlog.push(&series, p.backlog as f64);
+        }
+    }
+
+    fn finish(self, out: &mut Vec<MetricFamily>) {
+        for family in [
+            self.members,
+            self.data_loss,
+            self.timestamp_type,
+            self.partition_lag,
+            self.partition_backlog,
+        ] {
+            family.finish(out);
+        }
     }
 }

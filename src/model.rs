@@ -54,6 +54,7 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Postgres(PostgresSource),
+    Kafka(KafkaSource),
 }
 
 impl SourceKind {
@@ -61,7 +62,28 @@ impl SourceKind {
     pub fn key(&self) -> &'static str {
         match self {
             SourceKind::Postgres(_) => "postgres",
+            SourceKind::Kafka(_) => "kafka",
         }
+    }
+}
+
+/// A Kafka cluster, reached through its bootstrap servers with librdkafka.
+#[derive(Clone, PartialEq)]
+pub struct KafkaSource {
+    /// `bootstrap.servers`: `host:port,host:port`.
+    pub brokers: String,
+    /// Extra librdkafka properties (TLS, SASL…). Values may be secrets (`sasl.password`), so
+    /// they are never printed. Properties that would make lagbudget's reader join a group or
+    /// commit are rejected by validation.
+    pub properties: BTreeMap<String, Secret>,
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("brokers", &self.brokers)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -191,6 +213,7 @@ impl Probe {
     pub fn source_name(&self) -> &str {
         match &self.kind {
             ProbeKind::SqlWatermark(w) => &w.source,
+            ProbeKind::KafkaConsumerGroup(k) => &k.source,
         }
     }
 }
@@ -198,12 +221,55 @@ impl Probe {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeKind {
     SqlWatermark(SqlWatermark),
+    KafkaConsumerGroup(KafkaConsumerGroup),
 }
 
 impl ProbeKind {
     pub fn key(&self) -> &'static str {
         match self {
             ProbeKind::SqlWatermark(_) => "sql_watermark",
+            ProbeKind::KafkaConsumerGroup(_) => "kafka_consumer_group",
+        }
+    }
+}
+
+/// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or
+/// after each partition's committed offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaConsumerGroup {
+    pub source: String,
+    /// The consumer group whose committed offsets are measured (lagbudget never joins it).
+    pub group: String,
+    pub topics: TopicSelector,
+    /// What a partition with data but no committed offset means; `None`: the probe cannot
+    /// tell, so it reports `no_data` (unknown) rather than guess.
+    pub no_commit: Option<NoCommitPolicy>,
+    /// Export per-partition lag series (the most lagging ones, capped).
+    pub partition_detail: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicSelector {
+    /// These topics exactly.
+    List(Vec<String>),
+    /// Every topic whose whole name matches this regular expression (checked at load).
+    Pattern(String),
+}
+
+/// How to read a partition that has data but no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCommitPolicy {
+    /// The group will start from the beginning: everything in the partition is pending.
+    Earliest,
+    /// The group will start at the end: nothing is pending.
+    Latest,
+}
+
+impl NoCommitPolicy {
+    pub fn key(self) -> &'static str {
+        match self {
+            NoCommitPolicy::Earliest => "earliest",
+            NoCommitPolicy::Latest => "latest",
         }
     }
 }

@@ -59,6 +59,26 @@ pub struct ProbeStatus {
     pub interval_seconds: f64,
     pub error: Option<ErrorStatus>,
     pub detail: Option<String>,
+    /// Consumer-group facts, for `kafka_consumer_group` probes with a fresh sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaStatus {
+    pub members: Option<usize>,
+    pub data_loss: bool,
+    pub timestamp_type: Option<&'static str>,
+    pub partitions_total: usize,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub lag_seconds: f64,
+    pub backlog_messages: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +165,24 @@ impl ProbeStatus {
                 message: e.message.clone(),
             }),
             detail: last.and_then(|s| s.detail.clone()),
+            kafka: fresh.and_then(|s| s.kafka.as_deref()).map(|k| KafkaStatus {
+                members: k.members,
+                data_loss: k.data_loss,
+                timestamp_type: k
+                    .log_append_time
+                    .map(|l| if l { "LogAppendTime" } else { "CreateTime" }),
+                partitions_total: k.partitions_total,
+                partitions: k
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionStatus {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        lag_seconds: p.lag_seconds,
+                        backlog_messages: p.backlog,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

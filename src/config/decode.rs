@@ -259,7 +259,43 @@ impl<'n> Fields<'n> {
                 );
             }
         }
+        fields.check_one_of(ctx);
         Some(fields)
+    }
+
+    /// Reports a mapping with none, or more than one, of its table's `one_of` keys.
+    fn check_one_of(&self, ctx: &mut Ctx<'_>) {
+        let one_of = self.table.one_of;
+        if one_of.is_empty() {
+            return;
+        }
+        let present: Vec<(&str, Span)> = one_of
+            .iter()
+            .filter_map(|name| self.key_span(name).map(|span| (*name, span)))
+            .collect();
+        let quoted: Vec<String> = one_of.iter().map(|name| format!("`{name}`")).collect();
+        match present.as_slice() {
+            [] => {
+                let alternatives = match quoted.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                };
+                ctx.error(
+                    self.span,
+                    &self.path,
+                    format!("missing {alternatives}: set exactly one of them"),
+                );
+            }
+            [_] => {}
+            [(first, _), (second, span), ..] => {
+                ctx.error(
+                    *span,
+                    &path::key(&self.path, second),
+                    format!("`{first}` and `{second}` cannot both be set: set exactly one of them"),
+                );
+            }
+        }
     }
 
     fn get(&self, name: &str) -> Option<(&'static Key, &'n Entry)> {
@@ -536,6 +572,58 @@ impl<'n> Fields<'n> {
         }
     }
 
+    /// A `Type::Bool` value: YAML's `true` or `false`, or a quoted `${…}` that gives one.
+    pub fn boolean(&self, ctx: &mut Ctx<'_>, name: &str) -> Option<Spanned<bool>> {
+        let (key, node, path) = self.lookup(name)?;
+        debug_assert!(matches!(key.ty, Type::Bool), "`{name}` is not a boolean");
+        // As with integers: a quoted "true" is a string, except a quoted interpolation.
+        let scalar = match node {
+            Node::Scalar(scalar) if scalar.quoted && !scalar.text.contains("${") => {
+                let hint = if parse_bool(&scalar.text).is_some() {
+                    ": remove the quotes"
+                } else {
+                    ""
+                };
+                ctx.error(
+                    scalar.span,
+                    &path,
+                    format!(
+                        "expected true or false, found the string {:?}{hint}",
+                        scalar.text
+                    ),
+                );
+                return None;
+            }
+            Node::Scalar(scalar) if !scalar.is_null() => scalar,
+            other => {
+                ctx.error(
+                    other.span(),
+                    &path,
+                    format!("expected true or false, found {}", other.describe()),
+                );
+                return None;
+            }
+        };
+        let text = ctx.text(scalar, &path)?;
+        let Some(value) = parse_bool(&text.value) else {
+            ctx.error(
+                text.span,
+                &path,
+                format!("expected true or false, found {}", text.quoted()),
+            );
+            return None;
+        };
+        Some(Spanned::from_text(&text, value))
+    }
+
+    pub fn bool_or_default(&self, ctx: &mut Ctx<'_>, name: &str) -> bool {
+        match (self.boolean(ctx, name), self.default(name)) {
+            (Some(value), _) => value.value,
+            (None, Some(DefaultValue::Bool(default))) => default,
+            (None, _) => false,
+        }
+    }
+
     /// The table's default of a `Type::Enum` key.
     pub fn choice_default(&self, name: &str) -> Option<&'static str> {
         match self.default(name) {
@@ -549,11 +637,73 @@ impl<'n> Fields<'n> {
         let Some((key, node, path)) = self.lookup(name) else {
             return Vec::new();
         };
-        debug_assert!(matches!(key.ty, Type::StringList), "`{name}` is not a list");
-        list_items(ctx, node, &path)
-            .into_iter()
-            .filter_map(|(item, item_path)| scalar_text(ctx, item, &item_path, "a string"))
-            .collect()
+        let Type::StringList { non_empty } = key.ty else {
+            debug_assert!(false, "`{name}` is not a list of strings");
+            return Vec::new();
+        };
+        let items = list_items(ctx, node, &path);
+        if non_empty && items.is_empty() && matches!(node, Node::Sequence(_)) {
+            ctx.error(node.span(), &path, "must list at least one item");
+        }
+        let mut strings = Vec::with_capacity(items.len());
+        for (item, item_path) in items {
+            let Some(text) = scalar_text(ctx, item, &item_path, "a string") else {
+                continue;
+            };
+            if non_empty && text.value.is_empty() {
+                ctx.error(text.span, &item_path, "must not be empty");
+                continue;
+            }
+            strings.push(text);
+        }
+        strings
+    }
+
+    /// A `Type::StringMap` value: each key with its value, in file order. Reserved keys and
+    /// values that are not scalars are reported and left out.
+    pub fn string_map(&self, ctx: &mut Ctx<'_>, name: &str) -> Vec<(String, Text)> {
+        let Some((key, node, path)) = self.lookup(name) else {
+            return Vec::new();
+        };
+        let Type::StringMap { reserved } = key.ty else {
+            debug_assert!(false, "`{name}` is not a map of strings");
+            return Vec::new();
+        };
+        let Node::Mapping(mapping) = node else {
+            ctx.error(
+                node.span(),
+                &path,
+                format!("expected a mapping, found {}", node.describe()),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in &mapping.entries {
+            let property = entry.key.text.as_str();
+            let entry_path = path::key(&path, property);
+            if let Some(reserved) = reserved
+                .iter()
+                .find(|reserved| reserved.name.eq_ignore_ascii_case(property))
+            {
+                ctx.error(
+                    entry.key.span,
+                    &entry_path,
+                    format!(
+                        "property `{property}` is set by lagbudget: {}",
+                        reserved.reason
+                    ),
+                );
+                continue;
+            }
+            if property.is_empty() {
+                ctx.error(entry.key.span, &entry_path, "empty property name");
+                continue;
+            }
+            if let Some(value) = scalar_text(ctx, &entry.value, &entry_path, "a string") {
+                out.push((property.to_owned(), value));
+            }
+        }
+        out
     }
 
     /// A `Type::Labels` value; invalid labels are reported and left out.
@@ -725,6 +875,15 @@ fn all_keys(table: &Table) -> Vec<&'static str> {
         .chain(variants)
         .map(|key| key.name)
         .collect()
+}
+
+/// YAML's spellings of a boolean (the core schema's, not YAML 1.1's `yes`/`on`).
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
 }
 
 /// Reports a name that breaks the `[A-Za-z0-9][A-Za-z0-9_.-]*` rule; true when it is valid.

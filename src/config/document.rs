@@ -10,7 +10,11 @@ use std::time::Duration;
 use super::decode::{Ctx, Fields, Spanned, Text};
 use super::syntax::{Node, Span};
 use super::tables::ROOT;
-use crate::model::{HttpSettings, Objective, PostgresSource, Secret, SourceKind, WatermarkMode};
+use super::values::{TOPIC_RULE, check_broker, is_valid_topic_name, regex_problem};
+use crate::model::{
+    HttpSettings, KafkaSource, NoCommitPolicy, Objective, PostgresSource, Secret, SourceKind,
+    TopicSelector, WatermarkMode,
+};
 
 /// Keys of the main file that an included file may not set.
 const MAIN_ONLY: [&str; 4] = ["listen", "include", "defaults", "http"];
@@ -40,8 +44,9 @@ pub(crate) struct RawSource {
     /// Where the source's name is written.
     pub span: Span,
     pub path: String,
-    /// The kind key (`postgres`), when exactly one supported kind was given.
+    /// The kind key (`postgres`, `kafka`), when exactly one supported kind was given.
     pub kind_key: Option<&'static str>,
+    /// A postgres source's pool size; 1 for a kafka source, which has one shared client.
     pub max_connections: usize,
     /// The decoded connection, when everything about it was valid.
     pub kind: Option<SourceKind>,
@@ -83,33 +88,36 @@ pub(crate) struct RawProbe {
     pub max_backlog: Option<Spanned<u64>>,
     pub has_limit: bool,
     pub stall_after: Option<Spanned<Duration>>,
+    /// The source the probe reads, checked even when the rest of its kind is invalid.
+    pub source: Option<ProbeSource>,
     pub kind: Option<RawProbeKind>,
+}
+
+/// The source a probe names, with what the probe needs it to be.
+#[derive(Debug)]
+pub(crate) struct ProbeSource {
+    /// The probe kind's key (`sql_watermark`).
+    pub probe_kind: &'static str,
+    /// The source kind the probe kind reads from (`postgres`).
+    pub needs: &'static str,
+    pub name: Text,
 }
 
 #[derive(Debug)]
 pub(crate) enum RawProbeKind {
     SqlWatermark {
-        source: Text,
+        source: String,
         watermark: String,
         oldest_pending: Option<String>,
         mode: WatermarkMode,
     },
-}
-
-impl RawProbeKind {
-    /// The probe kind's key and the source it reads.
-    pub fn source(&self) -> (&'static str, &Text) {
-        match self {
-            RawProbeKind::SqlWatermark { source, .. } => ("sql_watermark", source),
-        }
-    }
-
-    /// The source kind this probe kind reads from.
-    pub fn needs_source(&self) -> &'static str {
-        match self {
-            RawProbeKind::SqlWatermark { .. } => "postgres",
-        }
-    }
+    KafkaConsumerGroup {
+        source: String,
+        group: String,
+        topics: TopicSelector,
+        no_commit: Option<NoCommitPolicy>,
+        partition_detail: bool,
+    },
 }
 
 /// Decodes one file. Main-file-only keys are rejected in included files.
@@ -199,6 +207,21 @@ fn decode_source(
                 .and_then(|dsn| decode_dsn(ctx, &dsn))
                 .map(SourceKind::Postgres);
         }
+        Some(("kafka", kafka)) => {
+            raw.kind_key = Some("kafka");
+            // One client per source, shared by every probe that reads it.
+            raw.max_connections = 1;
+            let brokers = kafka
+                .text(ctx, "brokers")
+                .and_then(|brokers| decode_brokers(ctx, &brokers));
+            let properties = decode_properties(ctx, &kafka);
+            raw.kind = brokers.map(|brokers| {
+                SourceKind::Kafka(KafkaSource {
+                    brokers,
+                    properties,
+                })
+            });
+        }
         Some((other, _)) => {
             debug_assert!(false, "source kind `{other}` has a table but no decoder");
         }
@@ -241,6 +264,65 @@ fn decode_dsn(ctx: &mut Ctx<'_>, dsn: &Text) -> Option<PostgresSource> {
         dsn: Secret::new(dsn.value.clone()),
         redacted: redact(&config),
     })
+}
+
+/// Checks every entry of a `brokers` list and returns the list as librdkafka will get it.
+fn decode_brokers(ctx: &mut Ctx<'_>, brokers: &Text) -> Option<String> {
+    let entries: Vec<&str> = brokers.value.split(',').map(str::trim).collect();
+    let mut ok = true;
+    for (index, entry) in entries.iter().enumerate() {
+        let Err(problem) = check_broker(entry) else {
+            continue;
+        };
+        ok = false;
+        // An interpolated value is never echoed, so its entries are named by number only.
+        let which = if brokers.substituted || entry.is_empty() {
+            format!("entry {}", index + 1)
+        } else {
+            format!("entry {} {entry:?}", index + 1)
+        };
+        ctx.error(
+            brokers.span,
+            &brokers.path,
+            format!(
+                "invalid brokers {}: {which} {problem}; expected host:port entries separated by \
+                 commas, such as kafka-1:9092,kafka-2:9092",
+                brokers.quoted()
+            ),
+        );
+    }
+    ok.then(|| entries.join(","))
+}
+
+/// A kafka source's librdkafka properties. Every value is kept as a `Secret` (never printed),
+/// but only the values of credential-like keys join the scrub list, along with everything
+/// interpolated from `${…}`: scrubbing ordinary values such as `kafka` or `SASL_SSL` from every
+/// message would mangle the messages and protect nothing.
+fn decode_properties(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> BTreeMap<String, Secret> {
+    let mut properties = BTreeMap::new();
+    for (name, value) in fields.string_map(ctx, "properties") {
+        if is_credential_key(&name) {
+            ctx.secrets.insert(&value.value);
+        }
+        properties.insert(name, Secret::new(value.value));
+    }
+    properties
+}
+
+/// librdkafka property names whose values are credentials or key material.
+fn is_credential_key(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        ".key",
+        "key.pem",
+        "credentials",
+    ]
+    .iter()
+    .any(|part| name.contains(part))
 }
 
 /// `host=… port=… dbname=… user=…` of a parsed connection string, without the password.
@@ -353,13 +435,24 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
     let max_lag = fields.duration(ctx, "max_lag");
     let max_backlog = backlog(fields.integer(ctx, "max_backlog"));
     let stall_after = fields.duration(ctx, "stall_after");
-    let kind = match fields.variant(ctx) {
-        Some(("sql_watermark", watermark)) => decode_sql_watermark(ctx, &watermark),
+    // Each kind names the source kind it reads; the source is read first so that it is
+    // checked even when the rest of the kind is invalid.
+    let (source, kind) = match fields.variant(ctx) {
+        Some(("sql_watermark", watermark)) => {
+            let source = probe_source(ctx, &watermark, "sql_watermark", "postgres");
+            let kind = decode_sql_watermark(ctx, &watermark, &source);
+            (source, kind)
+        }
+        Some(("kafka_consumer_group", group)) => {
+            let source = probe_source(ctx, &group, "kafka_consumer_group", "kafka");
+            let kind = decode_kafka_consumer_group(ctx, &group, &source);
+            (source, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
-            None
+            (None, None)
         }
-        None => None,
+        None => (None, None),
     };
     RawProbe {
         path: fields.path.clone(),
@@ -371,12 +464,30 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
         max_backlog,
         has_limit: fields.has("max_lag") || fields.has("max_backlog"),
         stall_after,
+        source,
         kind,
     }
 }
 
-fn decode_sql_watermark(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> Option<RawProbeKind> {
-    let source = fields.text(ctx, "source");
+/// A probe kind's `source` key.
+fn probe_source(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    probe_kind: &'static str,
+    needs: &'static str,
+) -> Option<ProbeSource> {
+    fields.text(ctx, "source").map(|name| ProbeSource {
+        probe_kind,
+        needs,
+        name,
+    })
+}
+
+fn decode_sql_watermark(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    source: &Option<ProbeSource>,
+) -> Option<RawProbeKind> {
     let watermark = fields.text(ctx, "watermark");
     let oldest_pending = fields.text(ctx, "oldest_pending");
     let chosen = fields.choice(ctx, "mode");
@@ -413,9 +524,92 @@ fn decode_sql_watermark(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> Option<RawPro
         _ => {}
     }
     Some(RawProbeKind::SqlWatermark {
-        source: source?,
+        source: source.as_ref()?.name.value.clone(),
         watermark: watermark?.value,
         oldest_pending: oldest_pending.map(|text| text.value),
         mode: mode?,
     })
+}
+
+fn decode_kafka_consumer_group(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    source: &Option<ProbeSource>,
+) -> Option<RawProbeKind> {
+    let group = fields.text(ctx, "group");
+    let topics = decode_topics(ctx, fields);
+    let pattern = fields.text(ctx, "topic_pattern").and_then(|pattern| {
+        // Compiled as written, so that the error is about what the user wrote; the probe
+        // anchors it to match whole topic names.
+        match regex::Regex::new(&pattern.value) {
+            Ok(_) => Some(pattern.value),
+            Err(error) => {
+                ctx.error(
+                    pattern.span,
+                    &pattern.path,
+                    format!(
+                        "invalid topic_pattern {}: {}",
+                        pattern.quoted(),
+                        regex_problem(&error)
+                    ),
+                );
+                None
+            }
+        }
+    });
+    // The table lists the policy keys; the model owns their meaning.
+    let no_commit = fields.choice(ctx, "no_commit").map(|chosen| {
+        [NoCommitPolicy::Earliest, NoCommitPolicy::Latest]
+            .into_iter()
+            .find(|policy| policy.key() == chosen.value)
+    });
+    let partition_detail = fields.bool_or_default(ctx, "partition_detail");
+    // Neither or both of `topics` and `topic_pattern` was reported by the table's `one_of`.
+    let topics = match (topics, pattern) {
+        (Some(topics), None) if !fields.has("topic_pattern") => TopicSelector::List(topics),
+        (None, Some(pattern)) if !fields.has("topics") => TopicSelector::Pattern(pattern),
+        _ => return None,
+    };
+    let no_commit = match no_commit {
+        Some(policy) => Some(policy?),
+        None if fields.has("no_commit") => return None,
+        None => None,
+    };
+    Some(RawProbeKind::KafkaConsumerGroup {
+        source: source.as_ref()?.name.value.clone(),
+        group: group?.value,
+        topics,
+        no_commit,
+        partition_detail,
+    })
+}
+
+/// The `topics` list, when it was given and every topic name in it is valid.
+fn decode_topics(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> Option<Vec<String>> {
+    if !fields.has("topics") {
+        return None;
+    }
+    let items = fields.strings(ctx, "topics");
+    let mut ok = !items.is_empty();
+    let mut topics: Vec<String> = Vec::with_capacity(items.len());
+    for topic in items {
+        if !is_valid_topic_name(&topic.value) {
+            ctx.error(
+                topic.span,
+                &topic.path,
+                format!("invalid topic name {}: {TOPIC_RULE}", topic.quoted()),
+            );
+            ok = false;
+        } else if topics.contains(&topic.value) {
+            ctx.error(
+                topic.span,
+                &topic.path,
+                format!("duplicate topic {}", topic.quoted()),
+            );
+            ok = false;
+        } else {
+            topics.push(topic.value);
+        }
+    }
+    ok.then_some(topics)
 }

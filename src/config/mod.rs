@@ -140,7 +140,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{Objective, ProbeKind, SourceKind, SqlWatermark, WatermarkMode};
+    use crate::model::{
+        KafkaConsumerGroup, NoCommitPolicy, Objective, ProbeKind, SourceKind, SqlWatermark,
+        TopicSelector, WatermarkMode,
+    };
 
     #[test]
     fn committed_schema_is_up_to_date() {
@@ -175,7 +178,32 @@ mod tests {
         let probe = &schema["$defs"]["probe"];
         assert_eq!(
             probe["oneOf"],
-            serde_json::json!([{ "required": ["sql_watermark"] }])
+            serde_json::json!([
+                { "required": ["sql_watermark"] },
+                { "required": ["kafka_consumer_group"] },
+            ])
+        );
+        assert_eq!(
+            schema["$defs"]["source"]["oneOf"],
+            serde_json::json!([{ "required": ["postgres"] }, { "required": ["kafka"] }])
+        );
+        let kafka = &schema["$defs"]["kafka"];
+        assert_eq!(kafka["required"], serde_json::json!(["brokers"]));
+        assert_eq!(
+            kafka["properties"]["properties"]["propertyNames"]["not"]["enum"][0],
+            "group.id"
+        );
+        let group = &schema["$defs"]["kafka_consumer_group"];
+        assert_eq!(group["required"], serde_json::json!(["source", "group"]));
+        assert_eq!(
+            group["oneOf"],
+            serde_json::json!([{ "required": ["topics"] }, { "required": ["topic_pattern"] }])
+        );
+        assert_eq!(group["properties"]["topics"]["minItems"], 1);
+        assert_eq!(group["properties"]["partition_detail"]["default"], false);
+        assert_eq!(
+            group["properties"]["no_commit"]["enum"],
+            serde_json::json!(["earliest", "latest"])
         );
         assert_eq!(
             schema["$defs"]["sql_watermark"]["properties"]["mode"]["enum"],
@@ -263,7 +291,9 @@ budgets:
 
         let orders = &config.sources["orders-db"];
         assert_eq!(orders.max_connections, 8);
-        let SourceKind::Postgres(postgres) = &orders.kind;
+        let SourceKind::Postgres(postgres) = &orders.kind else {
+            panic!("orders-db is not a postgres source");
+        };
         assert_eq!(
             postgres.dsn.expose(),
             "host=orders-primary port=5433 user=lagbudget password=hunter22 dbname=shop"
@@ -274,7 +304,9 @@ budgets:
         );
         let search = &config.sources["search-db"];
         assert_eq!(search.max_connections, 4);
-        let SourceKind::Postgres(postgres) = &search.kind;
+        let SourceKind::Postgres(postgres) = &search.kind else {
+            panic!("search-db is not a postgres source");
+        };
         assert_eq!(
             postgres.redacted,
             "host=search-db port=5432 dbname=search user=search"
@@ -346,7 +378,9 @@ budgets:
         assert_eq!(indexer.max_lag, Some(Duration::from_secs(90)));
         assert_eq!(indexer.max_backlog, Some(0));
         assert_eq!(indexer.stall_after, Duration::from_secs(600));
-        let ProbeKind::SqlWatermark(watermark) = &indexer.kind;
+        let ProbeKind::SqlWatermark(watermark) = &indexer.kind else {
+            panic!("indexer is not a sql_watermark probe");
+        };
         assert_eq!(watermark.mode, WatermarkMode::SinceWatermark);
         assert_eq!(watermark.oldest_pending, None);
         let dead_letters = &search.probes[1];
@@ -417,6 +451,220 @@ budgets:
             config.budgets[0].probes[0].kind,
             config.budgets[1].probes[0].kind
         );
+    }
+
+    /// Loads `text` as a main file and returns its errors as `line:column: path: message`.
+    fn errors_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, text).expect("config");
+        match load_with(&path, env) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .0
+                .into_iter()
+                .map(|error| {
+                    format!(
+                        "{}:{}: {}: {}",
+                        error.line, error.column, error.path, error.message
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    const KAFKA: &str = r#"
+sources:
+  events:
+    kafka:
+      brokers: "kafka-1:9092, kafka-2:9093,[::1]:9094"
+      properties:
+        security.protocol: SASL_SSL
+        sasl.mechanism: SCRAM-SHA-512
+        sasl.username: lagbudget-reader
+        sasl.password: ${KAFKA_PASSWORD}
+        socket.timeout.ms: 30000
+  plain: { kafka: { brokers: "SSL://kafka-3:9093" } }
+budgets:
+  - name: loyalty
+    max_lag: 30s
+    probes:
+      - name: consumer
+        kafka_consumer_group: { source: events, group: loyalty-service, topics: [orders, refunds] }
+      - name: audit
+        max_backlog: 1000
+        kafka_consumer_group:
+          source: events
+          group: audit
+          topic_pattern: 'orders\..*'
+          no_commit: earliest
+          partition_detail: true
+      - name: interpolated
+        kafka_consumer_group:
+          source: plain
+          group: "${GROUP}"
+          topic_pattern: "[a-z]+"
+          no_commit: latest
+          partition_detail: "${DETAIL}"
+"#;
+
+    #[test]
+    fn kafka_sources_and_consumer_group_probes_resolve_to_the_model() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, KAFKA).expect("config");
+        let env = |name: &str| match name {
+            "KAFKA_PASSWORD" => Some("kafka-secret-password".to_owned()),
+            "GROUP" => Some("search-indexer".to_owned()),
+            "DETAIL" => Some("false".to_owned()),
+            _ => None,
+        };
+        let config = match load_with(&path, &env) {
+            Ok(config) => config,
+            Err(errors) => panic!(
+                "unexpected errors:
+{errors}"
+            ),
+        };
+
+        let events = &config.sources["events"];
+        // One client per kafka source, shared by its probes.
+        assert_eq!(events.max_connections, 1);
+        let SourceKind::Kafka(kafka) = &events.kind else {
+            panic!("events is not a kafka source");
+        };
+        assert_eq!(events.kind.key(), "kafka");
+        assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9093,[::1]:9094");
+        let properties: Vec<(&str, &str)> = kafka
+            .properties
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose()))
+            .collect();
+        assert_eq!(
+            properties,
+            [
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.password", "kafka-secret-password"),
+                ("sasl.username", "lagbudget-reader"),
+                ("security.protocol", "SASL_SSL"),
+                ("socket.timeout.ms", "30000"),
+            ]
+        );
+        // Credentials are scrubbed from every message; ordinary values are not (scrubbing
+        // `SASL_SSL` or `kafka` everywhere would mangle messages), but none is ever printed.
+        for (name, value) in properties {
+            let scrubbed = config.secrets.scrub(value) == "***";
+            assert_eq!(scrubbed, name == "sasl.password", "{name}");
+        }
+        assert!(!format!("{kafka:?}").contains("kafka-secret-password"));
+        let SourceKind::Kafka(plain) = &config.sources["plain"].kind else {
+            panic!("plain is not a kafka source");
+        };
+        assert_eq!(plain.brokers, "SSL://kafka-3:9093");
+        assert!(plain.properties.is_empty());
+
+        let probes = &config.budgets[0].probes;
+        assert_eq!(
+            probes[0].kind,
+            ProbeKind::KafkaConsumerGroup(KafkaConsumerGroup {
+                source: "events".to_owned(),
+                group: "loyalty-service".to_owned(),
+                topics: TopicSelector::List(vec!["orders".to_owned(), "refunds".to_owned()]),
+                no_commit: None,
+                partition_detail: false,
+            })
+        );
+        assert_eq!(probes[0].kind_key(), "kafka_consumer_group");
+        assert_eq!(probes[0].source_name(), "events");
+        assert_eq!(probes[0].max_lag, Some(Duration::from_secs(30)));
+        assert_eq!(probes[1].max_backlog, Some(1000));
+        assert_eq!(
+            probes[1].kind,
+            ProbeKind::KafkaConsumerGroup(KafkaConsumerGroup {
+                source: "events".to_owned(),
+                group: "audit".to_owned(),
+                topics: TopicSelector::Pattern("orders\\..*".to_owned()),
+                no_commit: Some(NoCommitPolicy::Earliest),
+                partition_detail: true,
+            })
+        );
+        assert_eq!(
+            probes[2].kind,
+            ProbeKind::KafkaConsumerGroup(KafkaConsumerGroup {
+                source: "plain".to_owned(),
+                group: "search-indexer".to_owned(),
+                topics: TopicSelector::Pattern("[a-z]+".to_owned()),
+                no_commit: Some(NoCommitPolicy::Latest),
+                partition_detail: false,
+            })
+        );
+    }
+
+    #[test]
+    fn kafka_mistakes_are_reported_where_they_are_written() {
+        let text = r#"
+sources:
+  events:
+    kafka:
+      brokers: "kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1"
+      max_connections: 4
+      properties:
+        group.id: mine
+        Isolation.Level: read_uncommitted
+        sasl.password:
+        security.protocol: [SSL]
+  env-brokers: { kafka: { brokers: "${BROKERS}" } }
+  db: { postgres: { dsn: host=db } }
+budgets:
+  - name: b
+    max_lag: 1m
+    probes:
+      - name: no-topics
+        kafka_consumer_group: { source: events, group: g }
+      - name: bad-topics
+        kafka_consumer_group: { source: events, group: "", topics: [orders, "", "a b", orders] }
+      - name: empty-list
+        kafka_consumer_group: { source: events, group: g, topics: [] }
+      - name: bad-flags
+        kafka_consumer_group: { source: events, group: g, topic_pattern: x, no_commit: none, partition_detail: "true" }
+      - name: yes-flag
+        kafka_consumer_group: { source: events, group: g, topic_pattern: x, partition_detail: yes }
+      - name: sql-on-kafka
+        sql_watermark: { source: env-brokers, watermark: SELECT 1, oldest_pending: SELECT 2 }
+      - name: kafka-on-sql
+        kafka_consumer_group: { source: db, group: g, topic_pattern: "(orders" }
+"#;
+        let env = |name: &str| (name == "BROKERS").then(|| "kafka-secret:bad".to_owned());
+        let expected = [
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 2 is empty; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 3 \"kafka-2\" has no port; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 4 \":9092\" has no host; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 5 \"kafka-3:x\" has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 6 \"kafka-4:0\" has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 7 \"::1:9092\" has an IPv6 address without brackets: write it as [::1]:9092; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 8 \"[::1\" has an unclosed \"[\"; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "6:7: sources.events.kafka.max_connections: unknown key `max_connections`; valid keys: brokers, properties",
+            "8:9: sources.events.kafka.properties[\"group.id\"]: property `group.id` is set by lagbudget: it reads with a group id of its own and never joins the measured group; name that group in the probe's `group`",
+            "9:9: sources.events.kafka.properties[\"Isolation.Level\"]: property `Isolation.Level` is set by lagbudget: it always reads with read_committed",
+            "10:9: sources.events.kafka.properties[\"sasl.password\"]: expected a string, found null",
+            "11:28: sources.events.kafka.properties[\"security.protocol\"]: expected a string, found a list",
+            "12:36: sources.env-brokers.kafka.brokers: invalid brokers \"${BROKERS}\": entry 1 has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
+            "19:31: budgets[0].probes[0].kafka_consumer_group: missing `topics` or `topic_pattern`: set exactly one of them",
+            "21:56: budgets[0].probes[1].kafka_consumer_group.group: must not be empty",
+            "21:77: budgets[0].probes[1].kafka_consumer_group.topics[1]: must not be empty",
+            "21:81: budgets[0].probes[1].kafka_consumer_group.topics[2]: invalid topic name \"a b\": Kafka topic names are 1 to 249 letters, digits, '.', '_' and '-' (and not \".\" or \"..\")",
+            "21:88: budgets[0].probes[1].kafka_consumer_group.topics[3]: duplicate topic \"orders\"",
+            "23:67: budgets[0].probes[2].kafka_consumer_group.topics: must list at least one item",
+            "25:88: budgets[0].probes[3].kafka_consumer_group.no_commit: invalid value \"none\": expected one of earliest, latest",
+            "25:112: budgets[0].probes[3].kafka_consumer_group.partition_detail: expected true or false, found the string \"true\": remove the quotes",
+            "27:95: budgets[0].probes[4].kafka_consumer_group.partition_detail: expected true or false, found \"yes\"",
+            "29:34: budgets[0].probes[5].sql_watermark.source: source \"env-brokers\" is a kafka source; sql_watermark needs postgres",
+            "31:41: budgets[0].probes[6].kafka_consumer_group.source: source \"db\" is a postgres source; kafka_consumer_group needs kafka",
+            "31:70: budgets[0].probes[6].kafka_consumer_group.topic_pattern: invalid topic_pattern \"(orders\": unclosed group",
+        ];
+        let actual = errors_of(text, &env);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
+        assert!(!actual.iter().any(|line| line.contains("kafka-secret")));
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Ctx, Spanned};
-use super::document::{RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
+use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, Probe, ProbeKind, Source, SqlWatermark, format_duration,
+    Budget, Config, HttpSettings, KafkaConsumerGroup, Probe, ProbeKind, Source, SqlWatermark,
+    format_duration,
 };
 
 /// One setting at the levels it can be written at, most specific first.
@@ -271,8 +272,8 @@ fn resolve_probe(
     source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
 ) -> Option<Probe> {
     let file = budget.file;
-    if let Some(kind) = &raw.kind {
-        check_source(ctx, file, kind, source_kinds);
+    if let Some(source) = &raw.source {
+        check_source(ctx, file, source, source_kinds);
     }
 
     let max_lag = nearest(&raw.max_lag, &budget.max_lag);
@@ -332,10 +333,23 @@ fn resolve_probe(
             oldest_pending,
             mode,
         } => ProbeKind::SqlWatermark(SqlWatermark {
-            source: source.value.clone(),
+            source: source.clone(),
             watermark: watermark.clone(),
             oldest_pending: oldest_pending.clone(),
             mode: *mode,
+        }),
+        RawProbeKind::KafkaConsumerGroup {
+            source,
+            group,
+            topics,
+            no_commit,
+            partition_detail,
+        } => ProbeKind::KafkaConsumerGroup(KafkaConsumerGroup {
+            source: source.clone(),
+            group: group.clone(),
+            topics: topics.clone(),
+            no_commit: *no_commit,
+            partition_detail: *partition_detail,
         }),
     };
     Some(Probe {
@@ -354,10 +368,14 @@ fn resolve_probe(
 fn check_source(
     ctx: &mut Ctx<'_>,
     file: usize,
-    kind: &RawProbeKind,
+    probe_source: &ProbeSource,
     source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
 ) {
-    let (probe_kind, source) = kind.source();
+    let ProbeSource {
+        probe_kind,
+        needs,
+        name: source,
+    } = probe_source;
     match source_kinds.get(&source.value) {
         None => {
             let known: Vec<&str> = source_kinds.keys().map(String::as_str).collect();
@@ -372,11 +390,10 @@ fn check_source(
             };
             ctx.error_in(file, source.span, &source.path, message);
         }
-        Some((Some(source_kind), _)) if *source_kind != kind.needs_source() => {
+        Some((Some(source_kind), _)) if source_kind != needs => {
             let message = format!(
-                "source {} is a {source_kind} source; {probe_kind} needs {}",
-                source.quoted(),
-                kind.needs_source()
+                "source {} is a {source_kind} source; {probe_kind} needs {needs}",
+                source.quoted()
             );
             ctx.error_in(file, source.span, &source.path, message);
         }

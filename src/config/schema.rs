@@ -68,13 +68,28 @@ fn table_schema(table: &Table) -> Value {
         schema.insert("required".to_owned(), json!(required));
     }
     schema.insert("additionalProperties".to_owned(), json!(false));
-    if !variants.is_empty() {
-        // Exactly one kind key: each alternative requires one, and `oneOf` fails when two match.
-        let alternatives: Vec<Value> = variants
-            .iter()
-            .map(|variant| json!({ "required": [variant.name] }))
+    // Exactly one kind key, and exactly one of the `one_of` keys: each alternative requires
+    // one, and `oneOf` fails when two match.
+    let variant_names: Vec<&str> = variants.iter().map(|variant| variant.name).collect();
+    let mut exactly_one: Vec<Value> = [variant_names.as_slice(), table.one_of]
+        .into_iter()
+        .filter(|names| !names.is_empty())
+        .map(|names| {
+            let alternatives: Vec<Value> = names
+                .iter()
+                .map(|name| json!({ "required": [name] }))
+                .collect();
+            Value::Array(alternatives)
+        })
+        .collect();
+    if exactly_one.len() == 1 {
+        schema.insert("oneOf".to_owned(), exactly_one.remove(0));
+    } else if !exactly_one.is_empty() {
+        let all: Vec<Value> = exactly_one
+            .into_iter()
+            .map(|alternatives| json!({ "oneOf": alternatives }))
             .collect();
-        schema.insert("oneOf".to_owned(), Value::Array(alternatives));
+        schema.insert("allOf".to_owned(), Value::Array(all));
     }
     Value::Object(schema)
 }
@@ -92,6 +107,7 @@ fn key_schema(key: &Key) -> Value {
             DefaultValue::Integer(integer) => json!(integer),
             DefaultValue::Str(text) => json!(text),
             DefaultValue::SocketAddr(address) => json!(address.to_string()),
+            DefaultValue::Bool(flag) => json!(flag),
         };
         schema.insert("default".to_owned(), default);
     }
@@ -124,7 +140,20 @@ fn type_schema(ty: Type) -> Value {
             })
         }
         Type::Enum(choices) => json!({ "enum": choices }),
-        Type::StringList => json!({ "type": "array", "items": { "type": "string" } }),
+        Type::Bool => json!({
+            "anyOf": [
+                { "type": "boolean" },
+                { "type": "string", "pattern": format!("^{INTERPOLATED}$") },
+            ],
+        }),
+        Type::StringList { non_empty: false } => {
+            json!({ "type": "array", "items": { "type": "string" } })
+        }
+        Type::StringList { non_empty: true } => json!({
+            "type": "array",
+            "items": { "type": "string", "minLength": 1 },
+            "minItems": 1,
+        }),
         Type::Labels => json!({
             "type": "object",
             "propertyNames": {
@@ -133,6 +162,15 @@ fn type_schema(ty: Type) -> Value {
             },
             "additionalProperties": { "type": "string" },
         }),
+        Type::StringMap { reserved } => {
+            let names: Vec<&str> = reserved.iter().map(|reserved| reserved.name).collect();
+            // Values are read as strings; YAML numbers and booleans are written as they are.
+            json!({
+                "type": "object",
+                "propertyNames": { "minLength": 1, "not": { "enum": names } },
+                "additionalProperties": { "type": ["string", "number", "boolean"] },
+            })
+        }
         Type::Table(table) => json!({ "$ref": reference(table) }),
         Type::TableList { table, non_empty } => {
             let mut list = json!({ "type": "array", "items": { "$ref": reference(table) } });

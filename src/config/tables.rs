@@ -18,6 +18,8 @@ pub(crate) struct Table {
     /// Externally tagged variants (`postgres: {…}`, `sql_watermark: {…}`): exactly one of these
     /// keys must be present.
     pub kinds: Option<&'static Kinds>,
+    /// Keys of which exactly one must be present (`topics` or `topic_pattern`). Empty: none.
+    pub one_of: &'static [&'static str],
 }
 
 #[derive(Debug)]
@@ -59,9 +61,19 @@ pub(crate) enum Type {
     },
     SocketAddr,
     Enum(&'static [&'static str]),
-    StringList,
+    /// `true` or `false`.
+    Bool,
+    /// A list of strings; `non_empty` requires at least one item and no empty item.
+    StringList {
+        non_empty: bool,
+    },
     /// Prometheus label names to strings.
     Labels,
+    /// Free-form keys (`security.protocol`) to scalar values, read as strings. `reserved` keys
+    /// are rejected, each with the reason.
+    StringMap {
+        reserved: &'static [Reserved],
+    },
     Table(&'static Table),
     TableList {
         table: &'static Table,
@@ -69,6 +81,14 @@ pub(crate) enum Type {
     },
     /// Names (`Type::Name`) to tables.
     TableMap(&'static Table),
+}
+
+/// A key of a `Type::StringMap` that the config may not set, and why.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    pub name: &'static str,
+    /// Completes "property `name` is set by lagbudget: …".
+    pub reason: &'static str,
 }
 
 /// A default, typed so the decoder applies exactly what the schema documents.
@@ -80,6 +100,7 @@ pub(crate) enum DefaultValue {
     Integer(i64),
     Str(&'static str),
     SocketAddr(SocketAddr),
+    Bool(bool),
 }
 
 /// How often a probe runs when nothing else says so.
@@ -123,6 +144,8 @@ const POSITIVE_DURATION: Type = Type::Duration { positive: true };
 const ANY_DURATION: Type = Type::Duration { positive: false };
 const TEXT: Type = Type::String { non_empty: false };
 const NON_EMPTY_TEXT: Type = Type::String { non_empty: true };
+const STRINGS: Type = Type::StringList { non_empty: false };
+const NON_EMPTY_STRINGS: Type = Type::StringList { non_empty: true };
 
 pub(crate) static ROOT: Table = Table {
     id: "config",
@@ -137,7 +160,7 @@ pub(crate) static ROOT: Table = Table {
         ),
         key(
             "include",
-            Type::StringList,
+            STRINGS,
             "Glob patterns of further files with `sources` and `budgets`, relative to this \
              file's directory, loaded in sorted order. A pattern without glob characters must \
              match a file. Main file only.",
@@ -167,6 +190,7 @@ pub(crate) static ROOT: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static DEFAULTS: Table = Table {
@@ -194,6 +218,7 @@ pub(crate) static DEFAULTS: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static HTTP: Table = Table {
@@ -202,7 +227,7 @@ pub(crate) static HTTP: Table = Table {
     keys: &[
         key(
             "cors_allowed_origins",
-            Type::StringList,
+            STRINGS,
             "Origins allowed by CORS on /api/v1/*; `*` allows any. Empty: no CORS headers.",
         ),
         defaulted(
@@ -213,6 +238,7 @@ pub(crate) static HTTP: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static SOURCE: Table = Table {
@@ -220,15 +246,19 @@ pub(crate) static SOURCE: Table = Table {
     doc: "A named connection, tagged with its kind.",
     keys: &[],
     kinds: Some(&SOURCE_KINDS),
+    one_of: &[],
 };
 
 pub(crate) static SOURCE_KINDS: Kinds = Kinds {
     what: "source",
-    variants: &[key(
-        "postgres",
-        Type::Table(&POSTGRES),
-        "A PostgreSQL server.",
-    )],
+    variants: &[
+        key("postgres", Type::Table(&POSTGRES), "A PostgreSQL server."),
+        key(
+            "kafka",
+            Type::Table(&KAFKA),
+            "A Kafka cluster, reached through its bootstrap brokers.",
+        ),
+    ],
 };
 
 pub(crate) static POSTGRES: Table = Table {
@@ -252,6 +282,78 @@ pub(crate) static POSTGRES: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
+};
+
+/// librdkafka properties that lagbudget's Kafka reader sets itself: letting a config change
+/// them would make the reader join the measured group, commit, or read uncommitted records.
+pub(crate) static KAFKA_RESERVED_PROPERTIES: [Reserved; 9] = [
+    Reserved {
+        name: "group.id",
+        reason: "it reads with a group id of its own and never joins the measured group; name \
+                 that group in the probe's `group`",
+    },
+    Reserved {
+        name: "enable.auto.commit",
+        reason: "its reader never commits offsets",
+    },
+    Reserved {
+        name: "auto.commit.enable",
+        reason: "its reader never commits offsets",
+    },
+    Reserved {
+        name: "enable.auto.offset.store",
+        reason: "its reader never stores offsets",
+    },
+    Reserved {
+        name: "isolation.level",
+        reason: "it always reads with read_committed",
+    },
+    Reserved {
+        name: "bootstrap.servers",
+        reason: "list the brokers in `brokers`",
+    },
+    Reserved {
+        name: "metadata.broker.list",
+        reason: "list the brokers in `brokers`",
+    },
+    Reserved {
+        name: "auto.offset.reset",
+        reason: "its reader only reads from explicit offsets; for partitions without a \
+                 committed offset, set the probe's `no_commit`",
+    },
+    Reserved {
+        name: "enable.partition.eof",
+        reason: "its reader decides how the end of a partition is reported",
+    },
+];
+
+pub(crate) static KAFKA: Table = Table {
+    id: "kafka",
+    doc: "A Kafka cluster, reached through its bootstrap brokers with librdkafka. One client is \
+          shared by every probe of the source.",
+    keys: &[
+        required(
+            "brokers",
+            NON_EMPTY_TEXT,
+            "Bootstrap brokers: host:port entries separated by commas, such as \
+             kafka-1:9092,kafka-2:9092.",
+        ),
+        key(
+            "properties",
+            Type::StringMap {
+                reserved: &KAFKA_RESERVED_PROPERTIES,
+            },
+            "librdkafka properties, such as security.protocol, ssl.ca.location, \
+             sasl.mechanism, sasl.username and sasl.password. Every value is treated as a \
+             secret. group.id, enable.auto.commit, auto.commit.enable, \
+             enable.auto.offset.store, isolation.level, bootstrap.servers, \
+             metadata.broker.list, auto.offset.reset and enable.partition.eof are set by \
+             lagbudget and rejected here.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static BUDGET: Table = Table {
@@ -332,6 +434,7 @@ pub(crate) static BUDGET: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static OBJECTIVE: Table = Table {
@@ -352,6 +455,7 @@ pub(crate) static OBJECTIVE: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static PROBE: Table = Table {
@@ -390,15 +494,24 @@ pub(crate) static PROBE: Table = Table {
         ),
     ],
     kinds: Some(&PROBE_KINDS),
+    one_of: &[],
 };
 
 pub(crate) static PROBE_KINDS: Kinds = Kinds {
     what: "probe",
-    variants: &[key(
-        "sql_watermark",
-        Type::Table(&SQL_WATERMARK),
-        "A projection or read model whose position is read with SQL.",
-    )],
+    variants: &[
+        key(
+            "sql_watermark",
+            Type::Table(&SQL_WATERMARK),
+            "A projection or read model whose position is read with SQL.",
+        ),
+        key(
+            "kafka_consumer_group",
+            Type::Table(&KAFKA_CONSUMER_GROUP),
+            "A Kafka consumer group: lag is the age of the first record at or after each \
+             partition's committed offset.",
+        ),
+    ],
 };
 
 pub(crate) static SQL_WATERMARK: Table = Table {
@@ -431,6 +544,53 @@ pub(crate) static SQL_WATERMARK: Table = Table {
         ),
     ],
     kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static KAFKA_CONSUMER_GROUP: Table = Table {
+    id: "kafka_consumer_group",
+    doc: "A Kafka consumer group's lag on some topics: per partition, the age of the first \
+          record at or after the group's committed offset (0 when the group is caught up). \
+          lagbudget reads with its own group id, never joins the group and never commits.",
+    keys: &[
+        required(
+            "source",
+            NON_EMPTY_TEXT,
+            "Name of the kafka source to read.",
+        ),
+        required(
+            "group",
+            NON_EMPTY_TEXT,
+            "The consumer group whose committed offsets are measured.",
+        ),
+        key(
+            "topics",
+            NON_EMPTY_STRINGS,
+            "The topics the group consumes. Set exactly one of topics and topic_pattern.",
+        ),
+        key(
+            "topic_pattern",
+            NON_EMPTY_TEXT,
+            "A regular expression (Rust regex syntax) matched against whole topic names, \
+             such as `orders\\..*`. Set exactly one of topics and topic_pattern.",
+        ),
+        key(
+            "no_commit",
+            Type::Enum(&["earliest", "latest"]),
+            "How to read a partition that has records but no committed offset: `earliest` \
+             (the group will start from the beginning: every record is pending) or `latest` \
+             (it will start at the end: nothing is pending). Unset: such a partition makes \
+             the probe unknown.",
+        ),
+        defaulted(
+            "partition_detail",
+            Type::Bool,
+            DefaultValue::Bool(false),
+            "Export per-partition lag series (the most lagging partitions, capped).",
+        ),
+    ],
+    kinds: None,
+    one_of: &["topics", "topic_pattern"],
 };
 
 impl Table {

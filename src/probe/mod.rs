@@ -1,6 +1,9 @@
 //! Probes: the only code that talks to the systems being measured. One file per probe kind,
 //! all behind `ProbeRunner::run`, which yields a `Sample` or a `ProbeError` with a bounded reason.
 
+pub mod kafka;
+mod kafka_admin;
+pub mod kafka_consumer_group;
 pub mod postgres;
 pub mod sql_watermark;
 
@@ -25,6 +28,32 @@ pub struct Sample {
     pub negative_lag_clamped: bool,
     /// The position went backwards since the previous run (counted as a regression).
     pub position_regressed: bool,
+    /// What only a Kafka consumer group probe knows.
+    pub kafka: Option<Arc<KafkaDetail>>,
+}
+
+/// Consumer-group facts beyond lag and backlog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KafkaDetail {
+    /// Members of the group, when the cluster answers DescribeGroups.
+    pub members: Option<usize>,
+    /// A committed offset was below the log start: records were deleted unread.
+    pub data_loss: bool,
+    /// Whether the lag came from LogAppendTime (broker) or CreateTime (producer) timestamps;
+    /// `None` when no record had to be read.
+    pub log_append_time: Option<bool>,
+    pub partitions_total: usize,
+    /// The most lagging partitions, when `partition_detail` is on (capped).
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// One partition's lag and backlog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag_seconds: f64,
+    pub backlog: i64,
 }
 
 /// Positions behind, with the unit that names the exported metric.
@@ -143,6 +172,7 @@ impl ProbeError {
 #[derive(Clone)]
 pub enum SourceHandle {
     Postgres(Arc<postgres::PgPool>),
+    Kafka(Arc<kafka::KafkaClient>),
 }
 
 impl SourceHandle {
@@ -151,6 +181,10 @@ impl SourceHandle {
             SourceKind::Postgres(pg) => Ok(SourceHandle::Postgres(Arc::new(
                 postgres::PgPool::new(&source.name, pg, source.max_connections)?,
             ))),
+            SourceKind::Kafka(spec) => Ok(SourceHandle::Kafka(Arc::new(kafka::KafkaClient::new(
+                &source.name,
+                spec,
+            )?))),
         }
     }
 
@@ -158,6 +192,14 @@ impl SourceHandle {
     pub async fn check_connect(&self, deadline: Instant) -> Result<String, ProbeError> {
         match self {
             SourceHandle::Postgres(pool) => pool.check(deadline).await,
+            SourceHandle::Kafka(client) => {
+                let client = client.clone();
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                tokio::task::spawn_blocking(move || client.topics(&[], timeout))
+                    .await
+                    .map_err(|e| ProbeError::new(ErrorReason::Connect, e.to_string()))?
+                    .map(|topics| format!("cluster answers, {} topics", topics.len()))
+            }
         }
     }
 }
@@ -203,6 +245,7 @@ impl SourceHandles {
 /// source it reads. A closed enum rather than trait objects: the set of kinds is known.
 pub enum ProbeRunner {
     SqlWatermark(sql_watermark::SqlWatermarkProbe),
+    KafkaConsumerGroup(Box<kafka_consumer_group::KafkaConsumerGroupProbe>),
 }
 
 impl ProbeRunner {
@@ -217,6 +260,19 @@ impl ProbeRunner {
                     sql_watermark::SqlWatermarkProbe::new(spec.clone(), pool.clone()),
                 ))
             }
+            (ProbeKind::KafkaConsumerGroup(spec), SourceHandle::Kafka(client)) => {
+                Ok(ProbeRunner::KafkaConsumerGroup(Box::new(
+                    kafka_consumer_group::KafkaConsumerGroupProbe::new(
+                        spec.clone(),
+                        client.clone(),
+                    )?,
+                )))
+            }
+            // Validation guarantees each kind reads a source of its own kind.
+            (kind, _) => Err(ProbeError::new(
+                ErrorReason::Connect,
+                format!("{} cannot read this source's kind", kind.key()),
+            )),
         }
     }
 
@@ -224,14 +280,19 @@ impl ProbeRunner {
     pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
         match self {
             ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await,
+            ProbeRunner::KafkaConsumerGroup(probe) => probe.run(deadline).await,
         }
     }
 
     /// Checks that the probe's queries are accepted by the source (syntax, tables, grants),
     /// without measuring: `check --connect`.
-    pub async fn check(&mut self, deadline: Instant) -> Result<(), ProbeError> {
+    pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
         match self {
-            ProbeRunner::SqlWatermark(probe) => probe.check(deadline).await,
+            ProbeRunner::SqlWatermark(probe) => probe
+                .check(deadline)
+                .await
+                .map(|()| "queries accepted".to_owned()),
+            ProbeRunner::KafkaConsumerGroup(probe) => probe.check(deadline).await,
         }
     }
 }

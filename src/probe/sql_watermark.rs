@@ -178,6 +178,7 @@ async fn measure(
                 detail: Some(detail),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
+                kafka: None,
             }
         }
         _ => {
@@ -199,6 +200,7 @@ async fn measure(
                 position: Some(position),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
+                kafka: None,
             }
         }
     };

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lagbudget::config;
-use lagbudget::model::{ProbeKind, WatermarkMode};
+use lagbudget::model::{
+    KafkaConsumerGroup, NoCommitPolicy, ProbeKind, SourceKind, TopicSelector, WatermarkMode,
+};
 
 /// Prefixes a fixture's path as errors display it: relative to the package root, which is the
 /// working directory cargo gives integration tests.
@@ -81,7 +83,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "unknown_source_kind.yaml",
             bad!(
-                "unknown_source_kind.yaml:3:12: sources.cache.redis: unknown source kind `redis`; supported: postgres"
+                "unknown_source_kind.yaml:3:12: sources.cache.redis: unknown source kind `redis`; supported: postgres, kafka"
             ),
         ),
         (
@@ -157,13 +159,13 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].kafka_consumer_group: unknown probe kind `kafka_consumer_group`; supported: sql_watermark"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group"
             ),
         ),
         (
@@ -208,6 +210,42 @@ fn each_broken_config_reports_exactly_where_and_what() {
             ),
         ),
         (
+            "kafka_forbidden_property.yaml",
+            bad!(
+                "kafka_forbidden_property.yaml:7:9: sources.events.kafka.properties[\"enable.auto.commit\"]: property `enable.auto.commit` is set by lagbudget: its reader never commits offsets"
+            ),
+        ),
+        (
+            "kafka_topics_and_pattern.yaml",
+            bad!(
+                "kafka_topics_and_pattern.yaml:12:11: budgets[0].probes[0].kafka_consumer_group.topic_pattern: `topics` and `topic_pattern` cannot both be set: set exactly one of them"
+            ),
+        ),
+        (
+            "kafka_bad_topic_pattern.yaml",
+            bad!(
+                "kafka_bad_topic_pattern.yaml:11:26: budgets[0].probes[0].kafka_consumer_group.topic_pattern: invalid topic_pattern \"orders.(eu|us\": unclosed group"
+            ),
+        ),
+        (
+            "kafka_probe_on_postgres_source.yaml",
+            bad!(
+                "kafka_probe_on_postgres_source.yaml:9:41: budgets[0].probes[0].kafka_consumer_group.source: source \"orders-db\" is a postgres source; kafka_consumer_group needs kafka"
+            ),
+        ),
+        (
+            "sql_watermark_on_kafka_source.yaml",
+            bad!(
+                "sql_watermark_on_kafka_source.yaml:10:19: budgets[0].probes[0].sql_watermark.source: source \"events\" is a kafka source; sql_watermark needs postgres"
+            ),
+        ),
+        (
+            "kafka_bad_brokers.yaml",
+            bad!(
+                "kafka_bad_brokers.yaml:4:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,kafka-2\": entry 2 \"kafka-2\" has no port; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092"
+            ),
+        ),
+        (
             "included_error/main.yaml",
             bad!(
                 "included_error/budgets.d/search.yaml:11:17: budgets[0].probes[0].sql_watermark.mode: invalid value \"oldest_pendng\": expected one of oldest_pending, since_watermark"
@@ -245,7 +283,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].kafka_consumer_group: unknown probe kind `kafka_consumer_group`; supported: sql_watermark"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -361,6 +399,107 @@ budgets:
     }
 }
 
+#[test]
+fn a_kafka_password_never_appears_in_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("lagbudget.yaml");
+    // The password is used where it is a secret, and also where it makes values invalid, so
+    // that every message about those values has a chance to leak it.
+    let text = r#"sources:
+  events:
+    kafka:
+      brokers: "kafka-1:9092,${KAFKA_PASSWORD}"
+      properties:
+        security.protocol: SASL_SSL
+        sasl.mechanism: SCRAM-SHA-512
+        sasl.username: lb-reader
+        sasl.password: "${KAFKA_PASSWORD}"
+        group.id: "${KAFKA_PASSWORD}"
+budgets:
+  - name: loyalty
+    max_lag: 30s
+    probes:
+      - name: by-list
+        kafka_consumer_group:
+          source: events
+          group: "${KAFKA_PASSWORD}"
+          topics: ["${KAFKA_PASSWORD}"]
+          partition_detail: "${KAFKA_PASSWORD}"
+      - name: by-pattern
+        kafka_consumer_group:
+          source: "${KAFKA_PASSWORD}"
+          group: loyalty-service
+          topic_pattern: "${KAFKA_PASSWORD}"
+          no_commit: "${KAFKA_PASSWORD}"
+"#;
+    std::fs::write(&config_path, text).expect("config");
+    // Not a valid broker, topic name, boolean, policy or regular expression.
+    let password = "kafka pass(word";
+    let env = |name: &str| (name == "KAFKA_PASSWORD").then(|| password.to_owned());
+    let errors = match config::load_with(&config_path, &env) {
+        Ok(_) => panic!("a config with invalid secret values loaded"),
+        Err(errors) => errors,
+    };
+    let text = errors.to_string();
+    let file = config_path.display();
+    let expected = [
+        format!(
+            "{file}:4:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,${{KAFKA_PASSWORD}}\": entry 2 has no port; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092"
+        ),
+        format!(
+            "{file}:10:9: sources.events.kafka.properties[\"group.id\"]: property `group.id` is set by lagbudget: it reads with a group id of its own and never joins the measured group; name that group in the probe's `group`"
+        ),
+        format!(
+            "{file}:19:20: budgets[0].probes[0].kafka_consumer_group.topics[0]: invalid topic name \"${{KAFKA_PASSWORD}}\": Kafka topic names are 1 to 249 letters, digits, '.', '_' and '-' (and not \".\" or \"..\")"
+        ),
+        format!(
+            "{file}:20:29: budgets[0].probes[0].kafka_consumer_group.partition_detail: expected true or false, found \"${{KAFKA_PASSWORD}}\""
+        ),
+        format!(
+            "{file}:23:19: budgets[0].probes[1].kafka_consumer_group.source: unknown source \"${{KAFKA_PASSWORD}}\"; defined sources: events"
+        ),
+        format!(
+            "{file}:25:26: budgets[0].probes[1].kafka_consumer_group.topic_pattern: invalid topic_pattern \"${{KAFKA_PASSWORD}}\": unclosed group"
+        ),
+        format!(
+            "{file}:26:22: budgets[0].probes[1].kafka_consumer_group.no_commit: invalid value \"${{KAFKA_PASSWORD}}\": expected one of earliest, latest"
+        ),
+    ];
+    assert_eq!(text, expected.join("\n"));
+    for fragment in [password, "pass(word", "kafka pass"] {
+        assert!(
+            !text.contains(fragment),
+            "{fragment:?} leaked into:\n{text}"
+        );
+        for error in &errors.0 {
+            assert!(
+                !format!("{error:?}").contains(fragment),
+                "{fragment:?} leaked"
+            );
+        }
+    }
+
+    // Valid, the password is a secret of the loaded config and never printed with it.
+    std::fs::write(
+        &config_path,
+        "sources:\n  events:\n    kafka:\n      brokers: kafka-1:9092\n      properties:\n        sasl.password: \"${KAFKA_PASSWORD}\"\nbudgets: []\n",
+    )
+    .expect("config");
+    let config = config::load_with(&config_path, &env)
+        .unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"));
+    assert_eq!(
+        config
+            .secrets
+            .scrub(&format!("login failed for {password}")),
+        "login failed for ***"
+    );
+    let SourceKind::Kafka(kafka) = &config.sources["events"].kind else {
+        panic!("events is not a kafka source");
+    };
+    assert_eq!(kafka.properties["sasl.password"].expose(), password);
+    assert!(!format!("{config:?}").contains(password));
+}
+
 fn good(fixture: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/config/good")
@@ -386,7 +525,9 @@ fn the_minimal_config_loads() {
     assert_eq!(probe.timeout, Duration::from_secs(5));
     assert_eq!(probe.stall_after, Duration::from_secs(30));
     assert_eq!(probe.source_name(), "orders-db");
-    let ProbeKind::SqlWatermark(watermark) = &probe.kind;
+    let ProbeKind::SqlWatermark(watermark) = &probe.kind else {
+        panic!("minimal.yaml's probe is not a sql_watermark probe");
+    };
     assert_eq!(watermark.mode, WatermarkMode::OldestPending);
 }
 
@@ -397,16 +538,27 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     let env = |name: &str| (name == "ORDERS_DB_PASSWORD").then(|| "example-password".to_owned());
     let example = config::load_with(Path::new("config/example.yaml"), &env)
         .unwrap_or_else(|e| panic!("config/example.yaml:\n{e}"));
-    let modes: Vec<WatermarkMode> = example
-        .budgets
-        .iter()
-        .flat_map(|b| b.probes.iter())
-        .map(|p| match &p.kind {
-            ProbeKind::SqlWatermark(w) => w.mode,
-        })
-        .collect();
+    let mut modes: Vec<WatermarkMode> = Vec::new();
+    let mut kafka_groups: Vec<&KafkaConsumerGroup> = Vec::new();
+    for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
+        match &probe.kind {
+            ProbeKind::SqlWatermark(w) => modes.push(w.mode),
+            ProbeKind::KafkaConsumerGroup(k) => kafka_groups.push(k),
+        }
+    }
     assert!(modes.contains(&WatermarkMode::OldestPending));
     assert!(modes.contains(&WatermarkMode::SinceWatermark));
+    // Both ways of choosing topics, and the optional keys set away from their defaults.
+    assert!(
+        kafka_groups
+            .iter()
+            .any(|k| matches!(k.topics, TopicSelector::List(_)))
+    );
+    assert!(kafka_groups.iter().any(|k| {
+        matches!(k.topics, TopicSelector::Pattern(_))
+            && k.no_commit == Some(NoCommitPolicy::Earliest)
+            && k.partition_detail
+    }));
     config::load_with(Path::new("config/quickstart.yaml"), &no_env)
         .unwrap_or_else(|e| panic!("config/quickstart.yaml:\n{e}"));
 }

@@ -3,5 +3,7 @@
 
 mod config_errors;
 mod daemon;
+mod demo;
+mod kafka;
 mod support;
 mod watermark;
