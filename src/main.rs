@@ -107,16 +107,7 @@ fn main() -> ExitCode {
             let Some(config) = load_or_report(&path) else {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             };
-            // Client libraries check what the loader cannot (librdkafka property names and
-            // values); building the source handles connects to nothing.
-            let mut client_errors = 0;
-            for source in config.sources.values() {
-                if let Err(e) = lagbudget::probe::SourceHandle::new(source) {
-                    client_errors += 1;
-                    eprintln!("{}: {}", path.display(), config.secrets.scrub(&e.message));
-                }
-            }
-            if client_errors > 0 {
+            if !source_clients_build(&config, &path) {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
             let probes: usize = config.budgets.iter().map(|b| b.probes.len()).sum();
@@ -181,6 +172,9 @@ fn main() -> ExitCode {
             let Some(config) = load_or_report(&path) else {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             };
+            if !source_clients_build(&config, &path) {
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
             match block_on(run(config, path, listen, enable_lifecycle)) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) | Err(e) => fail(e),
@@ -212,6 +206,20 @@ fn load_or_report(path: &Path) -> Option<Config> {
             None
         }
     }
+}
+
+/// Builds every source's client, which connects to nothing but lets client libraries check what
+/// the loader cannot (librdkafka property names and values). Prints each failure, already
+/// free of secrets; true when all built.
+fn source_clients_build(config: &Config, path: &Path) -> bool {
+    let mut ok = true;
+    for source in config.sources.values() {
+        if let Err(e) = lagbudget::probe::SourceHandle::new(source) {
+            ok = false;
+            eprintln!("{}: {}", path.display(), config.secrets.scrub(&e.message));
+        }
+    }
+    ok
 }
 
 fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {

@@ -22,7 +22,7 @@ use crate::model::KafkaSource;
 /// Topic metadata is re-read at most this often (and sooner when a topic is missing).
 const METADATA_TTL: Duration = Duration::from_secs(30);
 /// Blocking calls of one source that may run at once.
-const MAX_CONCURRENT_CALLS: usize = 16;
+const MAX_CONCURRENT_CALLS: usize = 64;
 
 /// When a record was written, as the broker reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,9 +425,21 @@ impl KafkaClient {
 
 impl Drop for KafkaClient {
     fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
         if self.admin.is_tainted() {
             tracing::debug!(source = %self.source, "leaking a Kafka client with requests in flight");
-            std::mem::forget(self.client.take());
+            std::mem::forget(client);
+            return;
+        }
+        // Destroying a librdkafka client blocks until its threads end; this drop may run on an
+        // async worker (reload, shutdown), so the destruction gets a thread of its own.
+        let spawned = std::thread::Builder::new()
+            .name("lagbudget-kafka-close".into())
+            .spawn(move || drop(client));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "closing a Kafka client inline");
         }
     }
 }
@@ -467,6 +479,9 @@ fn kafka_error(what: &str, error: &KafkaError) -> ProbeError {
 fn admin_error(what: &str, text: &str) -> ProbeError {
     let reason = if text.contains("imed out") {
         ErrorReason::Timeout
+    } else if text.contains("uthorization") {
+        // The cluster answered and refused: a missing ACL, like a missing SQL grant.
+        ErrorReason::Query
     } else {
         ErrorReason::Connect
     };

@@ -204,8 +204,8 @@ impl AdminQueue {
         receiver: &mpsc::Receiver<Event>,
         timeout: Duration,
     ) -> Result<Event, String> {
-        // The request times out at `timeout` by itself; allow a little more for its answer.
-        match receiver.recv_timeout(timeout + Duration::from_millis(500)) {
+        // Never past the caller's deadline: the probe's own timeout must see this error first.
+        match receiver.recv_timeout(timeout) {
             Ok(event) => {
                 // SAFETY: event is live.
                 let code = unsafe { rd::rd_kafka_event_error(event.0.ptr) };
