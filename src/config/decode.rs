@@ -456,36 +456,9 @@ impl<'n> Fields<'n> {
             debug_assert!(false, "`{name}` is not an integer");
             return None;
         };
-        // Integers are YAML integers: a quoted "5" is a string, as in every other YAML tool.
-        // A quoted interpolation is the exception, since quoting `${…}` is common practice and
-        // its value is only known afterwards.
-        let scalar = match node {
-            Node::Scalar(scalar) if scalar.quoted && !scalar.text.contains("${") => {
-                let hint = if scalar.text.trim().parse::<i64>().is_ok() {
-                    ": remove the quotes"
-                } else {
-                    ""
-                };
-                ctx.error(
-                    scalar.span,
-                    &path,
-                    format!(
-                        "expected an integer, found the string {:?}{hint}",
-                        scalar.text
-                    ),
-                );
-                return None;
-            }
-            Node::Scalar(scalar) if !scalar.is_null() => scalar,
-            other => {
-                ctx.error(
-                    other.span(),
-                    &path,
-                    format!("expected an integer, found {}", other.describe()),
-                );
-                return None;
-            }
-        };
+        let scalar = plain_scalar(ctx, node, &path, "an integer", |text| {
+            text.trim().parse::<i64>().is_ok()
+        })?;
         let text = ctx.text(scalar, &path)?;
         let Ok(value) = text.value.parse::<i64>() else {
             ctx.error(
@@ -576,34 +549,9 @@ impl<'n> Fields<'n> {
     pub fn boolean(&self, ctx: &mut Ctx<'_>, name: &str) -> Option<Spanned<bool>> {
         let (key, node, path) = self.lookup(name)?;
         debug_assert!(matches!(key.ty, Type::Bool), "`{name}` is not a boolean");
-        // As with integers: a quoted "true" is a string, except a quoted interpolation.
-        let scalar = match node {
-            Node::Scalar(scalar) if scalar.quoted && !scalar.text.contains("${") => {
-                let hint = if parse_bool(&scalar.text).is_some() {
-                    ": remove the quotes"
-                } else {
-                    ""
-                };
-                ctx.error(
-                    scalar.span,
-                    &path,
-                    format!(
-                        "expected true or false, found the string {:?}{hint}",
-                        scalar.text
-                    ),
-                );
-                return None;
-            }
-            Node::Scalar(scalar) if !scalar.is_null() => scalar,
-            other => {
-                ctx.error(
-                    other.span(),
-                    &path,
-                    format!("expected true or false, found {}", other.describe()),
-                );
-                return None;
-            }
-        };
+        let scalar = plain_scalar(ctx, node, &path, "true or false", |text| {
+            parse_bool(text).is_some()
+        })?;
         let text = ctx.text(scalar, &path)?;
         let Some(value) = parse_bool(&text.value) else {
             ctx.error(
@@ -930,6 +878,45 @@ fn list_items<'n>(ctx: &mut Ctx<'_>, node: &'n Node, path: &str) -> Vec<(&'n Nod
                 format!("expected a list, found {}", other.describe()),
             );
             Vec::new()
+        }
+    }
+}
+
+/// The unquoted scalar of a typed (integer, boolean) value. Such values are YAML's own: a quoted
+/// "5" or "true" is a string, as in every other YAML tool. A quoted interpolation is the
+/// exception, since quoting `${…}` is common practice and its value is only known afterwards.
+fn plain_scalar<'n>(
+    ctx: &mut Ctx<'_>,
+    node: &'n Node,
+    path: &str,
+    expected: &str,
+    valid_unquoted: impl Fn(&str) -> bool,
+) -> Option<&'n Scalar> {
+    match node {
+        Node::Scalar(scalar) if scalar.quoted && !scalar.text.contains("${") => {
+            let hint = if valid_unquoted(&scalar.text) {
+                ": remove the quotes"
+            } else {
+                ""
+            };
+            ctx.error(
+                scalar.span,
+                path,
+                format!(
+                    "expected {expected}, found the string {:?}{hint}",
+                    scalar.text
+                ),
+            );
+            None
+        }
+        Node::Scalar(scalar) if !scalar.is_null() => Some(scalar),
+        other => {
+            ctx.error(
+                other.span(),
+                path,
+                format!("expected {expected}, found {}", other.describe()),
+            );
+            None
         }
     }
 }
