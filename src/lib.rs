@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod evaluate;
+pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod oneshot;

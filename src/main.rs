@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use lagbudget::generate::rules::{self, RulesFormat, RulesOptions};
 use lagbudget::model::Config;
 use lagbudget::{config, oneshot};
 
@@ -79,6 +80,17 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
+    /// Print or write the Prometheus alert and recording rules (product.md §6 "Alerts").
+    ///
+    /// The rules name no budget, so a budget added by a config reload is covered at once and
+    /// no config is needed to generate them.
+    Rules(RulesArgs),
+    /// Write the Grafana dashboards (overview, per-budget drill-down) and a provisioning file.
+    Dashboards {
+        /// Directory to write the files into (created if missing); without it, list them.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Run on an embedded mock Kafka cluster with demo consumer groups: no setup, not real data.
     Demo {
         /// Listen address of the status page, /metrics and the API.
@@ -98,6 +110,28 @@ fn main() -> ExitCode {
         Command::Schema => {
             print!("{}", config::json_schema_string());
             ExitCode::SUCCESS
+        }
+        Command::Rules(args) => rules_command(args),
+        Command::Dashboards { output: None } => {
+            for file in lagbudget::generate::dashboards::render() {
+                println!("{:<28} {:>7} bytes", file.name, file.contents.len());
+            }
+            println!("write them with: lagbudget dashboards -o DIR");
+            ExitCode::SUCCESS
+        }
+        Command::Dashboards { output: Some(dir) } => {
+            match lagbudget::generate::dashboards::write_files(&dir) {
+                Ok(paths) => {
+                    for path in paths {
+                        println!("wrote {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(anyhow::anyhow!(
+                    "writing dashboards to {}: {e}",
+                    dir.display()
+                )),
+            }
         }
         Command::Check {
             config: path,
@@ -180,6 +214,86 @@ fn main() -> ExitCode {
                 Ok(Err(e)) | Err(e) => fail(e),
             }
         }
+    }
+}
+
+/// Options of `lagbudget rules`; the defaults are `RulesOptions::default()`, which the
+/// committed `alerts/lagbudget.rules.yaml` is generated with (a test compares the two).
+#[derive(clap::Args)]
+struct RulesArgs {
+    /// A config to load first, only to prove that it loads (exit 2 if not). The rules name no
+    /// budget, so nothing is taken from it.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Write DIR/lagbudget.rules.yaml (or lagbudget.prometheusrule.yaml) instead of printing.
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// A Prometheus rule file, or a Kubernetes PrometheusRule for the Prometheus Operator.
+    #[arg(long, value_enum, default_value_t = RulesFormat::Prometheus)]
+    format: RulesFormat,
+    /// PromQL label matchers selecting the daemon's scrape job, without braces.
+    #[arg(long, default_value = r#"job="lagbudget""#)]
+    job_selector: String,
+    /// Grafana's base URL, for the dashboard_url annotation.
+    #[arg(long, default_value = "http://grafana:3000", value_name = "URL")]
+    dashboard_url_base: String,
+    /// `for` of ConsistencyBudgetExceeded (each budget's own patience is its breach_after).
+    #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    exceeded_for: Duration,
+    /// `keep_firing_for` of ConsistencyBudgetExceeded, so a flapping probe does not page twice.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    keep_firing_for: Duration,
+    /// `for` of ConsistencyBudgetAtRisk.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    at_risk_for: Duration,
+    /// `for` of ConsistencyLagUnknown (a probe is stale after 3 intervals already).
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    unknown_for: Duration,
+    /// `for` of ConsistencyFeedStalled.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    stalled_for: Duration,
+    /// `for` of LagbudgetDown.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    down_for: Duration,
+    /// `for` of LagbudgetConfigReloadFailed.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    reload_failed_for: Duration,
+}
+
+fn rules_command(args: RulesArgs) -> ExitCode {
+    if let Some(path) = &args.config {
+        if load_or_report(path).is_none() {
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    }
+    let options = RulesOptions {
+        job_selector: args.job_selector,
+        dashboard_url_base: args.dashboard_url_base,
+        exceeded_for: args.exceeded_for,
+        keep_firing_for: args.keep_firing_for,
+        at_risk_for: args.at_risk_for,
+        unknown_for: args.unknown_for,
+        stalled_for: args.stalled_for,
+        down_for: args.down_for,
+        reload_failed_for: args.reload_failed_for,
+    };
+    if let Err(e) = options.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let text = rules::render(&options, args.format);
+    let Some(dir) = args.output else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    let path = dir.join(args.format.file_name());
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text));
+    match written {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(anyhow::anyhow!("writing {}: {e}", path.display())),
     }
 }
 

@@ -3,7 +3,10 @@
 
 mod config_errors;
 mod daemon;
+mod dashboards;
 mod demo;
 mod kafka;
+mod paging;
+mod rules;
 mod support;
 mod watermark;

@@ -1,0 +1,1765 @@
+//! Grafana dashboards (`lagbudget dashboards`): an overview of every budget and a per-budget
+//! drill-down, plus a file provisioning them (product.md §6, "Dashboards").
+//!
+//! Every query is built from the metric name consts in `metrics.rs`, and the dashboards are
+//! generic: they list no budget, so a budget added by a reload appears at once. Queries never
+//! fill missing data with `or vector(0)`: a probe that cannot see leaves a gap or an empty cell,
+//! because unknown must look unknown. Series are aggregated with `max by (…)` (or summed, for
+//! the time counters, whose ratio stays sound) so that two daemons scraped at once still give
+//! one line per budget or probe. `panel_queries` hands the queries, variables filled in, to a
+//! test that runs them against a real Prometheus.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::evaluate::BudgetState;
+use crate::metrics::{
+    BACKLOG_PREFIX, BUDGET_INFO, BUDGET_SECONDS, BUDGET_USED_RATIO, BUILD_INFO, EVALUATED_SECONDS,
+    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, LAG_SECONDS, NEGATIVE_LAG,
+    OBJECTIVE_RATIO, OBJECTIVE_WINDOW, OVER_SECONDS, PARTITION_BACKLOG, PARTITION_LAG,
+    POSITION_REGRESSIONS, PROBE_DURATION, PROBE_ERRORS, PROBE_LAST_DURATION, PROBE_LAST_SUCCESS,
+    PROBE_STALE, PROBE_UP, PROGRESS_TIMESTAMP, RELOAD_SUCCESS_TIMESTAMP, RELOAD_SUCCESSFUL,
+    STALLED, STATE, STATE_SINCE,
+};
+use crate::probe::BacklogUnit;
+
+/// The overview of every budget.
+pub const OVERVIEW_UID: &str = "lagbudget-overview";
+/// The per-budget drill-down; `?var-budget=NAME` selects the budget.
+pub const BUDGET_UID: &str = "lagbudget-budget";
+
+const OVERVIEW_FILE: &str = "lagbudget-overview.json";
+const BUDGET_FILE: &str = "lagbudget-budget.json";
+const PROVISIONING_FILE: &str = "provisioning.yaml";
+
+/// Titles whose slugs are the uids, so `/d/{uid}/{uid}` is each dashboard's canonical URL.
+const OVERVIEW_TITLE: &str = "lagbudget: overview";
+const BUDGET_TITLE: &str = "lagbudget: budget";
+
+const SCHEMA_VERSION: u32 = 39;
+const REFRESH: &str = "30s";
+const TAG: &str = "lagbudget";
+
+/// The datasource every panel, target and query variable uses.
+const DATASOURCE_VAR: &str = "${datasource}";
+/// Matchers of the drill-down: the selected budget, and the selected probes of it.
+const BUDGET_MATCH: &str = r#"budget="$budget""#;
+const PROBE_MATCH: &str = r#"budget="$budget", probe=~"$probe""#;
+/// Windows of the burn-rate panel: the alert rules' fast (5m/1h) and slow (30m/6h) pairs.
+const BURN_WINDOWS: [&str; 4] = ["5m", "30m", "1h", "6h"];
+
+/// One file of the generated output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    pub name: &'static str,
+    pub contents: String,
+}
+
+/// The dashboards and their provisioning file, as committed under `dashboards/`.
+pub fn render() -> Vec<GeneratedFile> {
+    vec![
+        GeneratedFile {
+            name: OVERVIEW_FILE,
+            contents: to_json(&overview_dashboard()),
+        },
+        GeneratedFile {
+            name: BUDGET_FILE,
+            contents: to_json(&budget_dashboard()),
+        },
+        GeneratedFile {
+            name: PROVISIONING_FILE,
+            contents: provisioning(),
+        },
+    ]
+}
+
+/// Writes every file of `render` into `dir` (created if missing); returns the paths written.
+pub fn write_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    render()
+        .into_iter()
+        .map(|file| {
+            let path = dir.join(file.name);
+            std::fs::write(&path, file.contents)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Every panel query of every dashboard, with `$budget` replaced by `budget`, `$probe` by `.*`
+/// (all probes) and Grafana's `$__range`/`$__rate_interval`/`$__interval` by `range`, so a test
+/// can run them against Prometheus: (dashboard uid, panel title, expr). One entry per target,
+/// including the panels of collapsed rows.
+pub fn panel_queries(budget: &str, range: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for dashboard in [overview_dashboard(), budget_dashboard()] {
+        let uid = dashboard["uid"].as_str().unwrap_or_default().to_owned();
+        for panel in leaf_panels(&dashboard) {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let filled = interpolate(expr, |name| match name {
+                    "budget" => Some(budget.to_owned()),
+                    "probe" => Some(".*".to_owned()),
+                    "__range" | "__rate_interval" | "__interval" => Some(range.to_owned()),
+                    _ => None,
+                });
+                out.push((uid.clone(), title.to_owned(), filled));
+            }
+        }
+    }
+    out
+}
+
+/// Every panel that is not a row, including those inside collapsed rows.
+fn leaf_panels(dashboard: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            out.extend(panel["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(panel);
+        }
+    }
+    out
+}
+
+/// Replaces Grafana variables (`$name` and `${name}`) for which `value` has an answer and
+/// leaves every other `$` as it is.
+fn interpolate(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) if braced[..end].chars().all(is_name) => (&braced[..end], end + 2),
+                _ => ("", 0),
+            }
+        } else {
+            let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match value(name).filter(|_| !name.is_empty()) {
+            Some(v) => {
+                out.push_str(&v);
+                rest = &after[len..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn to_json(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("a JSON value always serializes");
+    text.push('\n');
+    text
+}
+
+fn provisioning() -> String {
+    format!(
+        r#"# Grafana dashboard provider for lagbudget (generated by `lagbudget dashboards`; do not edit).
+#
+# Put this file in Grafana's provisioning directory, e.g.
+#   /etc/grafana/provisioning/dashboards/lagbudget.yaml
+# and {OVERVIEW_FILE} and {BUDGET_FILE} in the folder named by `path` below.
+# The dashboards use the default Prometheus data source unless their `datasource` variable is
+# changed. Grafana rereads the folder every 30 s; edits made in the UI are not saved back.
+apiVersion: 1
+providers:
+  - name: lagbudget
+    orgId: 1
+    folder: lagbudget
+    folderUid: lagbudget
+    type: file
+    disableDeletion: false
+    allowUiUpdates: false
+    updateIntervalSeconds: 30
+    options:
+      path: /var/lib/grafana/dashboards/lagbudget
+      foldersFromFilesStructure: false
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The overview.
+
+fn overview_dashboard() -> Value {
+    let mut layout = Layout::default();
+    let mut stats = Vec::new();
+    for state in [BudgetState::Breach, BudgetState::Unknown, BudgetState::Warn] {
+        let (title, description, color) = match state {
+            BudgetState::Breach => (
+                "Budgets in breach",
+                "Budgets whose state is `breach`: lag over budget for longer than `breach_after`.",
+                "red",
+            ),
+            BudgetState::Unknown => (
+                "Budgets unknown",
+                "Budgets whose state is `unknown`: a probe cannot see (stale), so nobody knows \
+                 whether the budget holds.",
+                "purple",
+            ),
+            _ => (
+                "Budgets at risk",
+                "Budgets whose state is `warn`: lag above `warn_at` of the budget.",
+                "orange",
+            ),
+        };
+        stats.push((
+            4,
+            count_stat(
+                title,
+                description,
+                &format!(
+                    r#"sum(max by (budget) ({STATE}{{state="{}"}}))"#,
+                    state.as_str()
+                ),
+                color,
+            ),
+        ));
+    }
+    stats.push((
+        4,
+        count_stat(
+            "Stale probes",
+            "Probes without a successful run for 3 intervals (or never): their lag is unknown.",
+            &format!("sum(max by (budget, probe) ({PROBE_STALE}))"),
+            "purple",
+        ),
+    ));
+    stats.push((
+        4,
+        count_stat(
+            "Stalled probes",
+            "Probes whose view is behind and has not advanced for the stall limit.",
+            &format!("sum(max by (budget, probe) ({STALLED}))"),
+            "orange",
+        ),
+    ));
+    stats.push((
+        4,
+        stat(
+            "Daemons scraped",
+            "lagbudget processes Prometheus scrapes (`lagbudget_build_info`). \"No data\" means \
+             none is scraped, and every other panel is then blind too.",
+            vec![instant("A", &format!("count({BUILD_INFO})"), "daemons")],
+            "none",
+            thresholds(&[("red", None), ("green", Some(1.0))]),
+        ),
+    ));
+    layout.line(4, stats);
+
+    layout.line(10, vec![(24, budgets_table())]);
+
+    let used = timeseries(
+        "Lag against budget (worst probe)",
+        "Each budget's worst probe: lag ÷ budget (or backlog ÷ max backlog, the larger), \
+         `max by (budget) (lagbudget_budget_used_ratio)`. Above the dashed line at 100% the \
+         budget is exceeded. A gap means no probe of the budget can see: unknown, not zero. \
+         Click a line to open the budget.",
+        vec![range_target(
+            "A",
+            &format!("max by (budget) ({BUDGET_USED_RATIO})"),
+            "{{budget}}",
+        )],
+        "percentunit",
+    );
+    let used = with_threshold_line(used, 1.0);
+    let used = with_links(used, &budget_link("${__field.labels.budget}"));
+    let burn = timeseries(
+        "Error budget burn rate (1h)",
+        "How fast each budget with an objective spends its error budget, over the last hour: \
+         (Δover ÷ Δevaluated) ÷ (1 − objective), from the time counters \
+         `lagbudget_budget_over_seconds_total` and `lagbudget_budget_evaluated_seconds_total`, \
+         summed over every daemon that evaluates the budget. 1 spends the budget exactly over \
+         the objective window (dashed line); budgets without an objective are not shown.",
+        vec![range_target(
+            "A",
+            &format!(
+                "(sum by (budget) (rate({OVER_SECONDS}[1h])) / (sum by (budget) \
+                 (rate({EVALUATED_SECONDS}[1h])) > 0)) / on (budget) (1 - max by (budget) \
+                 ({OBJECTIVE_RATIO}))"
+            ),
+            "{{budget}}",
+        )],
+        "none",
+    );
+    let burn = with_threshold_line(burn, 1.0);
+    let burn = with_links(burn, &budget_link("${__field.labels.budget}"));
+    layout.line(8, vec![(12, used), (12, burn)]);
+
+    layout.line(8, vec![(12, stale_table()), (12, stalled_table())]);
+
+    layout.row("lagbudget daemons", false);
+    layout.line(7, vec![(12, daemons_table()), (12, duration_quantiles())]);
+
+    dashboard(
+        OVERVIEW_UID,
+        OVERVIEW_TITLE,
+        "Every consistency budget: its state and since when, lag against budget, time within \
+         budget, probes that cannot see and stalled feeds. Generated by `lagbudget dashboards`.",
+        vec![datasource_variable()],
+        vec![json!({
+            "title": "Budget drill-down",
+            "type": "link",
+            "url": format!("/d/{BUDGET_UID}/{BUDGET_UID}"),
+            "icon": "dashboard",
+            "tooltip": "One budget: each probe's lag against its budget, backlog, probe health, error budget",
+            "keepTime": true,
+            "includeVars": true,
+            "asDropdown": false,
+            "targetBlank": false,
+            "tags": [],
+        })],
+        layout.finish(),
+    )
+}
+
+fn budgets_table() -> Value {
+    let targets = vec![
+        table_target(
+            "A",
+            &format!(
+                "max by (budget, state) ({STATE} == 1) * on (budget) group_left () \
+                 (1000 * max by (budget) ({STATE_SINCE}))"
+            ),
+        ),
+        table_target("B", &format!("max by (budget) ({BUDGET_USED_RATIO})")),
+        table_target("C", &format!("max by (budget) ({LAG_SECONDS})")),
+        table_target("D", &within_budget_expr("budget", "")),
+        table_target("E", &format!("max by (budget) ({OBJECTIVE_RATIO})")),
+        table_target(
+            "F",
+            &format!("max by (budget, owner, severity) ({BUDGET_INFO})"),
+        ),
+    ];
+    let mut panel = table(
+        "Budgets",
+        "Every budget: its state and since when; its worst probe's lag and share of budget used \
+         (lag ÷ budget or backlog ÷ max backlog, the larger; \"unknown\" while no probe can \
+         see); the share of time within budget over the dashboard's time range (1 − \
+         Δover ÷ Δevaluated of the time counters, where over means breach or unknown; set the \
+         time range to the objective window to read it against the objective); the objective; \
+         owner and severity. Click a budget to open it.",
+        targets,
+        &[
+            ("budget", "Budget"),
+            ("state", "State"),
+            ("Value #A", "In state since"),
+            ("Value #C", "Worst lag"),
+            ("Value #B", "Budget used"),
+            ("Value #D", "Within budget (time range)"),
+            ("Value #E", "Objective"),
+            ("owner", "Owner"),
+            ("severity", "Severity"),
+        ],
+        &["Time", "Value #F"],
+    );
+    panel["options"]["sortBy"] = json!([{ "displayName": "Budget used", "desc": true }]);
+    panel["fieldConfig"]["overrides"] = json!([
+        column(
+            "budget",
+            vec![links_property(&budget_link("${__value.raw}"))]
+        ),
+        column("state", vec![state_mappings(), color_background()]),
+        column(
+            "Value #A",
+            vec![unit("dateTimeFromNow"), no_value("unknown")]
+        ),
+        column("Value #C", vec![unit("s"), no_value("unknown")]),
+        column(
+            "Value #B",
+            vec![
+                unit("percentunit"),
+                no_value("unknown"),
+                thresholds_property(thresholds(&[
+                    ("green", None),
+                    ("orange", Some(0.8)),
+                    ("red", Some(1.0))
+                ])),
+                json!({ "id": "custom.cellOptions", "value": { "type": "color-text" } }),
+            ]
+        ),
+        column(
+            "Value #D",
+            vec![unit("percentunit"), decimals(3), no_value("not evaluated")]
+        ),
+        column(
+            "Value #E",
+            vec![unit("percentunit"), decimals(3), no_value("none")]
+        ),
+    ]);
+    panel
+}
+
+fn stale_table() -> Value {
+    table(
+        "Probes that cannot see",
+        "Probes without a successful run for 3 intervals (or never), `lagbudget_probe_stale == \
+         1`: their lag is unknown and their budget is `unknown` (or stays in `breach`). Last \
+         success is empty when the probe never succeeded. Click a budget to open it.",
+        vec![
+            table_target("A", &format!("max by (budget, probe) ({PROBE_STALE}) == 1")),
+            table_target(
+                "B",
+                &format!(
+                    "1000 * max by (budget, probe) ({PROBE_LAST_SUCCESS}) and on (budget, \
+                     probe) (max by (budget, probe) ({PROBE_STALE}) == 1)"
+                ),
+            ),
+        ],
+        &[
+            ("budget", "Budget"),
+            ("probe", "Probe"),
+            ("Value #B", "Last success"),
+        ],
+        &["Time", "Value #A"],
+    )
+    .tap(|panel| {
+        panel["fieldConfig"]["overrides"] = json!([
+            column(
+                "budget",
+                vec![links_property(&budget_link("${__value.raw}"))]
+            ),
+            column("Value #B", vec![unit("dateTimeFromNow"), no_value("never")]),
+        ]);
+    })
+}
+
+fn stalled_table() -> Value {
+    table(
+        "Stalled feeds",
+        "Probes whose view is behind and whose position has not advanced for the stall limit, \
+         `lagbudget_stalled == 1`, with when the position last advanced. Click a budget to open \
+         it.",
+        vec![
+            table_target("A", &format!("max by (budget, probe) ({STALLED}) == 1")),
+            table_target(
+                "B",
+                &format!(
+                    "1000 * max by (budget, probe) ({PROGRESS_TIMESTAMP}) and on (budget, \
+                     probe) (max by (budget, probe) ({STALLED}) == 1)"
+                ),
+            ),
+        ],
+        &[
+            ("budget", "Budget"),
+            ("probe", "Probe"),
+            ("Value #B", "Last advanced"),
+        ],
+        &["Time", "Value #A"],
+    )
+    .tap(|panel| {
+        panel["fieldConfig"]["overrides"] = json!([
+            column(
+                "budget",
+                vec![links_property(&budget_link("${__value.raw}"))]
+            ),
+            column("Value #B", vec![unit("dateTimeFromNow"), no_value("never")]),
+        ]);
+    })
+}
+
+fn daemons_table() -> Value {
+    table(
+        "Daemons",
+        "Each scraped lagbudget process: version, git revision, whether its last config reload \
+         succeeded and when the config was last loaded successfully.",
+        vec![
+            table_target(
+                "A",
+                &format!("max by (instance, version, revision) ({BUILD_INFO})"),
+            ),
+            table_target("B", &format!("min by (instance) ({RELOAD_SUCCESSFUL})")),
+            table_target(
+                "C",
+                &format!("1000 * max by (instance) ({RELOAD_SUCCESS_TIMESTAMP})"),
+            ),
+        ],
+        &[
+            ("instance", "Instance"),
+            ("version", "Version"),
+            ("revision", "Revision"),
+            ("Value #B", "Last reload"),
+            ("Value #C", "Config loaded"),
+        ],
+        &["Time", "Value #A"],
+    )
+    .tap(|panel| {
+        panel["fieldConfig"]["overrides"] = json!([
+            column(
+                "Value #B",
+                vec![
+                    mappings(&[(0.0, "failed", "red"), (1.0, "ok", "green")]),
+                    color_background(),
+                ]
+            ),
+            column("Value #C", vec![unit("dateTimeFromNow")]),
+        ]);
+    })
+}
+
+fn duration_quantiles() -> Value {
+    let quantile = |q: &str| {
+        format!(
+            "histogram_quantile({q}, sum by (kind, le) \
+             (rate({PROBE_DURATION}_bucket[$__rate_interval])))"
+        )
+    };
+    timeseries(
+        "Probe run duration by kind",
+        "Median and 99th percentile of probe run durations by probe kind, across every budget \
+         (`lagbudget_probe_duration_seconds`). Runs that approach the probes' timeouts end as \
+         `timeout` errors.",
+        vec![
+            range_target("A", &quantile("0.5"), "{{kind}} p50"),
+            range_target("B", &quantile("0.99"), "{{kind}} p99"),
+        ],
+        "s",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-budget drill-down.
+
+fn budget_dashboard() -> Value {
+    let mut layout = Layout::default();
+    layout.line(
+        4,
+        vec![
+            (4, state_stat()),
+            (
+                4,
+                stat(
+                    "In this state since",
+                    "When the budget's current state began \
+                     (`lagbudget_state_since_timestamp_seconds`).",
+                    vec![instant(
+                        "A",
+                        &format!("1000 * max({STATE_SINCE}{{{BUDGET_MATCH}}})"),
+                        "since",
+                    )],
+                    "dateTimeFromNow",
+                    thresholds(&[("text", None)]),
+                ),
+            ),
+            (
+                4,
+                stat(
+                    "Budget used now (worst probe)",
+                    "The worst probe's lag ÷ budget (or backlog ÷ max backlog, the larger). \
+                     \"unknown\" while no probe of the budget can see.",
+                    vec![instant(
+                        "A",
+                        &format!("max({BUDGET_USED_RATIO}{{{BUDGET_MATCH}}})"),
+                        "used",
+                    )],
+                    "percentunit",
+                    thresholds(&[("green", None), ("orange", Some(0.8)), ("red", Some(1.0))]),
+                )
+                .tap(|p| p["fieldConfig"]["defaults"]["noValue"] = json!("unknown")),
+            ),
+            (
+                4,
+                stat(
+                    "Time within budget (time range)",
+                    "Share of the evaluated wall time the budget was within budget (not \
+                     `breach` or `unknown`) over the dashboard's time range: 1 − Δover ÷ \
+                     Δevaluated of `lagbudget_budget_over_seconds_total` and \
+                     `lagbudget_budget_evaluated_seconds_total`, summed over every daemon \
+                     that evaluates it. Set the time range to the objective window to compare \
+                     with the objective.",
+                    vec![instant(
+                        "A",
+                        &within_budget_expr("", BUDGET_MATCH),
+                        "within",
+                    )],
+                    "percentunit",
+                    thresholds(&[("text", None)]),
+                )
+                .tap(|p| p["fieldConfig"]["defaults"]["decimals"] = json!(3)),
+            ),
+            (
+                4,
+                stat(
+                    "Error budget left (time range)",
+                    "Share of the error budget left over the dashboard's time range: 1 − \
+                     (Δover ÷ Δevaluated) ÷ (1 − objective). 100% is untouched, 0 spent, \
+                     below 0 overspent. Set the time range to the objective window to read \
+                     it as the objective means it. Empty when the budget has no objective.",
+                    vec![instant(
+                        "A",
+                        &format!(
+                            "1 - ({}) / (1 - max({OBJECTIVE_RATIO}{{{BUDGET_MATCH}}}))",
+                            over_share_expr("", BUDGET_MATCH, "$__range", "increase")
+                        ),
+                        "left",
+                    )],
+                    "percentunit",
+                    thresholds(&[("red", None), ("orange", Some(0.0)), ("green", Some(0.25))]),
+                )
+                .tap(|p| p["fieldConfig"]["defaults"]["decimals"] = json!(1)),
+            ),
+            (
+                4,
+                stat(
+                    "Objective",
+                    "The budget's objective: target share of time within budget, and its \
+                     window. Empty when the budget has none.",
+                    vec![
+                        instant(
+                            "A",
+                            &format!("max({OBJECTIVE_RATIO}{{{BUDGET_MATCH}}})"),
+                            "target",
+                        ),
+                        instant(
+                            "B",
+                            &format!("max({OBJECTIVE_WINDOW}{{{BUDGET_MATCH}}})"),
+                            "window",
+                        ),
+                    ],
+                    "percentunit",
+                    thresholds(&[("text", None)]),
+                )
+                .tap(|p| {
+                    p["fieldConfig"]["defaults"]["decimals"] = json!(3);
+                    p["fieldConfig"]["overrides"] = json!([{
+                        "matcher": { "id": "byFrameRefID", "options": "B" },
+                        "properties": [unit("dtdurations")],
+                    }]);
+                    p["options"]["textMode"] = json!("value_and_name");
+                }),
+            ),
+        ],
+    );
+    layout.line(4, vec![(24, info_table())]);
+
+    let lag = timeseries(
+        "Lag by probe",
+        "Each probe's lag (`lagbudget_lag_seconds`), and its budget as a red dashed line \
+         (`lagbudget_budget_seconds`; probes may have budgets of their own). A gap means the \
+         probe cannot see: its lag is unknown, not zero.",
+        vec![
+            range_target(
+                "A",
+                &format!("max by (probe) ({LAG_SECONDS}{{{PROBE_MATCH}}})"),
+                "{{probe}}",
+            ),
+            range_target(
+                "B",
+                &format!("max by (probe) ({BUDGET_SECONDS}{{{PROBE_MATCH}}})"),
+                "{{probe}} budget",
+            ),
+        ],
+        "s",
+    )
+    .tap(|p| {
+        p["fieldConfig"]["overrides"] = json!([{
+            "matcher": { "id": "byFrameRefID", "options": "B" },
+            "properties": [
+                { "id": "custom.lineStyle", "value": { "fill": "dash", "dash": [10, 10] } },
+                { "id": "custom.lineWidth", "value": 2 },
+                { "id": "custom.fillOpacity", "value": 0 },
+                { "id": "color", "value": { "mode": "fixed", "fixedColor": "red" } },
+            ],
+        }]);
+    });
+    let used = with_threshold_line(
+        timeseries(
+            "Budget used by probe",
+            "Each probe's lag ÷ budget, or backlog ÷ max backlog when that is larger \
+             (`lagbudget_budget_used_ratio`). Above the dashed line at 100% the probe is over \
+             its budget. A gap means the probe cannot see.",
+            vec![range_target(
+                "A",
+                &format!("max by (probe) ({BUDGET_USED_RATIO}{{{PROBE_MATCH}}})"),
+                "{{probe}}",
+            )],
+            "percentunit",
+        ),
+        1.0,
+    );
+    layout.line(9, vec![(12, lag), (12, used)]);
+    layout.line(8, vec![(12, backlog()), (12, burn_rate())]);
+
+    layout.row("Probe health", false);
+    layout.line(8, vec![(24, health_timeline())]);
+    layout.line(
+        8,
+        vec![
+            (
+                12,
+                timeseries(
+                    "Time since last success and last progress",
+                    "Seconds since each probe's last successful run \
+                     (`lagbudget_probe_last_success_timestamp_seconds`) and since its view's \
+                     position last advanced (`lagbudget_progress_timestamp_seconds`). A view \
+                     that is caught up and idle does not advance either; only one that is \
+                     behind as well is stalled.",
+                    vec![
+                        range_target(
+                            "A",
+                            &format!(
+                                "time() - max by (probe) ({PROBE_LAST_SUCCESS}{{{PROBE_MATCH}}})"
+                            ),
+                            "{{probe}} since last success",
+                        ),
+                        range_target(
+                            "B",
+                            &format!(
+                                "time() - max by (probe) ({PROGRESS_TIMESTAMP}{{{PROBE_MATCH}}})"
+                            ),
+                            "{{probe}} since position advanced",
+                        ),
+                    ],
+                    "s",
+                ),
+            ),
+            (
+                12,
+                timeseries(
+                    "Probe run duration",
+                    "Duration of each probe's last run \
+                     (`lagbudget_probe_last_duration_seconds`), successful or not.",
+                    vec![range_target(
+                        "A",
+                        &format!("max by (probe) ({PROBE_LAST_DURATION}{{{PROBE_MATCH}}})"),
+                        "{{probe}}",
+                    )],
+                    "s",
+                ),
+            ),
+        ],
+    );
+    layout.line(
+        8,
+        vec![
+            (
+                12,
+                timeseries(
+                    "Probe errors by reason",
+                    "Failed runs per second by bounded reason \
+                     (`lagbudget_probe_errors_total`): connect, timeout, pool_timeout, query, \
+                     decode, no_data and the others. Every reason exists at 0 from config load; \
+                     the legend is sorted by the largest rate.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, reason) \
+                             (rate({PROBE_ERRORS}{{{PROBE_MATCH}}}[$__rate_interval]))"
+                        ),
+                        "{{probe}} {{reason}}",
+                    )],
+                    "short",
+                )
+                .tap(|p| {
+                    p["fieldConfig"]["defaults"]["custom"]["axisLabel"] = json!("failed runs/s");
+                    p["options"]["legend"] = table_legend();
+                }),
+            ),
+            (
+                12,
+                timeseries(
+                    "Clamped negative results and position regressions",
+                    "Results below zero that were clamped to 0 \
+                     (`lagbudget_negative_lag_total`: clock skew or timestamps in the future) \
+                     and positions that went backwards (`lagbudget_position_regressions_total`: \
+                     failover, rewind, a reset consumer group), counted per rate interval.",
+                    vec![
+                        range_target(
+                            "A",
+                            &format!(
+                                "max by (probe) \
+                                 (increase({NEGATIVE_LAG}{{{PROBE_MATCH}}}[$__rate_interval]))"
+                            ),
+                            "{{probe}} negative, clamped",
+                        ),
+                        range_target(
+                            "B",
+                            &format!(
+                                "max by (probe) (increase({POSITION_REGRESSIONS}\
+                                 {{{PROBE_MATCH}}}[$__rate_interval]))"
+                            ),
+                            "{{probe}} position went back",
+                        ),
+                    ],
+                    "short",
+                ),
+            ),
+        ],
+    );
+
+    layout.row("Kafka consumer group", false);
+    layout.line(
+        7,
+        vec![
+            (
+                8,
+                timeseries(
+                    "Consumer group members",
+                    "Members of each `kafka_consumer_group` probe's group \
+                     (`lagbudget_kafka_group_members`). A group with no members while it is \
+                     behind is not consuming. Not reported where the cluster does not answer \
+                     DescribeGroups, and empty for other probe kinds.",
+                    vec![range_target(
+                        "A",
+                        &format!("max by (probe) ({KAFKA_GROUP_MEMBERS}{{{PROBE_MATCH}}})"),
+                        "{{probe}}",
+                    )],
+                    "none",
+                )
+                .tap(|p| {
+                    p["fieldConfig"]["defaults"]["decimals"] = json!(0);
+                    p["fieldConfig"]["defaults"]["min"] = json!(0);
+                    p["fieldConfig"]["defaults"]["noValue"] = json!("not reported");
+                }),
+            ),
+            (
+                8,
+                state_timeline(
+                    "Data loss",
+                    "Whether a group's committed offset is below the log start: records were \
+                     deleted by retention before the group read them \
+                     (`lagbudget_kafka_data_loss`). Empty for other probe kinds.",
+                    vec![range_target(
+                        "A",
+                        &format!("max by (probe) ({KAFKA_DATA_LOSS}{{{PROBE_MATCH}}})"),
+                        "{{probe}}",
+                    )],
+                    mappings(&[
+                        (0.0, "no loss", "green"),
+                        (1.0, "records deleted unread", "red"),
+                    ]),
+                ),
+            ),
+            (
+                8,
+                table(
+                    "Record timestamp type",
+                    "Which record timestamp each Kafka probe measured lag from \
+                     (`lagbudget_kafka_timestamp_type`): CreateTime (set by the producer) or \
+                     LogAppendTime (set by the broker).",
+                    vec![table_target(
+                        "A",
+                        &format!(
+                            "max by (probe, timestamp_type) \
+                             ({KAFKA_TIMESTAMP_TYPE}{{{PROBE_MATCH}}})"
+                        ),
+                    )],
+                    &[("probe", "Probe"), ("timestamp_type", "Timestamp type")],
+                    &["Time", "Value"],
+                ),
+            ),
+        ],
+    );
+
+    layout.row("Per-partition detail (partition_detail: true)", true);
+    layout.line(
+        9,
+        vec![
+            (
+                12,
+                timeseries(
+                    "Partition lag",
+                    "Lag of single partitions (`lagbudget_partition_lag_seconds`), only for \
+                     Kafka probes with `partition_detail: true`: at most the 50 most lagging \
+                     partitions per probe, and which ones can change between runs.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, topic, partition) \
+                             ({PARTITION_LAG}{{{PROBE_MATCH}}})"
+                        ),
+                        "{{probe}} {{topic}}/{{partition}}",
+                    )],
+                    "s",
+                )
+                .tap(|p| p["options"]["legend"] = table_legend()),
+            ),
+            (
+                12,
+                timeseries(
+                    "Partition backlog",
+                    "Messages behind in single partitions \
+                     (`lagbudget_partition_backlog_messages`), only for Kafka probes with \
+                     `partition_detail: true` (the same partitions as the lag panel).",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, topic, partition) \
+                             ({PARTITION_BACKLOG}{{{PROBE_MATCH}}})"
+                        ),
+                        "{{probe}} {{topic}}/{{partition}}",
+                    )],
+                    "short",
+                )
+                .tap(|p| p["options"]["legend"] = table_legend()),
+            ),
+        ],
+    );
+
+    dashboard(
+        BUDGET_UID,
+        BUDGET_TITLE,
+        "One consistency budget: state, each probe's lag against its budget, backlog, probe \
+         health, error budget and burn rate, Kafka group detail. Generated by `lagbudget \
+         dashboards`.",
+        vec![
+            datasource_variable(),
+            query_variable(
+                "budget",
+                "Budget",
+                &format!("label_values({BUDGET_INFO}, budget)"),
+                false,
+            ),
+            query_variable(
+                "probe",
+                "Probe",
+                &format!("label_values({PROBE_UP}{{{BUDGET_MATCH}}}, probe)"),
+                true,
+            ),
+        ],
+        vec![json!({
+            "title": "Overview",
+            "type": "link",
+            "url": format!("/d/{OVERVIEW_UID}/{OVERVIEW_UID}"),
+            "icon": "dashboard",
+            "tooltip": "Every budget",
+            "keepTime": true,
+            "includeVars": false,
+            "asDropdown": false,
+            "targetBlank": false,
+            "tags": [],
+        })],
+        layout.finish(),
+    )
+}
+
+/// The budget's state as a number, so the stat can colour it: the codes follow the states'
+/// precedence (breach highest), and `max` over daemons shows the worst.
+fn state_stat() -> Value {
+    let n = BudgetState::ALL.len();
+    let terms: Vec<String> = BudgetState::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            format!(
+                r#"{} * {STATE}{{{BUDGET_MATCH}, state="{}"}}"#,
+                n - 1 - i,
+                state.as_str()
+            )
+        })
+        .collect();
+    let codes: Vec<(f64, &str, &str)> = BudgetState::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, state)| ((n - 1 - i) as f64, state.as_str(), state_color(*state)))
+        .collect();
+    stat(
+        "State",
+        "The budget's state (`lagbudget_state`): ok, warn (lag above `warn_at`), breach (over \
+         budget for `breach_after`; sticky while blind) or unknown (a probe cannot see). With \
+         two daemons scraped, the worse state is shown.",
+        vec![instant(
+            "A",
+            &format!("max({})", terms.join(" or ")),
+            "state",
+        )],
+        "none",
+        thresholds(&[("text", None)]),
+    )
+    .tap(|p| {
+        p["fieldConfig"]["defaults"]["mappings"] = json!([mappings_value(&codes)]);
+        p["options"]["colorMode"] = json!("background");
+    })
+}
+
+fn info_table() -> Value {
+    table(
+        "Owner and routing",
+        "The budget's owner, severity, runbook and its own routing labels \
+         (`lagbudget_budget_info`), the labels alerts are routed by.",
+        vec![table_target(
+            "A",
+            &format!("max without (instance, job) ({BUDGET_INFO}{{{BUDGET_MATCH}}})"),
+        )],
+        &[
+            ("budget", "Budget"),
+            ("owner", "Owner"),
+            ("severity", "Severity"),
+            ("runbook_url", "Runbook"),
+        ],
+        &["Time", "Value"],
+    )
+    .tap(|p| {
+        p["fieldConfig"]["overrides"] = json!([column(
+            "runbook_url",
+            vec![links_property(&json!([{
+                "title": "Open runbook",
+                "url": "${__value.raw}",
+                "targetBlank": true,
+            }]))]
+        )]);
+    })
+}
+
+/// One query for every backlog unit: each unit's series gets a constant `unit` label
+/// (`label_replace` with an empty regex), so a probe's backlog shows whichever unit it
+/// measures and the panel has data as soon as any probe measures one.
+fn backlog() -> Value {
+    let expr = BacklogUnit::ALL
+        .iter()
+        .map(|unit| {
+            format!(
+                r#"label_replace(max by (probe) ({BACKLOG_PREFIX}{}{{{PROBE_MATCH}}}), "unit", "{}", "", "")"#,
+                unit.as_str(),
+                unit.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    timeseries(
+        "Backlog by probe",
+        "Positions each probe's view is behind, in the probe's unit \
+         (`lagbudget_backlog_messages`, `_bytes`, `_events`, `_rows`; the unit is in the \
+         legend). Only probes that measure a backlog have one; a gap means the probe cannot \
+         see.",
+        vec![range_target("A", &expr, "{{probe}} ({{unit}})")],
+        "short",
+    )
+    .tap(|p| {
+        // Grafana matches the display name, which ends in the unit.
+        let bytes = format!(".*\\({}\\)$", BacklogUnit::Bytes.as_str());
+        p["fieldConfig"]["overrides"] = json!([{
+            "matcher": { "id": "byRegexp", "options": bytes },
+            "properties": [unit("bytes")],
+        }]);
+    })
+}
+
+fn burn_rate() -> Value {
+    let targets = BURN_WINDOWS
+        .iter()
+        .enumerate()
+        .map(|(i, window)| {
+            range_target(
+                &ref_id(i),
+                &format!(
+                    "({}) / (1 - max({OBJECTIVE_RATIO}{{{BUDGET_MATCH}}}))",
+                    over_share_expr("", BUDGET_MATCH, window, "rate")
+                ),
+                window,
+            )
+        })
+        .collect();
+    with_threshold_line(
+        timeseries(
+            "Error budget burn rate",
+            "How fast the budget spends its error budget over the alert rules' windows (fast \
+             pair 5m/1h, slow pair 30m/6h): (Δover ÷ Δevaluated) ÷ (1 − objective), from \
+             the time counters. At 1 (dashed line) the error budget lasts exactly the objective \
+             window; the burn-rate alert fires when both windows of a pair exceed a factor \
+             derived from the window. Empty when the budget has no objective.",
+            targets,
+            "none",
+        ),
+        1.0,
+    )
+}
+
+fn health_timeline() -> Value {
+    state_timeline(
+        "Probe health",
+        "For each probe: whether its last run succeeded (`lagbudget_probe_up`), whether it can \
+         see (`lagbudget_probe_stale`: no success for 3 intervals), and whether its feed is \
+         stalled (`lagbudget_stalled`: behind and not advancing for the stall limit).",
+        vec![
+            range_target(
+                "A",
+                &format!("max by (probe) ({PROBE_UP}{{{PROBE_MATCH}}})"),
+                "{{probe}} last run",
+            ),
+            range_target(
+                "B",
+                &format!("max by (probe) ({PROBE_STALE}{{{PROBE_MATCH}}})"),
+                "{{probe}} freshness",
+            ),
+            range_target(
+                "C",
+                &format!("max by (probe) ({STALLED}{{{PROBE_MATCH}}})"),
+                "{{probe}} progress",
+            ),
+        ],
+        mappings(&[(0.0, "failed", "red"), (1.0, "ok", "green")]),
+    )
+    .tap(|p| {
+        p["fieldConfig"]["overrides"] = json!([
+            {
+                "matcher": { "id": "byFrameRefID", "options": "B" },
+                "properties": [mappings(&[
+                    (0.0, "fresh", "green"),
+                    (1.0, "stale: cannot see", "purple"),
+                ])],
+            },
+            {
+                "matcher": { "id": "byFrameRefID", "options": "C" },
+                "properties": [mappings(&[
+                    (0.0, "not stalled", "green"),
+                    (1.0, "stalled", "orange"),
+                ])],
+            },
+        ]);
+    })
+}
+
+/// Share of evaluated time the budget was over (breach or unknown) in `window`: the time
+/// counters summed over every daemon that evaluates the budget, so the ratio stays a ratio of
+/// totals. Empty (not NaN) when nothing was evaluated.
+fn over_share_expr(by: &str, matchers: &str, window: &str, function: &str) -> String {
+    let grouping = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" by ({by})")
+    };
+    let selector = |metric: &str| {
+        if matchers.is_empty() {
+            metric.to_owned()
+        } else {
+            format!("{metric}{{{matchers}}}")
+        }
+    };
+    format!(
+        "sum{grouping} ({function}({}[{window}])) / (sum{grouping} ({function}({}[{window}])) > 0)",
+        selector(OVER_SECONDS),
+        selector(EVALUATED_SECONDS),
+    )
+}
+
+/// Share of evaluated time within budget over the dashboard's time range.
+fn within_budget_expr(by: &str, matchers: &str) -> String {
+    format!(
+        "1 - ({})",
+        over_share_expr(by, matchers, "$__range", "increase")
+    )
+}
+
+fn state_color(state: BudgetState) -> &'static str {
+    match state {
+        BudgetState::Breach => "red",
+        BudgetState::Unknown => "purple",
+        BudgetState::Warn => "orange",
+        BudgetState::Ok => "green",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana JSON building blocks.
+
+/// Places panels on Grafana's 24-column grid, line by line; panels after a collapsed row go
+/// inside it, as Grafana stores them.
+#[derive(Default)]
+struct Layout {
+    panels: Vec<Value>,
+    y: u32,
+    collapsed_row: Option<usize>,
+}
+
+impl Layout {
+    fn line(&mut self, height: u32, panels: Vec<(u32, Value)>) {
+        let mut x = 0;
+        for (width, mut panel) in panels {
+            panel["gridPos"] = json!({ "h": height, "w": width, "x": x, "y": self.y });
+            x += width;
+            match self.collapsed_row {
+                Some(row) => push_array(&mut self.panels[row]["panels"], panel),
+                None => self.panels.push(panel),
+            }
+        }
+        debug_assert!(x <= 24, "a line wider than the grid");
+        self.y += height;
+    }
+
+    fn row(&mut self, title: &str, collapsed: bool) {
+        self.panels.push(json!({
+            "type": "row",
+            "title": title,
+            "collapsed": collapsed,
+            "gridPos": { "h": 1, "w": 24, "x": 0, "y": self.y },
+            "panels": [],
+        }));
+        self.collapsed_row = collapsed.then(|| self.panels.len() - 1);
+        self.y += 1;
+    }
+
+    /// The panels with ids 1, 2, … in reading order (rows and the panels inside them too),
+    /// table overrides matched to renamed columns.
+    fn finish(mut self) -> Vec<Value> {
+        let mut id = 0;
+        for panel in &mut self.panels {
+            id += 1;
+            panel["id"] = json!(id);
+            match_renamed_columns(panel);
+            if let Some(children) = panel.get_mut("panels").and_then(Value::as_array_mut) {
+                for child in children {
+                    id += 1;
+                    child["id"] = json!(id);
+                    match_renamed_columns(child);
+                }
+            }
+        }
+        self.panels
+    }
+}
+
+fn push_array(array: &mut Value, item: Value) {
+    if let Value::Array(items) = array {
+        items.push(item);
+    }
+}
+
+/// Small convenience to adjust a value in an expression.
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl Tap for Value {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+fn dashboard(
+    uid: &str,
+    title: &str,
+    description: &str,
+    variables: Vec<Value>,
+    links: Vec<Value>,
+    panels: Vec<Value>,
+) -> Value {
+    json!({
+        "annotations": { "list": [{
+            "builtIn": 1,
+            "datasource": { "type": "grafana", "uid": "-- Grafana --" },
+            "enable": true,
+            "hide": true,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }] },
+        "description": description,
+        "editable": true,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": null,
+        "links": links,
+        "panels": panels,
+        "refresh": REFRESH,
+        "schemaVersion": SCHEMA_VERSION,
+        "tags": [TAG],
+        "templating": { "list": variables },
+        "time": { "from": "now-6h", "to": "now" },
+        "timepicker": {},
+        "timezone": "",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    })
+}
+
+fn datasource() -> Value {
+    json!({ "type": "prometheus", "uid": DATASOURCE_VAR })
+}
+
+fn datasource_variable() -> Value {
+    json!({
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "includeAll": false,
+        "multi": false,
+        "options": [],
+        "refresh": 1,
+        "regex": "",
+        "skipUrlSync": false,
+    })
+}
+
+fn query_variable(name: &str, label: &str, query: &str, multi: bool) -> Value {
+    let mut variable = json!({
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": datasource(),
+        "definition": query,
+        "query": query,
+        "current": {},
+        "hide": 0,
+        "includeAll": multi,
+        "multi": multi,
+        "options": [],
+        "refresh": 2,
+        "regex": "",
+        "skipUrlSync": false,
+        "sort": 1,
+    });
+    if multi {
+        variable["allValue"] = json!(".*");
+    }
+    variable
+}
+
+fn range_target(ref_id: &str, expr: &str, legend: &str) -> Value {
+    json!({
+        "datasource": datasource(),
+        "editorMode": "code",
+        "expr": expr,
+        "instant": false,
+        "legendFormat": legend,
+        "range": true,
+        "refId": ref_id,
+    })
+}
+
+fn instant(ref_id: &str, expr: &str, legend: &str) -> Value {
+    json!({
+        "datasource": datasource(),
+        "editorMode": "code",
+        "expr": expr,
+        "instant": true,
+        "legendFormat": legend,
+        "range": false,
+        "refId": ref_id,
+    })
+}
+
+fn table_target(ref_id: &str, expr: &str) -> Value {
+    json!({
+        "datasource": datasource(),
+        "editorMode": "code",
+        "expr": expr,
+        "format": "table",
+        "instant": true,
+        "legendFormat": "__auto",
+        "range": false,
+        "refId": ref_id,
+    })
+}
+
+fn ref_id(index: usize) -> String {
+    char::from(b'A' + u8::try_from(index).expect("fewer than 26 targets")).to_string()
+}
+
+fn panel(kind: &str, title: &str, description: &str, targets: Vec<Value>) -> Value {
+    json!({
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": datasource(),
+        "targets": targets,
+        "fieldConfig": { "defaults": {}, "overrides": [] },
+        "options": {},
+    })
+}
+
+fn timeseries(title: &str, description: &str, targets: Vec<Value>, unit: &str) -> Value {
+    let mut p = panel("timeseries", title, description, targets);
+    p["fieldConfig"]["defaults"] = json!({
+        "color": { "mode": "palette-classic" },
+        "custom": {
+            "axisBorderShow": false,
+            "axisPlacement": "auto",
+            "drawStyle": "line",
+            "fillOpacity": 0,
+            "gradientMode": "none",
+            "lineInterpolation": "linear",
+            "lineWidth": 1,
+            "pointSize": 4,
+            "showPoints": "never",
+            "spanNulls": false,
+            "stacking": { "group": "A", "mode": "none" },
+            "thresholdsStyle": { "mode": "off" },
+        },
+        "mappings": [],
+        "thresholds": thresholds(&[("green", None)]),
+        "unit": unit,
+    });
+    p["options"] = json!({
+        "legend": { "calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": true },
+        "tooltip": { "mode": "multi", "sort": "desc" },
+    });
+    p
+}
+
+/// Draws `value` as a red dashed threshold line.
+fn with_threshold_line(mut panel: Value, value: f64) -> Value {
+    let defaults = &mut panel["fieldConfig"]["defaults"];
+    defaults["thresholds"] = thresholds(&[("transparent", None), ("red", Some(value))]);
+    defaults["custom"]["thresholdsStyle"] = json!({ "mode": "dashed" });
+    panel
+}
+
+fn with_links(mut panel: Value, links: &Value) -> Value {
+    panel["fieldConfig"]["defaults"]["links"] = links.clone();
+    panel
+}
+
+fn table_legend() -> Value {
+    json!({
+        "calcs": ["max", "lastNotNull"],
+        "displayMode": "table",
+        "placement": "right",
+        "showLegend": true,
+        "sortBy": "Max",
+        "sortDesc": true,
+    })
+}
+
+fn stat(
+    title: &str,
+    description: &str,
+    targets: Vec<Value>,
+    unit: &str,
+    thresholds: Value,
+) -> Value {
+    let mut p = panel("stat", title, description, targets);
+    p["fieldConfig"]["defaults"] = json!({
+        "color": { "mode": "thresholds" },
+        "mappings": [],
+        "thresholds": thresholds,
+        "unit": unit,
+    });
+    p["options"] = json!({
+        "colorMode": "value",
+        "graphMode": "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
+        "showPercentChange": false,
+        "textMode": "value",
+        "wideLayout": true,
+    });
+    p
+}
+
+/// A stat counting budgets or probes in some condition, coloured when any are.
+fn count_stat(title: &str, description: &str, expr: &str, color: &str) -> Value {
+    stat(
+        title,
+        description,
+        vec![instant("A", expr, title)],
+        "none",
+        thresholds(&[("green", None), (color, Some(1.0))]),
+    )
+    .tap(|p| p["fieldConfig"]["defaults"]["decimals"] = json!(0))
+}
+
+fn state_timeline(
+    title: &str,
+    description: &str,
+    targets: Vec<Value>,
+    default_mappings: Value,
+) -> Value {
+    let mut p = panel("state-timeline", title, description, targets);
+    p["fieldConfig"]["defaults"] = json!({
+        "color": { "mode": "thresholds" },
+        "custom": { "fillOpacity": 80, "lineWidth": 0 },
+        "mappings": default_mappings["value"].clone(),
+        "thresholds": thresholds(&[("text", None)]),
+    });
+    p["options"] = json!({
+        "alignValue": "left",
+        "legend": { "displayMode": "list", "placement": "bottom", "showLegend": false },
+        "mergeValues": true,
+        "rowHeight": 0.9,
+        "showValue": "auto",
+        "tooltip": { "mode": "single", "sort": "none" },
+    });
+    p
+}
+
+/// An instant table that merges its queries' rows on their common labels, then keeps, orders
+/// and renames the columns in `columns` and drops those in `hidden`.
+fn table(
+    title: &str,
+    description: &str,
+    targets: Vec<Value>,
+    columns: &[(&str, &str)],
+    hidden: &[&str],
+) -> Value {
+    let mut p = panel("table", title, description, targets);
+    p["fieldConfig"]["defaults"] = json!({
+        "color": { "mode": "thresholds" },
+        "custom": { "align": "auto", "cellOptions": { "type": "auto" }, "inspect": false },
+        "mappings": [],
+        "thresholds": thresholds(&[("text", None)]),
+    });
+    p["options"] = json!({
+        "cellHeight": "sm",
+        "footer": { "countRows": false, "fields": "", "reducer": ["sum"], "show": false },
+        "showHeader": true,
+    });
+    let mut index = Map::new();
+    let mut rename = Map::new();
+    for (i, (field, name)) in columns.iter().enumerate() {
+        index.insert((*field).to_owned(), json!(i));
+        rename.insert((*field).to_owned(), json!(name));
+    }
+    let exclude: Map<String, Value> = hidden
+        .iter()
+        .map(|f| ((*f).to_owned(), json!(true)))
+        .collect();
+    p["transformations"] = json!([
+        { "id": "merge", "options": {} },
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": exclude,
+                "indexByName": index,
+                "renameByName": rename,
+            },
+        },
+    ]);
+    p
+}
+
+fn thresholds(steps: &[(&str, Option<f64>)]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(color, value)| json!({ "color": color, "value": value }))
+        .collect();
+    json!({ "mode": "absolute", "steps": steps })
+}
+
+/// A `value` mapping of numbers to texts and colours, as a field config property.
+fn mappings(codes: &[(f64, &str, &str)]) -> Value {
+    json!({ "id": "mappings", "value": [mappings_value(codes)] })
+}
+
+fn mappings_value(codes: &[(f64, &str, &str)]) -> Value {
+    let mut options = Map::new();
+    for (i, (value, text, color)) in codes.iter().enumerate() {
+        options.insert(
+            value.to_string(),
+            json!({ "color": color, "index": i, "text": text }),
+        );
+    }
+    json!({ "type": "value", "options": options })
+}
+
+/// Colours the `state` label column of a table by the state's name.
+fn state_mappings() -> Value {
+    let mut options = Map::new();
+    for (i, state) in BudgetState::ALL.iter().enumerate() {
+        options.insert(
+            state.as_str().to_owned(),
+            json!({ "color": state_color(*state), "index": i, "text": state.as_str() }),
+        );
+    }
+    json!({ "id": "mappings", "value": [{ "type": "value", "options": options }] })
+}
+
+/// Points the `byName` overrides of a table at the columns' names after its `organize`
+/// transformation renamed them: Grafana matches overrides against display names.
+fn match_renamed_columns(panel: &mut Value) {
+    let renames = panel["transformations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["id"] == "organize")
+        .map(|t| t["options"]["renameByName"].clone())
+        .unwrap_or(Value::Null);
+    let Some(overrides) = panel["fieldConfig"]["overrides"].as_array_mut() else {
+        return;
+    };
+    for o in overrides {
+        if o["matcher"]["id"] != "byName" {
+            continue;
+        }
+        let field = o["matcher"]["options"].as_str().unwrap_or_default();
+        if let Some(display) = renames[field].as_str() {
+            o["matcher"]["options"] = json!(display);
+        }
+    }
+}
+
+/// A column override by the column's field name (before any renaming; see
+/// `match_renamed_columns`).
+fn column(name: &str, properties: Vec<Value>) -> Value {
+    json!({ "matcher": { "id": "byName", "options": name }, "properties": properties })
+}
+
+fn unit(unit: &str) -> Value {
+    json!({ "id": "unit", "value": unit })
+}
+
+fn decimals(n: u32) -> Value {
+    json!({ "id": "decimals", "value": n })
+}
+
+fn no_value(text: &str) -> Value {
+    json!({ "id": "noValue", "value": text })
+}
+
+fn color_background() -> Value {
+    json!({ "id": "custom.cellOptions", "value": { "type": "color-background", "mode": "basic" } })
+}
+
+fn thresholds_property(thresholds: Value) -> Value {
+    json!({ "id": "thresholds", "value": thresholds })
+}
+
+fn links_property(links: &Value) -> Value {
+    json!({ "id": "links", "value": links })
+}
+
+/// A data link to the drill-down of the budget named by `budget` (a Grafana data-link
+/// variable), keeping the time range and data source.
+fn budget_link(budget: &str) -> Value {
+    json!([{
+        "title": "Open budget",
+        "url": format!(
+            "/d/{BUDGET_UID}/{BUDGET_UID}?var-budget={budget}&${{datasource:queryparam}}&${{__url_time_range}}"
+        ),
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(name: &str) -> Option<String> {
+        match name {
+            "budget" => Some("orders".to_owned()),
+            "__range" => Some("5m".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolate_replaces_known_variables_in_both_forms() {
+        assert_eq!(
+            interpolate(r#"x{budget="$budget"}[$__range]"#, vars),
+            r#"x{budget="orders"}[5m]"#
+        );
+        assert_eq!(interpolate("${budget}-${__range}", vars), "orders-5m");
+        assert_eq!(
+            interpolate("$other ${other} $ $1 ${", vars),
+            "$other ${other} $ $1 ${"
+        );
+        assert_eq!(interpolate("$budgets", vars), "$budgets");
+        assert_eq!(interpolate("end $", vars), "end $");
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(render(), render());
+        let names: Vec<_> = render().iter().map(|f| f.name).collect();
+        assert_eq!(
+            names,
+            [
+                "lagbudget-overview.json",
+                "lagbudget-budget.json",
+                "provisioning.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn titles_slug_to_the_uids() {
+        for (title, uid) in [(OVERVIEW_TITLE, OVERVIEW_UID), (BUDGET_TITLE, BUDGET_UID)] {
+            let slug: Vec<String> = title
+                .to_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(slug.join("-"), uid);
+        }
+    }
+
+    #[test]
+    fn every_query_has_balanced_brackets_and_no_left_over_variable() {
+        let queries = panel_queries("orders", "5m");
+        assert!(queries.len() > 30, "{}", queries.len());
+        for (uid, title, expr) in queries {
+            let mut stack = Vec::new();
+            let mut in_string = false;
+            for c in expr.chars() {
+                match c {
+                    '"' => in_string = !in_string,
+                    '(' | '{' | '[' if !in_string => stack.push(c),
+                    ')' | '}' | ']' if !in_string => {
+                        let open = stack.pop();
+                        let expected = match c {
+                            ')' => '(',
+                            '}' => '{',
+                            _ => '[',
+                        };
+                        assert_eq!(open, Some(expected), "{uid} / {title}: {expr}");
+                    }
+                    _ => {}
+                }
+            }
+            assert!(stack.is_empty() && !in_string, "{uid} / {title}: {expr}");
+            assert!(!expr.contains('$'), "{uid} / {title}: {expr}");
+        }
+    }
+
+    #[test]
+    fn panels_do_not_overlap_and_fit_the_grid() {
+        for dashboard in [overview_dashboard(), budget_dashboard()] {
+            let mut cells = std::collections::HashSet::new();
+            let mut all = Vec::new();
+            for panel in dashboard["panels"].as_array().into_iter().flatten() {
+                all.push(panel);
+                all.extend(panel["panels"].as_array().into_iter().flatten());
+            }
+            for panel in all {
+                let g = &panel["gridPos"];
+                let (x, y, w, h) = (
+                    g["x"].as_u64().unwrap_or(99),
+                    g["y"].as_u64().unwrap_or(0),
+                    g["w"].as_u64().unwrap_or(0),
+                    g["h"].as_u64().unwrap_or(0),
+                );
+                assert!(w > 0 && h > 0 && x + w <= 24, "{}", panel["title"]);
+                for cx in x..x + w {
+                    for cy in y..y + h {
+                        assert!(cells.insert((cx, cy)), "{} overlaps", panel["title"]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backlog_panel_covers_every_unit_in_one_query() {
+        let exprs: Vec<String> = panel_queries("b", "1m")
+            .into_iter()
+            .filter(|(_, title, _)| title == "Backlog by probe")
+            .map(|(_, _, expr)| expr)
+            .collect();
+        assert_eq!(exprs.len(), 1);
+        for unit in BacklogUnit::ALL {
+            let name = format!("{BACKLOG_PREFIX}{}{{", unit.as_str());
+            assert!(exprs[0].contains(&name), "{name}");
+            let label = format!(r#""unit", "{}""#, unit.as_str());
+            assert!(exprs[0].contains(&label), "{label}");
+        }
+    }
+}

@@ -1,0 +1,1334 @@
+//! Prometheus alert and recording rules (`lagbudget rules`), product.md §6 "Alerts".
+//!
+//! The rules are generic: they name no budget, so a budget added by a config reload is covered
+//! at once. Per-budget patience lives in the daemon (`breach_after`), thresholds in metrics
+//! (`lagbudget_objective_ratio`, `lagbudget_objective_window_seconds`) and routing in
+//! `lagbudget_budget_info`. Every metric name comes from a const in `metrics.rs`, so a renamed
+//! metric cannot leave a rule behind.
+//!
+//! Two daemon instances may scrape the same budgets (a rollout, or deliberate redundancy), so
+//! every per-budget expression aggregates the instance away (`max by (budget)` for states,
+//! sums of rates for the time counters) and the routing join picks one `lagbudget_budget_info`
+//! series per budget: two instances give one alert per budget, not two, and two instances that
+//! disagree about a budget's owner (mid-rollout of a config change) do not break the join.
+//!
+//! The output is YAML text written by the small emitter at the bottom of this file (the project
+//! has no YAML serializer, on purpose; see ARCHITECTURE.md).
+
+use std::time::Duration;
+
+use crate::metrics;
+
+/// File name of the rules in the Prometheus format, as `lagbudget rules -o DIR` writes it.
+pub const RULES_FILE: &str = "lagbudget.rules.yaml";
+/// File name of the rules wrapped in a Kubernetes `PrometheusRule`.
+pub const PROMETHEUSRULE_FILE: &str = "lagbudget.prometheusrule.yaml";
+
+/// Grafana `uid` of the per-budget drill-down dashboard that `dashboard_url` links to.
+pub const BUDGET_DASHBOARD_UID: &str = "lagbudget-budget";
+/// Grafana `uid` of the overview dashboard that the daemon-level alerts link to.
+pub const OVERVIEW_DASHBOARD_UID: &str = "lagbudget-overview";
+
+pub const EXCEEDED: &str = "ConsistencyBudgetExceeded";
+pub const AT_RISK: &str = "ConsistencyBudgetAtRisk";
+pub const LAG_UNKNOWN: &str = "ConsistencyLagUnknown";
+pub const FEED_STALLED: &str = "ConsistencyFeedStalled";
+pub const BURN_RATE: &str = "ConsistencyBudgetBurnRate";
+pub const DAEMON_DOWN: &str = "LagbudgetDown";
+pub const RELOAD_FAILED: &str = "LagbudgetConfigReloadFailed";
+
+/// Every alert name, in the order the rules file lists them.
+pub const ALERT_NAMES: [&str; 7] = [
+    EXCEEDED,
+    AT_RISK,
+    LAG_UNKNOWN,
+    FEED_STALLED,
+    BURN_RATE,
+    DAEMON_DOWN,
+    RELOAD_FAILED,
+];
+
+/// Recorded share of evaluated time a budget was over (breach or unknown), per rate window.
+pub const OVER_RATIO_RECORD_PREFIX: &str = "budget:lagbudget_budget_over_ratio:rate";
+/// The rate windows recorded under [`OVER_RATIO_RECORD_PREFIX`].
+pub const OVER_RATIO_WINDOWS: [&str; 4] = ["5m", "30m", "1h", "6h"];
+/// Recorded routing labels (`owner`, `severity`, `runbook_url`) of each budget, value 1: the
+/// join target of every per-budget alert.
+pub const ROUTING_RECORD: &str = "budget:lagbudget_budget_info:latest";
+/// Recorded objective target per budget (one series per budget across daemon instances).
+pub const OBJECTIVE_RATIO_RECORD: &str = "budget:lagbudget_objective_ratio:max";
+/// Recorded objective window in seconds per budget.
+pub const OBJECTIVE_WINDOW_RECORD: &str = "budget:lagbudget_objective_window_seconds:max";
+
+/// The recorded over-ratio for one of [`OVER_RATIO_WINDOWS`].
+pub fn over_ratio_record(window: &str) -> String {
+    format!("{OVER_RATIO_RECORD_PREFIX}{window}")
+}
+
+/// What differs per deployment. `Default` is what the committed `alerts/` files are built with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesOptions {
+    /// PromQL label matchers selecting the daemon's scrape job, without braces.
+    pub job_selector: String,
+    /// Grafana's base URL, for the `dashboard_url` annotation.
+    pub dashboard_url_base: String,
+    /// `for` of `ConsistencyBudgetExceeded`; short, because `breach_after` is the patience.
+    pub exceeded_for: Duration,
+    /// `keep_firing_for` of `ConsistencyBudgetExceeded`, so a flapping probe does not resolve
+    /// and page again.
+    pub keep_firing_for: Duration,
+    pub at_risk_for: Duration,
+    /// `for` of `ConsistencyLagUnknown`; a probe is already stale after 3 intervals.
+    pub unknown_for: Duration,
+    pub stalled_for: Duration,
+    pub down_for: Duration,
+    pub reload_failed_for: Duration,
+}
+
+impl Default for RulesOptions {
+    fn default() -> Self {
+        Self {
+            job_selector: r#"job="lagbudget""#.to_owned(),
+            dashboard_url_base: "http://grafana:3000".to_owned(),
+            exceeded_for: Duration::from_secs(60),
+            keep_firing_for: Duration::from_secs(10 * 60),
+            at_risk_for: Duration::from_secs(5 * 60),
+            unknown_for: Duration::from_secs(2 * 60),
+            stalled_for: Duration::from_secs(5 * 60),
+            down_for: Duration::from_secs(2 * 60),
+            reload_failed_for: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl RulesOptions {
+    /// Rejects options that would produce broken rules. The job selector is pasted into PromQL
+    /// selectors and alert templates, so it may not carry braces or template delimiters; what
+    /// else it says is checked by Prometheus (`promtool check rules`).
+    pub fn validate(&self) -> Result<(), String> {
+        let selector = self.job_selector.trim();
+        if selector.is_empty() {
+            return Err(
+                "--job-selector is empty: the rules must select the daemon's scrape job \
+                        (such as job=\"lagbudget\"), or `up` would match every target"
+                    .to_owned(),
+            );
+        }
+        if let Some(c) = selector
+            .chars()
+            .find(|c| matches!(c, '{' | '}' | '`') || c.is_control())
+        {
+            return Err(format!(
+                "--job-selector may not contain {c:?}: give label matchers without braces, \
+                 such as job=\"lagbudget\""
+            ));
+        }
+        let base = self.dashboard_url_base.trim();
+        if base.is_empty()
+            || base
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '{' | '}'))
+        {
+            return Err(format!(
+                "--dashboard-url-base {:?} is not a URL such as http://grafana:3000",
+                self.dashboard_url_base
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Output format of [`render`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum RulesFormat {
+    /// A Prometheus rule file (`rule_files:`).
+    Prometheus,
+    /// A Kubernetes `PrometheusRule` (monitoring.coreos.com/v1) for the Prometheus Operator.
+    Prometheusrule,
+}
+
+impl RulesFormat {
+    /// The file name `lagbudget rules -o DIR` writes.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            RulesFormat::Prometheus => RULES_FILE,
+            RulesFormat::Prometheusrule => PROMETHEUSRULE_FILE,
+        }
+    }
+}
+
+/// The rule file text. Options are expected to be valid ([`RulesOptions::validate`]).
+pub fn render(options: &RulesOptions, format: RulesFormat) -> String {
+    let groups = Node::List(rule_groups(options).iter().map(Group::to_node).collect());
+    let (header, document) = match format {
+        RulesFormat::Prometheus => (
+            "# Prometheus rules for lagbudget, generated by `lagbudget rules`: do not edit.\n\
+             # Load with `rule_files:` in prometheus.yml. Regenerate the committed copy with\n\
+             # `cargo run -- rules -o alerts`; see alerts/README.md.\n",
+            Node::map([("groups", groups)]),
+        ),
+        RulesFormat::Prometheusrule => (
+            "# lagbudget's Prometheus rules as a Prometheus Operator PrometheusRule, generated by\n\
+             # `lagbudget rules --format prometheusrule`: do not edit. Add the labels your\n\
+             # Prometheus' ruleSelector expects under metadata.labels.\n",
+            Node::map([
+                ("apiVersion", Node::str("monitoring.coreos.com/v1")),
+                ("kind", Node::str("PrometheusRule")),
+                (
+                    "metadata",
+                    Node::map([
+                        ("name", Node::str("lagbudget")),
+                        (
+                            "labels",
+                            Node::map([("app.kubernetes.io/name", Node::str("lagbudget"))]),
+                        ),
+                    ]),
+                ),
+                ("spec", Node::map([("groups", groups)])),
+            ]),
+        ),
+    };
+    let mut out = String::from(header);
+    yaml::emit_document(&document, &mut out);
+    out
+}
+
+// --- the rules ---------------------------------------------------------------------------------
+
+struct Group {
+    name: &'static str,
+    rules: Vec<Rule>,
+}
+
+enum RuleKind {
+    Record(String),
+    Alert(&'static str),
+}
+
+struct Rule {
+    kind: RuleKind,
+    expr: String,
+    for_: Duration,
+    keep_firing_for: Duration,
+    labels: Vec<(&'static str, String)>,
+    annotations: Vec<(&'static str, String)>,
+}
+
+impl Rule {
+    fn record(name: String, expr: String) -> Self {
+        Rule {
+            kind: RuleKind::Record(name),
+            expr,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            labels: Vec::new(),
+            annotations: Vec::new(),
+        }
+    }
+
+    fn alert(name: &'static str, expr: String, for_: Duration) -> Self {
+        Rule {
+            kind: RuleKind::Alert(name),
+            expr,
+            for_,
+            keep_firing_for: Duration::ZERO,
+            labels: Vec::new(),
+            annotations: Vec::new(),
+        }
+    }
+
+    fn label(mut self, name: &'static str, value: &str) -> Self {
+        self.labels.push((name, value.to_owned()));
+        self
+    }
+
+    fn annotate(mut self, name: &'static str, value: String) -> Self {
+        self.annotations.push((name, break_lines(&value)));
+        self
+    }
+
+    fn to_node(&self) -> Node {
+        let mut entries = match &self.kind {
+            RuleKind::Record(name) => vec![("record".to_owned(), Node::str(name))],
+            RuleKind::Alert(name) => vec![("alert".to_owned(), Node::str(name))],
+        };
+        entries.push(("expr".to_owned(), Node::str(&self.expr)));
+        if !self.for_.is_zero() {
+            entries.push(("for".to_owned(), Node::str(&prometheus_duration(self.for_))));
+        }
+        if !self.keep_firing_for.is_zero() {
+            entries.push((
+                "keep_firing_for".to_owned(),
+                Node::str(&prometheus_duration(self.keep_firing_for)),
+            ));
+        }
+        for (key, pairs) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            if !pairs.is_empty() {
+                let map = pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Node::str(v)))
+                    .collect();
+                entries.push((key.to_owned(), Node::Map(map)));
+            }
+        }
+        Node::Map(entries)
+    }
+}
+
+impl Group {
+    fn to_node(&self) -> Node {
+        Node::map([
+            ("name", Node::str(self.name)),
+            (
+                "rules",
+                Node::List(self.rules.iter().map(Rule::to_node).collect()),
+            ),
+        ])
+    }
+}
+
+/// The labels copied from `lagbudget_budget_info` onto per-budget alerts.
+const ROUTING_LABELS: [&str; 3] = ["owner", "severity", "runbook_url"];
+
+/// Builds PromQL and alert templates for one set of options.
+struct Builder<'a> {
+    options: &'a RulesOptions,
+    /// The job selector, trimmed, without a trailing comma.
+    job: String,
+}
+
+impl<'a> Builder<'a> {
+    fn new(options: &'a RulesOptions) -> Self {
+        let job = options
+            .job_selector
+            .trim()
+            .trim_end_matches(',')
+            .trim()
+            .to_owned();
+        Builder { options, job }
+    }
+
+    /// `metric{job…,extra…}`.
+    fn select(&self, metric: &str, extra: &[&str]) -> String {
+        let matchers: Vec<&str> = std::iter::once(self.job.as_str())
+            .chain(extra.iter().copied())
+            .collect();
+        format!("{metric}{{{}}}", matchers.join(","))
+    }
+
+    /// `metric{job…,extra…}` for a `printf` format inside an alert template: `%` in the job
+    /// selector is doubled, `extra` may carry `%s` verbs.
+    fn template_select(&self, metric: &str, extra: &str) -> String {
+        format!("{metric}{{{},{extra}}}", self.job.replace('%', "%%"))
+    }
+
+    /// `(filter) * on (budget) group_left(copy) routing record`: the routing join.
+    fn join_routing(&self, filter: &str, copy: &[&str]) -> String {
+        format!(
+            "{filter}\n* on (budget) group_left({copy})\n  {ROUTING_RECORD}",
+            copy = copy.join(", "),
+        )
+    }
+
+    /// One `lagbudget_budget_info` label set per budget, value 1, whatever the number of daemon
+    /// instances. Two instances with the same config give the same labels, which `max by`
+    /// folds into one series. Two that disagree (a config change half rolled out) would give
+    /// two, and a join on them fails with "many-to-many matching not allowed" for every budget
+    /// of the rule; so the series of the instance that loaded its config last wins (`topk` by
+    /// the load time), a choice that stays the same from one evaluation to the next, unlike a
+    /// `topk` among equal values.
+    fn routing_record(&self) -> Rule {
+        Rule::record(
+            ROUTING_RECORD.to_owned(),
+            format!(
+                "max by (budget, {labels}) (\n  topk by (budget) (1,\n    {info}\n    * on (job, instance) group_left\n    {loaded}\n  )\n) * 0 + 1",
+                labels = ROUTING_LABELS.join(", "),
+                info = self.select(metrics::BUDGET_INFO, &[]),
+                loaded = self.select(metrics::RELOAD_SUCCESS_TIMESTAMP, &[]),
+            ),
+        )
+    }
+
+    fn dashboard_url(&self) -> String {
+        format!(
+            "{}/d/{BUDGET_DASHBOARD_UID}/{BUDGET_DASHBOARD_UID}?var-budget={{{{ $labels.budget }}}}",
+            self.options.dashboard_url_base.trim().trim_end_matches('/'),
+        )
+    }
+
+    fn overview_url(&self) -> String {
+        format!(
+            "{}/d/{OVERVIEW_DASHBOARD_UID}/{OVERVIEW_DASHBOARD_UID}",
+            self.options.dashboard_url_base.trim().trim_end_matches('/'),
+        )
+    }
+
+    /// Fills an alert template: `<J:METRIC>` placeholders become job-scoped selector prefixes
+    /// (`metric{job="…",`), and `<R:NAME>` placeholders become recorded series names.
+    fn template(&self, text: &str, metrics_used: &[(&str, &str)]) -> String {
+        let mut out = text.to_owned();
+        for (placeholder, metric) in metrics_used {
+            let full = self.template_select(metric, "");
+            // `template_select` ends with ",}"; the template supplies the rest of the matchers.
+            let prefix = &full[..full.len() - 1];
+            out = out.replace(placeholder, prefix);
+        }
+        out
+    }
+
+    /// Describes the probe with the largest used ratio of `$labels.budget`: its share of the
+    /// budget, lag and budget in human units; `otherwise` when no probe can measure.
+    fn worst_probe(&self, otherwise: &str) -> String {
+        self.template(
+            "{{ with printf `topk(1, <RATIO>budget=\"%s\"})` $labels.budget | query }}\
+             {{ with first . }}{{ $probe := .Labels.probe }}: probe {{ $probe }} is at \
+             {{ .Value | humanizePercentage }} of its budget\
+             {{ with printf `max(<LAG>budget=\"%s\",probe=\"%s\"})` $labels.budget $probe | query }}, \
+             lag {{ . | first | value | humanizeDuration }}{{ end }}\
+             {{ with printf `max(<BUDGET>budget=\"%s\",probe=\"%s\"})` $labels.budget $probe | query }} \
+             against a budget of {{ . | first | value | humanizeDuration }}{{ end }}\
+             {{ end }}<OTHERWISE>{{ end }}",
+            &[
+                ("<RATIO>", metrics::BUDGET_USED_RATIO),
+                ("<LAG>", metrics::LAG_SECONDS),
+                ("<BUDGET>", metrics::BUDGET_SECONDS),
+            ],
+        )
+        .replace(
+            "<OTHERWISE>",
+            &if otherwise.is_empty() {
+                String::new()
+            } else {
+                format!("{{{{ else }}}}{otherwise}")
+            },
+        )
+    }
+
+    fn recording_rules(&self) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = OVER_RATIO_WINDOWS
+            .iter()
+            .map(|window| {
+                Rule::record(
+                    over_ratio_record(window),
+                    format!(
+                        "sum by (budget) (rate({over}[{window}]))\n/\nsum by (budget) (rate({evaluated}[{window}]))",
+                        over = self.select(metrics::OVER_SECONDS, &[]),
+                        evaluated = self.select(metrics::EVALUATED_SECONDS, &[]),
+                    ),
+                )
+            })
+            .collect();
+        rules.push(Rule::record(
+            OBJECTIVE_RATIO_RECORD.to_owned(),
+            format!(
+                "max by (budget) ({})",
+                self.select(metrics::OBJECTIVE_RATIO, &[])
+            ),
+        ));
+        rules.push(Rule::record(
+            OBJECTIVE_WINDOW_RECORD.to_owned(),
+            format!(
+                "max by (budget) ({})",
+                self.select(metrics::OBJECTIVE_WINDOW, &[])
+            ),
+        ));
+        rules
+    }
+
+    fn state_filter(&self, state: &str) -> String {
+        let matcher = format!("state=\"{state}\"");
+        format!(
+            "(max by (budget) ({}) == 1)",
+            self.select(metrics::STATE, &[&matcher])
+        )
+    }
+
+    fn budget_alerts(&self) -> Vec<Rule> {
+        let o = self.options;
+        let per_budget = |rule: Rule| {
+            rule.annotate("runbook_url", "{{ $labels.runbook_url }}".to_owned())
+                .annotate("dashboard_url", self.dashboard_url())
+        };
+        let mut exceeded = per_budget(
+            Rule::alert(
+                EXCEEDED,
+                self.join_routing(&self.state_filter("breach"), &ROUTING_LABELS),
+                o.exceeded_for,
+            )
+            .annotate(
+                "summary",
+                "Consistency budget {{ $labels.budget }} is exceeded".to_owned(),
+            )
+            .annotate(
+                "description",
+                format!(
+                    "Budget {{{{ $labels.budget }}}} is in breach{}.",
+                    self.worst_probe(
+                        ": no probe can measure it right now, and the breach holds until a \
+                         fresh run is back under budget"
+                    )
+                ),
+            ),
+        );
+        exceeded.keep_firing_for = o.keep_firing_for;
+
+        let at_risk = per_budget(
+            Rule::alert(
+                AT_RISK,
+                self.join_routing(&self.state_filter("warn"), &["owner", "runbook_url"]),
+                o.at_risk_for,
+            )
+            .label("severity", "warning")
+            .annotate(
+                "summary",
+                "Consistency budget {{ $labels.budget }} is at risk".to_owned(),
+            )
+            .annotate(
+                "description",
+                format!(
+                    "Budget {{{{ $labels.budget }}}} is close to its limit{}.",
+                    self.worst_probe("")
+                ),
+            ),
+        );
+
+        let probe_filter = |metric: &str| {
+            format!(
+                "(max by (budget, probe) ({}) == 1)",
+                self.select(metric, &[])
+            )
+        };
+        let unknown = per_budget(
+            Rule::alert(
+                LAG_UNKNOWN,
+                self.join_routing(&probe_filter(metrics::PROBE_STALE), &ROUTING_LABELS),
+                o.unknown_for,
+            )
+            .annotate(
+                "summary",
+                "Lag of {{ $labels.budget }}/{{ $labels.probe }} is unknown".to_owned(),
+            )
+            .annotate(
+                "description",
+                self.template(
+                    "Probe {{ $labels.probe }} of budget {{ $labels.budget }} has had no \
+                     successful run for 3 intervals\
+                     {{ with printf `time() - max(<SUCCESS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                     (last success {{ . | first | value | humanizeDuration }} ago)\
+                     {{ else }} and has never succeeded{{ end }}, so its lag is unknown\
+                     {{ with printf `topk(1, sum by (reason) (increase(<ERRORS>budget=\"%s\",probe=\"%s\"}[15m])) > 0)` $labels.budget $labels.probe | query }}\
+                     {{ with first . }}; most frequent error: {{ .Labels.reason }}{{ end }}{{ end }}. \
+                     lagbudget cannot see this hop, so someone must look.",
+                    &[
+                        ("<SUCCESS>", metrics::PROBE_LAST_SUCCESS),
+                        ("<ERRORS>", metrics::PROBE_ERRORS),
+                    ],
+                ),
+            ),
+        );
+
+        let stalled = per_budget(
+            Rule::alert(
+                FEED_STALLED,
+                self.join_routing(&probe_filter(metrics::STALLED), &ROUTING_LABELS),
+                o.stalled_for,
+            )
+            .annotate(
+                "summary",
+                "Feed of {{ $labels.budget }}/{{ $labels.probe }} is stalled".to_owned(),
+            )
+            .annotate(
+                "description",
+                self.template(
+                    "Probe {{ $labels.probe }} of budget {{ $labels.budget }} is behind\
+                     {{ with printf `max(<LAG>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                     (lag {{ . | first | value | humanizeDuration }}){{ end }} and its position \
+                     has not advanced\
+                     {{ with printf `time() - max(<PROGRESS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                     for {{ . | first | value | humanizeDuration }}{{ end }}\
+                     {{ with printf `max(<MEMBERS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }}\
+                     ; consumer group members: {{ . | first | value }}{{ end }}.",
+                    &[
+                        ("<LAG>", metrics::LAG_SECONDS),
+                        ("<PROGRESS>", metrics::PROGRESS_TIMESTAMP),
+                        ("<MEMBERS>", metrics::KAFKA_GROUP_MEMBERS),
+                    ],
+                ),
+            ),
+        );
+
+        let mut rules = vec![exceeded, at_risk, unknown, stalled];
+        rules.extend(self.burn_rate_alerts().into_iter().map(per_budget));
+        rules
+    }
+
+    /// Multi-window, multi-burn-rate alerts (Google SRE workbook, "Alerting on SLOs"): fire
+    /// when 2 % of the error budget is spent in one hour (fast, the budget's severity) or 5 % in
+    /// six hours (slow, severity `warning`), each
+    /// confirmed by a short window so the alert stops soon after the burning does. The factors
+    /// (14.4 and 6 for a 30-day objective) are derived in PromQL from each budget's objective
+    /// window, so a 7-day and a 28-day objective each get their own threshold.
+    fn burn_rate_alerts(&self) -> Vec<Rule> {
+        // (label, long window, its seconds, short window, share of the error budget, summary)
+        let windows = [
+            ("fast", "1h", 3600, "5m", "0.02", "fast"),
+            ("slow", "6h", 21600, "30m", "0.05", "steadily"),
+        ];
+        windows
+            .iter()
+            .map(|(name, long, long_seconds, short, share, pace)| {
+                let threshold = format!(
+                    "({share} * {OBJECTIVE_WINDOW_RECORD} / {long_seconds}) * (1 - {OBJECTIVE_RATIO_RECORD})"
+                );
+                let long_ratio = over_ratio_record(long);
+                let short_ratio = over_ratio_record(short);
+                let filter = format!(
+                    "(\n  {long_ratio}\n    > {threshold}\n  and\n  {short_ratio}\n    > {threshold}\n)"
+                );
+                let alert = Rule::alert(
+                    BURN_RATE,
+                    self.join_routing(&filter, &ROUTING_LABELS),
+                    Duration::ZERO,
+                )
+                .label("window", name);
+                // A slow burn is a ticket, not a page: it is still over its threshold for hours
+                // after a breach has resolved (30m/6h windows), and paging then would make one
+                // incident two pages. The fast burn keeps the budget's severity; its 5m window
+                // has cleared by the time Exceeded stops firing (keep_firing_for).
+                let alert = if *name == "slow" {
+                    alert.label("severity", "warning")
+                } else {
+                    alert
+                };
+                alert
+                .annotate(
+                    "summary",
+                    format!(
+                        "Consistency budget {{{{ $labels.budget }}}} is burning its error budget {pace}"
+                    ),
+                )
+                .annotate(
+                    "description",
+                    format!(
+                        "Budget {{{{ $labels.budget }}}} was not within budget (breach or unknown) \
+                         {{{{ $value | humanizePercentage }}}} of the last {long}\
+                         {{{{ with printf `{short_ratio}{{budget=\"%s\"}}` $labels.budget | query }}}} \
+                         and {{{{ . | first | value | humanizePercentage }}}} of the last {short}{{{{ end }}}}\
+                         {{{{ with printf `{long_ratio}{{budget=\"%s\"}} / (1 - {OBJECTIVE_RATIO_RECORD}{{budget=\"%s\"}})` $labels.budget $labels.budget | query }}}}\
+                         : {{{{ . | first | value | humanize }}}} times the pace its objective allows{{{{ end }}}}\
+                         {{{{ with printf `{OBJECTIVE_RATIO_RECORD}{{budget=\"%s\"}}` $labels.budget | query }}}} \
+                         (objective: within budget {{{{ . | first | value | humanizePercentage }}}} of the time{{{{ end }}}}\
+                         {{{{ with printf `{OBJECTIVE_WINDOW_RECORD}{{budget=\"%s\"}} / 86400` $labels.budget | query }}}} \
+                         over {{{{ . | first | value | printf \"%.3g\" }}}} days){{{{ end }}}}."
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn daemon_alerts(&self) -> Vec<Rule> {
+        let o = self.options;
+        let up = self.select("up", &[]);
+        let down = Rule::alert(
+            DAEMON_DOWN,
+            format!("{up} == 0\nor\nabsent({up})"),
+            o.down_for,
+        )
+        .label("severity", "page")
+        .annotate(
+            "summary",
+            "{{ with $labels.instance }}lagbudget at {{ . }} is down\
+             {{ else }}No lagbudget target is scraped{{ end }}"
+                .to_owned(),
+        )
+        .annotate(
+            "description",
+            format!(
+                "{{{{ with $labels.instance }}}}Prometheus cannot scrape lagbudget at {{{{ . }}}}\
+                 {{{{ else }}}}Prometheus has no target matching {{{}}}{{{{ end }}}}: the budgets \
+                 it measures are not watched, and none of their alerts can fire. Alertmanager \
+                 holds back the per-budget alerts while this one fires.",
+                self.job,
+            ),
+        )
+        .annotate("dashboard_url", self.overview_url());
+
+        let reload = Rule::alert(
+            RELOAD_FAILED,
+            format!("{} == 0", self.select(metrics::RELOAD_SUCCESSFUL, &[])),
+            o.reload_failed_for,
+        )
+        .label("severity", "warning")
+        .annotate(
+            "summary",
+            "lagbudget at {{ $labels.instance }} failed to reload its config".to_owned(),
+        )
+        .annotate(
+            "description",
+            self.template(
+                "The last config reload of lagbudget at {{ $labels.instance }} failed, so it \
+                 keeps running its previous config\
+                 {{ with printf `max(<LOADED>instance=\"%s\"})` $labels.instance | query }} \
+                 (loaded {{ . | first | value | humanizeTimestamp }}){{ end }}. \
+                 `lagbudget check -c FILE` prints every error of the new one.",
+                &[("<LOADED>", metrics::RELOAD_SUCCESS_TIMESTAMP)],
+            ),
+        )
+        .annotate("dashboard_url", self.overview_url());
+        vec![down, reload]
+    }
+}
+
+fn rule_groups(options: &RulesOptions) -> Vec<Group> {
+    let b = Builder::new(options);
+    // One group for everything about budgets: rules of a group run in order at the same
+    // evaluation time, so every alert sees this evaluation's records. (Groups run
+    // independently of each other; an alert reading another group's record would see this
+    // evaluation's value or the previous one's, depending on timing.)
+    let mut budget_rules = vec![b.routing_record()];
+    budget_rules.extend(b.recording_rules());
+    budget_rules.extend(b.budget_alerts());
+    vec![
+        Group {
+            name: "lagbudget.budgets",
+            rules: budget_rules,
+        },
+        Group {
+            name: "lagbudget.daemon",
+            rules: b.daemon_alerts(),
+        },
+    ]
+}
+
+/// Puts each `{{ with …` of a long template on a line of its own, written `{{- with …` so that
+/// the template trims the line break again: the rules file stays readable and the text the
+/// alert shows is unchanged. Only breaks where no whitespace precedes, which the trim would
+/// also remove.
+fn break_lines(template: &str) -> String {
+    if template.len() < 100 {
+        return template.to_owned();
+    }
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(at) = rest.find("{{ with ") {
+        let before = &rest[..at];
+        out.push_str(before);
+        let breakable = !out.is_empty() && !out.ends_with(char::is_whitespace);
+        out.push_str(if breakable { "\n{{- with " } else { "{{ with " });
+        rest = &rest[at + "{{ with ".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A duration in Prometheus' syntax (`1m`, `1h30m`, `1500ms`).
+fn prometheus_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+// --- YAML ------------------------------------------------------------------------------------
+
+use yaml::Node;
+
+/// A small YAML emitter: block mappings and sequences of strings, each string in the plainest
+/// style that reads back as the same string (plain, single-quoted, literal block for multi-line
+/// text, double-quoted with escapes as the last resort). Keys keep their order.
+mod yaml {
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Node {
+        Str(String),
+        List(Vec<Node>),
+        Map(Vec<(String, Node)>),
+    }
+
+    impl Node {
+        pub fn str(s: &str) -> Node {
+            Node::Str(s.to_owned())
+        }
+
+        pub fn map<const N: usize>(entries: [(&str, Node); N]) -> Node {
+            Node::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            )
+        }
+    }
+
+    /// Appends `node` as a YAML document (a mapping or a sequence at the top level).
+    pub fn emit_document(node: &Node, out: &mut String) {
+        match node {
+            Node::Map(entries) if !entries.is_empty() => emit_map(entries, 0, out),
+            Node::List(items) if !items.is_empty() => emit_list(items, 0, out),
+            other => {
+                emit_inline(other, 0, out);
+                out.push('\n');
+            }
+        }
+    }
+
+    fn indent(n: usize, out: &mut String) {
+        out.extend(std::iter::repeat_n(' ', n));
+    }
+
+    /// A value after `key:` or `- `; `column` is the indentation of its key or dash.
+    fn emit_value(node: &Node, column: usize, out: &mut String) {
+        match node {
+            Node::Map(entries) if !entries.is_empty() => {
+                out.push('\n');
+                emit_map(entries, column + 2, out);
+            }
+            Node::List(items) if !items.is_empty() => {
+                out.push('\n');
+                emit_list(items, column + 2, out);
+            }
+            other => {
+                out.push(' ');
+                emit_inline(other, column, out);
+                out.push('\n');
+            }
+        }
+    }
+
+    fn emit_map(entries: &[(String, Node)], column: usize, out: &mut String) {
+        for (key, value) in entries {
+            indent(column, out);
+            out.push_str(&scalar_inline(key));
+            out.push(':');
+            emit_value(value, column, out);
+        }
+    }
+
+    fn emit_list(items: &[Node], column: usize, out: &mut String) {
+        for item in items {
+            indent(column, out);
+            out.push('-');
+            match item {
+                // A mapping starts on the dash's line: `- key: value`, the rest aligned under
+                // the first key.
+                Node::Map(entries) if !entries.is_empty() => {
+                    let mut nested = String::new();
+                    emit_map(entries, column + 2, &mut nested);
+                    out.push(' ');
+                    out.push_str(&nested[column + 2..]);
+                }
+                Node::List(nested_items) if !nested_items.is_empty() => {
+                    let mut nested = String::new();
+                    emit_list(nested_items, column + 2, &mut nested);
+                    out.push(' ');
+                    out.push_str(&nested[column + 2..]);
+                }
+                other => {
+                    out.push(' ');
+                    emit_inline(other, column, out);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+
+    /// A scalar or an empty collection on the current line; a literal block may continue on
+    /// the following lines, indented under `column`.
+    fn emit_inline(node: &Node, column: usize, out: &mut String) {
+        match node {
+            Node::Map(_) => out.push_str("{}"),
+            Node::List(_) => out.push_str("[]"),
+            Node::Str(s) if fits_literal_block(s) => {
+                out.push_str("|-");
+                for line in s.split('\n') {
+                    out.push('\n');
+                    if !line.is_empty() {
+                        indent(column + 2, out);
+                        out.push_str(line);
+                    }
+                }
+            }
+            Node::Str(s) => out.push_str(&scalar_inline(s)),
+        }
+    }
+
+    /// Multi-line text that a `|-` block reads back exactly: no trailing newline, a first line
+    /// that does not start with a space (which would need an indentation indicator), no line of
+    /// only spaces, and no character that needs escaping.
+    fn fits_literal_block(s: &str) -> bool {
+        s.contains('\n')
+            && !s.ends_with('\n')
+            && !s.starts_with([' ', '\n'])
+            && !s.chars().any(|c| c != '\n' && needs_escape(c))
+            && s.split('\n')
+                .all(|line| line.is_empty() || !line.trim().is_empty())
+            && s.split('\n')
+                .all(|line| !line.ends_with(' ') && !line.ends_with('\t'))
+    }
+
+    /// A scalar on one line: plain when that reads back as the same string, else single-quoted,
+    /// else double-quoted.
+    pub fn scalar_inline(s: &str) -> String {
+        if is_plain_safe(s) {
+            s.to_owned()
+        } else if !s.chars().any(needs_escape) {
+            format!("'{}'", s.replace('\'', "''"))
+        } else {
+            double_quoted(s)
+        }
+    }
+
+    /// Characters that only a double-quoted scalar can carry.
+    fn needs_escape(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{85}')
+    }
+
+    fn double_quoted(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if needs_escape(c) => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// Whether `s` can be written unquoted and read back as the same string (and as a string:
+    /// not a number, boolean or null under YAML 1.1 or 1.2). Conservative: quoting more than
+    /// necessary is harmless.
+    fn is_plain_safe(s: &str) -> bool {
+        let Some(first) = s.chars().next() else {
+            return false;
+        };
+        if s.trim() != s || s.chars().any(needs_escape) {
+            return false;
+        }
+        if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
+            return false;
+        }
+        if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
+            return false;
+        }
+        let lower = s.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "~"
+        ) || lower.starts_with(".inf")
+            || lower.starts_with(".nan")
+        {
+            return false;
+        }
+        // Anything that starts like a number (including YAML 1.1 forms such as 1_000, 0x1F,
+        // 1:30 and dates) is quoted; durations such as `1m` stay plain.
+        let looks_numeric = first.is_ascii_digit() || matches!(first, '+' | '.');
+        if looks_numeric
+            && s.chars()
+                .all(|c| c.is_ascii_hexdigit() || "+-.:_xXoOeE".contains(c))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    fn load(text: &str) -> Yaml {
+        let mut docs = YamlLoader::load_from_str(text).expect("generated YAML parses");
+        assert_eq!(docs.len(), 1, "one document");
+        docs.remove(0)
+    }
+
+    /// The YAML tree the emitter meant, for comparison with what a parser reads back.
+    fn expected(node: &Node) -> Yaml {
+        match node {
+            Node::Str(s) => Yaml::String(s.clone()),
+            Node::List(items) => Yaml::Array(items.iter().map(expected).collect()),
+            Node::Map(entries) => Yaml::Hash(
+                entries
+                    .iter()
+                    .map(|(k, v)| (Yaml::String(k.clone()), expected(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn default_groups_node() -> Node {
+        Node::List(
+            rule_groups(&RulesOptions::default())
+                .iter()
+                .map(Group::to_node)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn rules_read_back_as_the_tree_they_were_written_from() {
+        let text = render(&RulesOptions::default(), RulesFormat::Prometheus);
+        let doc = load(&text);
+        assert_eq!(doc["groups"], expected(&default_groups_node()));
+    }
+
+    #[test]
+    fn prometheusrule_wraps_the_same_groups() {
+        let options = RulesOptions::default();
+        let rules = load(&render(&options, RulesFormat::Prometheus));
+        let k8s = load(&render(&options, RulesFormat::Prometheusrule));
+        assert_eq!(k8s["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+        assert_eq!(k8s["kind"].as_str(), Some("PrometheusRule"));
+        assert_eq!(k8s["metadata"]["name"].as_str(), Some("lagbudget"));
+        assert_eq!(k8s["spec"]["groups"], rules["groups"]);
+        assert!(!k8s["spec"]["groups"].as_vec().expect("groups").is_empty());
+    }
+
+    #[test]
+    fn every_alert_is_there_with_the_labels_and_annotations_the_product_names() {
+        let doc = load(&render(&RulesOptions::default(), RulesFormat::Prometheus));
+        let mut seen = Vec::new();
+        for group in doc["groups"].as_vec().expect("groups") {
+            for rule in group["rules"].as_vec().expect("rules") {
+                let Some(name) = rule["alert"].as_str() else {
+                    let record = rule["record"]
+                        .as_str()
+                        .expect("a rule is an alert or a record");
+                    assert_eq!(
+                        record.split(':').count(),
+                        3,
+                        "{record} is named level:metric:operations"
+                    );
+                    continue;
+                };
+                seen.push(name.to_owned());
+                let expr = rule["expr"].as_str().expect("expr");
+                let annotations = &rule["annotations"];
+                for key in ["summary", "description", "dashboard_url"] {
+                    assert!(
+                        annotations[key].as_str().is_some_and(|v| !v.is_empty()),
+                        "{name} lacks annotation {key}"
+                    );
+                }
+                let daemon_level = name == DAEMON_DOWN || name == RELOAD_FAILED;
+                if daemon_level {
+                    assert!(rule["labels"]["severity"].as_str().is_some(), "{name}");
+                    continue;
+                }
+                assert_eq!(
+                    annotations["runbook_url"].as_str(),
+                    Some("{{ $labels.runbook_url }}"),
+                    "{name}"
+                );
+                assert!(
+                    annotations["dashboard_url"]
+                        .as_str()
+                        .is_some_and(|u| u.contains("/d/lagbudget-budget/")
+                            && u.ends_with("var-budget={{ $labels.budget }}")),
+                    "{name}"
+                );
+                // budget comes from the aggregation, owner and runbook_url from the join, and
+                // severity from the join or, for AtRisk, the rule.
+                assert!(
+                    expr.contains("max by (budget") || expr.contains(OVER_RATIO_RECORD_PREFIX),
+                    "{name}: {expr}"
+                );
+                assert!(
+                    expr.contains("* on (budget) group_left(") && expr.contains(ROUTING_RECORD),
+                    "{name}: {expr}"
+                );
+                assert!(
+                    expr.contains("group_left(owner, severity, runbook_url)")
+                        || (name == AT_RISK
+                            && expr.contains("group_left(owner, runbook_url)")
+                            && rule["labels"]["severity"].as_str() == Some("warning")),
+                    "{name}: {expr}"
+                );
+            }
+        }
+        seen.dedup();
+        assert_eq!(seen, ALERT_NAMES);
+    }
+
+    #[test]
+    fn exceeded_keeps_firing_and_burn_rate_has_a_fast_and_a_slow_window() {
+        let options = RulesOptions {
+            exceeded_for: Duration::from_secs(90),
+            keep_firing_for: Duration::from_secs(3600),
+            ..RulesOptions::default()
+        };
+        let doc = load(&render(&options, RulesFormat::Prometheus));
+        let rules: Vec<&Yaml> = doc["groups"]
+            .as_vec()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_vec().expect("rules"))
+            .collect();
+        let exceeded = rules
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(EXCEEDED))
+            .expect("Exceeded");
+        assert_eq!(exceeded["for"].as_str(), Some("1m30s"));
+        assert_eq!(exceeded["keep_firing_for"].as_str(), Some("1h"));
+        let windows: Vec<&str> = rules
+            .iter()
+            .filter(|r| r["alert"].as_str() == Some(BURN_RATE))
+            .map(|r| r["labels"]["window"].as_str().expect("window label"))
+            .collect();
+        assert_eq!(windows, ["fast", "slow"]);
+        for rule in rules
+            .iter()
+            .filter(|r| r["alert"].as_str() == Some(BURN_RATE))
+        {
+            let expr = rule["expr"].as_str().expect("expr");
+            // The factor is derived from the objective window in PromQL, not a constant.
+            assert!(expr.contains(OBJECTIVE_WINDOW_RECORD), "{expr}");
+            assert!(expr.contains(OBJECTIVE_RATIO_RECORD), "{expr}");
+        }
+    }
+
+    /// Every `lagbudget_…` name in the rules is a metric const of `metrics.rs` (or the metric
+    /// part of a recording rule named here), so a typo or a rename cannot hide in a string.
+    #[test]
+    fn every_metric_referenced_is_a_const_of_metrics_rs() {
+        let known = [
+            metrics::LAG_SECONDS,
+            metrics::BUDGET_SECONDS,
+            metrics::BUDGET_USED_RATIO,
+            metrics::STATE,
+            metrics::STATE_SINCE,
+            metrics::PROBE_UP,
+            metrics::PROBE_STALE,
+            metrics::PROBE_LAST_DURATION,
+            metrics::PROBE_DURATION,
+            metrics::PROBE_LAST_SUCCESS,
+            metrics::PROBE_ERRORS,
+            metrics::PROGRESS_TIMESTAMP,
+            metrics::STALLED,
+            metrics::EVALUATED_SECONDS,
+            metrics::OVER_SECONDS,
+            metrics::BUDGET_INFO,
+            metrics::OBJECTIVE_RATIO,
+            metrics::OBJECTIVE_WINDOW,
+            metrics::NEGATIVE_LAG,
+            metrics::POSITION_REGRESSIONS,
+            metrics::KAFKA_GROUP_MEMBERS,
+            metrics::KAFKA_DATA_LOSS,
+            metrics::KAFKA_TIMESTAMP_TYPE,
+            metrics::PARTITION_LAG,
+            metrics::PARTITION_BACKLOG,
+            metrics::BUILD_INFO,
+            metrics::RELOAD_SUCCESSFUL,
+            metrics::RELOAD_SUCCESS_TIMESTAMP,
+        ];
+        let text = render(&RulesOptions::default(), RulesFormat::Prometheus);
+        let records: Vec<String> = load(&text)["groups"]
+            .as_vec()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_vec().expect("rules"))
+            .filter_map(|r| r["record"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(records.len(), OVER_RATIO_WINDOWS.len() + 3, "{records:?}");
+        let mut names = 0;
+        for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+            let token = token.trim_matches(':');
+            if token.contains(":lagbudget_") {
+                assert!(
+                    records.iter().any(|r| r == token),
+                    "{token} is not a recording rule of this file"
+                );
+            } else if token.starts_with("lagbudget_") {
+                names += 1;
+                assert!(
+                    known.contains(&token),
+                    "{token} is not a const in metrics.rs"
+                );
+            }
+        }
+        assert!(names > 20, "the rules name metrics ({names} found)");
+        // Placeholders of the templates are all filled in.
+        let placeholder = regex::Regex::new("<[A-Z_]+>").expect("regex");
+        assert!(!placeholder.is_match(&text), "{text}");
+    }
+
+    /// The rules are generic: the only `budget` matcher is a template's `%s`.
+    #[test]
+    fn no_budget_is_named() {
+        let text = render(&RulesOptions::default(), RulesFormat::Prometheus);
+        for (at, _) in text.match_indices("budget=") {
+            let rest = &text[at + "budget=".len()..];
+            assert!(
+                rest.starts_with("\"%s\"") || rest.starts_with("{{ $labels.budget }}"),
+                "a budget is named: {}",
+                &text[at..(at + 40).min(text.len())]
+            );
+        }
+        assert!(!text.contains("budget!="));
+        assert!(!text.contains("budget=~"));
+    }
+
+    #[test]
+    fn options_reach_the_rules() {
+        let options = RulesOptions {
+            job_selector: r#"job="lb", env="prod""#.to_owned(),
+            dashboard_url_base: "https://grafana.example.com/".to_owned(),
+            at_risk_for: Duration::from_millis(1500),
+            keep_firing_for: Duration::ZERO,
+            ..RulesOptions::default()
+        };
+        assert_eq!(options.validate(), Ok(()));
+        let text = render(&options, RulesFormat::Prometheus);
+        assert!(text.contains(r#"lagbudget_state{job="lb", env="prod",state="breach"}"#));
+        assert!(text.contains(r#"absent(up{job="lb", env="prod"})"#));
+        assert!(text.contains(
+            "https://grafana.example.com/d/lagbudget-budget/lagbudget-budget?var-budget="
+        ));
+        assert!(text.contains("for: 1s500ms"));
+        assert!(!text.contains("keep_firing_for"));
+        assert!(!text.contains(r#"job="lagbudget""#));
+    }
+
+    #[test]
+    fn invalid_options_are_rejected_with_a_reason() {
+        for selector in ["", "  ", "{job=\"x\"}", "job=`x`"] {
+            let options = RulesOptions {
+                job_selector: selector.to_owned(),
+                ..RulesOptions::default()
+            };
+            let error = options.validate().expect_err(selector);
+            assert!(error.contains("--job-selector"), "{error}");
+        }
+        let options = RulesOptions {
+            dashboard_url_base: "http://grafana {{".to_owned(),
+            ..RulesOptions::default()
+        };
+        assert!(options.validate().is_err());
+        assert_eq!(RulesOptions::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn durations_use_prometheus_syntax() {
+        for (ms, text) in [
+            (0, "0s"),
+            (500, "500ms"),
+            (60_000, "1m"),
+            (90_000, "1m30s"),
+            (3_600_000, "1h"),
+            (86_400_000 + 1, "1d1ms"),
+        ] {
+            assert_eq!(prometheus_duration(Duration::from_millis(ms)), text);
+        }
+    }
+
+    #[test]
+    fn yaml_scalars_read_back_as_the_same_strings() {
+        let tricky = [
+            "",
+            " ",
+            "plain text",
+            "1m",
+            "10",
+            "1.5",
+            "0x1F",
+            "1_000",
+            "1:30",
+            "2024-01-01",
+            "+1",
+            ".5",
+            ".inf",
+            "true",
+            "No",
+            "y",
+            "null",
+            "~",
+            "- dash",
+            "key: value",
+            "a #comment",
+            "ends:",
+            "{{ $labels.budget }}",
+            "[list]",
+            "it's",
+            "\"quoted\"",
+            "back\\slash",
+            "tab\there",
+            "line\nbreak",
+            "two\n\nparagraphs",
+            " leading\nspace",
+            "trailing\n",
+            "spaces \nat end",
+            "  \nblank",
+            "bell\u{7}",
+            "ünïcode: ok",
+            "%percent",
+            "@at",
+            "`tick`",
+            "a: b\nc: d",
+            "x > 0\nand\ny > 0",
+        ];
+        let node = Node::Map(vec![
+            (
+                "values".to_owned(),
+                Node::List(tricky.iter().map(|s| Node::str(s)).collect()),
+            ),
+            (
+                "keys".to_owned(),
+                Node::Map(
+                    tricky
+                        .iter()
+                        .filter(|s| !s.contains('\n'))
+                        .map(|s| ((*s).to_owned(), Node::str(s)))
+                        .collect(),
+                ),
+            ),
+            (
+                "nested".to_owned(),
+                Node::List(vec![
+                    Node::List(vec![Node::str("a"), Node::str("b\nc")]),
+                    Node::Map(Vec::new()),
+                    Node::List(Vec::new()),
+                    Node::map([("k", Node::List(vec![Node::map([("x", Node::str("y"))])]))]),
+                ]),
+            ),
+        ]);
+        let mut text = String::new();
+        yaml::emit_document(&node, &mut text);
+        assert_eq!(load(&text), expected(&node), "{text}");
+    }
+
+    #[test]
+    fn yaml_prefers_readable_styles() {
+        assert_eq!(yaml::scalar_inline("1m"), "1m");
+        assert_eq!(yaml::scalar_inline("page"), "page");
+        assert_eq!(
+            yaml::scalar_inline("{{ $labels.budget }}"),
+            "'{{ $labels.budget }}'"
+        );
+        assert_eq!(yaml::scalar_inline("10"), "'10'");
+        assert_eq!(yaml::scalar_inline("a\tb"), "\"a\\tb\"");
+        let mut text = String::new();
+        yaml::emit_document(&Node::map([("expr", Node::str("a\n  and\nb"))]), &mut text);
+        assert_eq!(text, "expr: |-\n  a\n    and\n  b\n");
+    }
+}
