@@ -165,15 +165,15 @@ async fn reload(State(app): State<AppState>) -> Response {
 /// and each probe's freshness and last error. Refreshes itself; no JavaScript.
 async fn status_page(State(app): State<AppState>) -> Html<String> {
     let now = unix_now();
-    let budgets: Vec<BudgetStatus> = {
+    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = {
         let state = app.shared.state();
         state
             .budgets
             .iter()
-            .map(|b| BudgetStatus::new(b, now))
-            .collect()
+            .map(|b| (BudgetStatus::new(b, now), now - b.tracker.since))
+            .unzip()
     };
-    Html(render_status_page(&budgets))
+    Html(render_status_page(&budgets, &since))
 }
 
 fn escape(text: &str) -> String {
@@ -184,10 +184,33 @@ fn escape(text: &str) -> String {
 }
 
 fn seconds(value: Option<f64>) -> String {
-    value.map_or_else(|| "unknown".to_owned(), |v| format!("{v:.1} s"))
+    value.map_or_else(|| "unknown".to_owned(), human_duration)
 }
 
-pub fn render_status_page(budgets: &[BudgetStatus]) -> String {
+/// `12.3 s` under a minute; `5 m 20 s`, `2 h 5 m` or `3 d 4 h` above, to read at a glance.
+fn human_duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        return format!("{seconds:.1} s");
+    }
+    let whole = seconds.round() as u64;
+    let (days, hours, minutes, secs) = (
+        whole / 86_400,
+        whole % 86_400 / 3_600,
+        whole % 3_600 / 60,
+        whole % 60,
+    );
+    match (days, hours, minutes) {
+        (0, 0, _) if secs == 0 => format!("{minutes} m"),
+        (0, 0, _) => format!("{minutes} m {secs} s"),
+        (0, _, 0) => format!("{hours} h"),
+        (0, _, _) => format!("{hours} h {minutes} m"),
+        (_, 0, _) => format!("{days} d"),
+        _ => format!("{days} d {hours} h"),
+    }
+}
+
+/// The page for `budgets`; `in_state[i]` is how long budget `i` has been in its state.
+pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"5\"><title>lagbudget</title><style>\
@@ -200,25 +223,34 @@ pub fn render_status_page(budgets: &[BudgetStatus]) -> String {
          <table><tr><th>budget</th><th>state</th><th>since</th><th>lag / budget</th>\
          <th>probes</th></tr>",
     );
-    for b in budgets {
+    for (i, b) in budgets.iter().enumerate() {
         let state = b.state_str();
+        let held = in_state
+            .get(i)
+            .map(|s| format!("<br><small>for {}</small>", human_duration(s.max(0.0))))
+            .unwrap_or_default();
+        let lag = match (b.lag_seconds, b.last_lag_seconds) {
+            (None, Some(last)) => format!(
+                "unknown <small>(last seen {})</small>",
+                human_duration(last)
+            ),
+            (lag, _) => seconds(lag),
+        };
         let _ = write!(
             html,
             "<tr><td>{}<br><small>{}</small></td><td class=\"{state}\">{state}</td>\
-             <td>{}</td><td>{} / {}</td><td>",
+             <td>{}{held}</td><td>{lag} / {}</td><td>",
             escape(&b.name),
             escape(b.owner.as_deref().unwrap_or("")),
             escape(&b.since),
-            seconds(b.lag_seconds),
             seconds(b.max_lag_seconds),
         );
         for p in &b.probes {
-            let freshness = if p.stale {
-                "stale"
-            } else if p.up {
-                "fresh"
-            } else {
-                "down"
+            let freshness = match (p.stale, p.up, p.stalled) {
+                (true, _, _) => "stale",
+                (false, true, true) => "fresh, stalled",
+                (false, true, false) => "fresh",
+                (false, false, _) => "down",
             };
             let _ = write!(
                 html,
@@ -251,5 +283,27 @@ impl BudgetStatus {
 impl crate::status::ErrorStatus {
     fn reason_str(&self) -> &'static str {
         self.reason.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let cases = [
+            (3.0, "3.0 s"),
+            (59.94, "59.9 s"),
+            (60.0, "1 m"),
+            (320.0, "5 m 20 s"),
+            (3600.0, "1 h"),
+            (7500.0, "2 h 5 m"),
+            (86_400.0, "1 d"),
+            (273_600.0, "3 d 4 h"),
+        ];
+        for (seconds, text) in cases {
+            assert_eq!(human_duration(seconds), text, "{seconds}");
+        }
     }
 }
