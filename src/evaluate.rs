@@ -69,6 +69,9 @@ impl ProbeHistory {
                         self.progress_at = Some(now);
                     }
                 }
+                if let Some(at) = sample.progress_at {
+                    self.progress_at = Some(at);
+                }
                 self.last_error = None;
                 self.last_success_at = Some(now);
                 self.last_sample = Some(sample);
@@ -225,7 +228,9 @@ impl BudgetTracker {
                 self.over_seconds_total += elapsed;
             }
         }
-        self.last_evaluated_at = Some(now);
+        // Never backwards: a result recorded with a `now` taken before another evaluation must
+        // not make the next one count the same seconds twice.
+        self.last_evaluated_at = Some(self.last_evaluated_at.map_or(now, |p| p.max(now)));
 
         let any_stale = probes.iter().any(|p| p.used_ratio.is_none());
         let max_ratio = probes

@@ -577,8 +577,10 @@ impl<'a> Builder<'a> {
         windows
             .iter()
             .map(|(name, long, long_seconds, short, share, pace)| {
+                // The factor is at least 1: for an objective window shorter than 50 h (fast) or
+                // 120 h (slow) it would fall below 1 and fire while the budget is on track.
                 let threshold = format!(
-                    "({share} * {OBJECTIVE_WINDOW_RECORD} / {long_seconds}) * (1 - {OBJECTIVE_RATIO_RECORD})"
+                    "clamp_min({share} * {OBJECTIVE_WINDOW_RECORD} / {long_seconds}, 1) * (1 - {OBJECTIVE_RATIO_RECORD})"
                 );
                 let long_ratio = over_ratio_record(long);
                 let short_ratio = over_ratio_record(short);

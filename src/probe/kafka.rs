@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -43,8 +43,8 @@ pub enum FirstRecord {
 
 pub struct KafkaClient {
     source: String,
-    /// Declared before `client`: the result queue must be destroyed before the client.
-    admin: AdminQueue,
+    /// `Some` until drop. The result queue must be destroyed before the client.
+    admin: Option<AdminQueue>,
     /// `Some` until drop, where a tainted client is leaked instead of destroyed (see
     /// `AdminQueue::tainted`).
     client: Option<BaseConsumer>,
@@ -52,8 +52,8 @@ pub struct KafkaClient {
     reader: Mutex<()>,
     /// Read requests waiting for whoever holds `reader` next.
     pending: Mutex<Vec<ReadRequest>>,
-    metadata: Mutex<Option<(Instant, TopicPartitions)>>,
-    pub slots: Semaphore,
+    metadata: Mutex<Option<(Instant, TopicMetadata)>>,
+    pub slots: Arc<Semaphore>,
     /// Cleared when the cluster does not answer DescribeGroups (some brokers and the mock
     /// cluster), so that we stop asking.
     members_supported: AtomicBool,
@@ -107,12 +107,12 @@ impl KafkaClient {
         })?;
         Ok(Self {
             source: source.to_owned(),
-            admin,
+            admin: Some(admin),
             client: Some(client),
             reader: Mutex::new(()),
             pending: Mutex::new(Vec::new()),
             metadata: Mutex::new(None),
-            slots: Semaphore::new(MAX_CONCURRENT_CALLS),
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             members_supported: AtomicBool::new(true),
         })
     }
@@ -122,25 +122,25 @@ impl KafkaClient {
         self.client.as_ref().expect("client present until drop")
     }
 
+    fn admin(&self) -> &AdminQueue {
+        // Taken only in `drop`.
+        self.admin.as_ref().expect("admin queue present until drop")
+    }
+
     fn handle(&self) -> Handle {
         Handle(self.client().client().native_ptr())
     }
 
     /// Partitions of every topic, from a cache refreshed every 30 s, or at once when `need`
     /// names a topic the cache does not know (refreshed at most every 2 s for that reason).
-    pub fn topics(
-        &self,
-        need: &[String],
-        timeout: Duration,
-    ) -> Result<HashMap<String, Vec<i32>>, ProbeError> {
+    /// Topics the metadata reports with an error are kept, with the error, so that a probe
+    /// that selects them fails instead of silently measuring fewer partitions.
+    pub fn topics(&self, need: &[String], timeout: Duration) -> Result<TopicMetadata, ProbeError> {
         let mut cached = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh_enough = |at: &Instant, topics: &HashMap<String, Vec<i32>>| {
-            let age = at.elapsed();
-            age < METADATA_TTL
-                && (need.iter().all(|t| topics.contains_key(t)) || age < Duration::from_secs(2))
-        };
         if let Some((at, topics)) = cached.as_ref() {
-            if fresh_enough(at, topics) {
+            let age = at.elapsed();
+            let knows_all = need.iter().all(|t| topics.knows(t));
+            if age < METADATA_TTL && (knows_all || age < Duration::from_secs(2)) {
                 return Ok(topics.clone());
             }
         }
@@ -148,14 +148,21 @@ impl KafkaClient {
             .client()
             .fetch_metadata(None, timeout)
             .map_err(|e| kafka_error("reading topic metadata", &e))?;
-        let mut topics = HashMap::new();
+        let mut topics = TopicMetadata::default();
         for topic in metadata.topics() {
-            if topic.error().is_some() || topic.name().starts_with("__") {
+            if topic.name().starts_with("__") {
+                continue;
+            }
+            if let Some(error) = topic.error() {
+                let text = rdkafka::error::RDKafkaErrorCode::from(error).to_string();
+                topics.errors.insert(topic.name().to_owned(), text);
                 continue;
             }
             let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
             partitions.sort_unstable();
-            topics.insert(topic.name().to_owned(), partitions);
+            topics
+                .partitions
+                .insert(topic.name().to_owned(), partitions);
         }
         *cached = Some((Instant::now(), topics.clone()));
         Ok(topics)
@@ -168,7 +175,7 @@ impl KafkaClient {
         spec: OffsetSpec,
         timeout: Duration,
     ) -> Result<OffsetMap, ProbeError> {
-        kafka_admin::list_offsets(self.handle(), &self.admin, partitions, spec, timeout)
+        kafka_admin::list_offsets(self.handle(), self.admin(), partitions, spec, timeout)
             .map_err(|e| admin_error("listing offsets", &e))
     }
 
@@ -179,7 +186,7 @@ impl KafkaClient {
         partitions: &[(String, i32)],
         timeout: Duration,
     ) -> Result<CommitMap, ProbeError> {
-        kafka_admin::group_offsets(self.handle(), &self.admin, group, partitions, timeout)
+        kafka_admin::group_offsets(self.handle(), self.admin(), group, partitions, timeout)
             .map_err(|e| admin_error("reading the group's committed offsets", &e))
     }
 
@@ -222,6 +229,7 @@ impl KafkaClient {
             .unwrap_or_else(|e| e.into_inner())
             .push(ReadRequest {
                 wanted: wanted.to_vec(),
+                found: HashMap::new(),
                 deadline,
                 reply,
             });
@@ -254,73 +262,87 @@ impl KafkaClient {
         }
     }
 
-    /// Serves a batch of requests, in rounds: a partition can be assigned at one offset at a
-    /// time, so a request that wants another offset of a partition already in the round waits
-    /// for the next one.
-    fn serve(&self, mut requests: Vec<ReadRequest>) {
-        while !requests.is_empty() {
-            let mut round_keys: HashMap<(String, i32), (i64, i64)> = HashMap::new();
-            let (mut round, mut deferred) = (Vec::new(), Vec::new());
-            for request in requests {
-                let fits = request.wanted.iter().all(|w| {
-                    round_keys
-                        .get(&(w.topic.clone(), w.partition))
-                        .is_none_or(|(from, _)| *from == w.from)
-                });
-                if fits {
-                    for w in &request.wanted {
-                        let entry = round_keys
-                            .entry((w.topic.clone(), w.partition))
-                            .or_insert((w.from, w.stable));
-                        // The later view of the end wins: never conclude "nothing readable"
-                        // before the newest known end.
-                        entry.1 = entry.1.max(w.stable);
-                    }
-                    round.push(request);
-                } else {
-                    deferred.push(request);
-                }
-            }
-            let wanted: Vec<Wanted> = round_keys
-                .into_iter()
-                .map(|((topic, partition), (from, stable))| Wanted {
-                    topic,
-                    partition,
-                    from,
-                    stable,
-                })
-                .collect();
-            let deadline = round
-                .iter()
-                .map(|r| r.deadline)
-                .max()
-                .unwrap_or_else(Instant::now);
-            let (found, failure) = match self.read(&wanted, deadline) {
-                Ok(found) => (found, None),
-                Err((found, error)) => (found, Some(error)),
-            };
-            // Whatever happened, leave no assignment behind: the next read starts clean.
-            let _ = self.client().unassign();
-            for request in round {
-                let mut mine = HashMap::with_capacity(request.wanted.len());
-                let mut missing = false;
+    /// Serves one round of the pending requests. A partition can be assigned at one offset at
+    /// a time, so a request that wants another offset of a partition already in the round goes
+    /// back to the queue for the next round. The round ends at the earliest deadline among its
+    /// requests; a request answered in full is answered at once, one with time left and
+    /// partitions still unread goes back to the queue with what it has.
+    fn serve(&self, requests: Vec<ReadRequest>) {
+        let mut round_keys: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+        let (mut round, mut deferred) = (Vec::new(), Vec::new());
+        for request in requests {
+            let fits = request.wanted.iter().all(|w| {
+                round_keys
+                    .get(&(w.topic.clone(), w.partition))
+                    .is_none_or(|(from, _)| *from == w.from)
+            });
+            if fits {
                 for w in &request.wanted {
-                    let key = (w.topic.clone(), w.partition);
-                    match found.get(&key) {
-                        Some(first) => {
-                            mine.insert(key, *first);
-                        }
-                        None => missing = true,
-                    }
+                    let entry = round_keys
+                        .entry((w.topic.clone(), w.partition))
+                        .or_insert((w.from, w.stable));
+                    // The later view of the end wins: never conclude "nothing readable" before
+                    // the newest known end.
+                    entry.1 = entry.1.max(w.stable);
                 }
-                let result = match (&failure, missing) {
-                    (Some(error), true) => Err(error.clone()),
-                    _ => Ok(mine),
-                };
-                // The requester may have given up waiting; then nobody needs the answer.
-                let _ = request.reply.send(result);
+                round.push(request);
+            } else {
+                deferred.push(request);
             }
-            requests = deferred;
+        }
+        let wanted: Vec<Wanted> = round_keys
+            .into_iter()
+            .map(|((topic, partition), (from, stable))| Wanted {
+                topic,
+                partition,
+                from,
+                stable,
+            })
+            .collect();
+        let deadline = round
+            .iter()
+            .map(|r| r.deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let (found, failure) = match self.read(&wanted, deadline) {
+            Ok(found) => (found, None),
+            Err((found, error)) => (found, Some(error)),
+        };
+        // Whatever happened, leave no assignment behind: the next read starts clean.
+        let _ = self.client().unassign();
+        let now = Instant::now();
+        for mut request in round {
+            let mut missing = Vec::new();
+            for w in request.wanted.drain(..) {
+                let key = (w.topic.clone(), w.partition);
+                match found.get(&key) {
+                    Some(first) => {
+                        request.found.insert(key, *first);
+                    }
+                    None => missing.push(w),
+                }
+            }
+            if missing.is_empty() {
+                let _ = request.reply.send(Ok(std::mem::take(&mut request.found)));
+            } else if now >= request.deadline {
+                let error = failure.clone().unwrap_or_else(|| {
+                    ProbeError::new(
+                        ErrorReason::Timeout,
+                        format!("{} partitions unread at the deadline", missing.len()),
+                    )
+                });
+                // The requester may have given up waiting; then nobody needs the answer.
+                let _ = request.reply.send(Err(error));
+            } else {
+                request.wanted = missing;
+                deferred.push(request);
+            }
+        }
+        if !deferred.is_empty() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(deferred);
         }
     }
 
@@ -342,19 +364,25 @@ impl KafkaClient {
                 kafka_error("assigning partitions to the reader", &e),
             )
         })?;
-        let mut pending: HashMap<(String, i32), i64> = wanted
+        // A pause outlives the assignment in librdkafka: clear any left by an earlier read
+        // (this one pauses each partition it has answered).
+        let _ = self.client().resume(&list);
+        // (from, stable) of every partition still unread.
+        let mut pending: HashMap<(String, i32), (i64, i64)> = wanted
             .iter()
-            .map(|w| ((w.topic.clone(), w.partition), w.stable))
+            .map(|w| ((w.topic.clone(), w.partition), (w.from, w.stable)))
             .collect();
         let mut found = HashMap::with_capacity(wanted.len());
         let mut last_error = None;
+        // The first check comes after one poll: a fresh assignment has no position yet.
+        let mut last_position_check = Instant::now();
         while !pending.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 let ((topic, partition), _) = pending
                     .iter()
                     .next()
-                    .map_or(((String::new(), 0), 0), |(k, v)| (k.clone(), *v));
+                    .map_or(((String::new(), 0), (0, 0)), |(k, v)| (k.clone(), *v));
                 let why = last_error.map_or_else(String::new, |e: String| format!(" ({e})"));
                 let error = ProbeError::new(
                     ErrorReason::Timeout,
@@ -365,15 +393,46 @@ impl KafkaClient {
                 );
                 return Err((found, error));
             }
+            // Every 100 ms: partitions whose position reached the stable end had nothing to
+            // deliver (end-of-partition events name no topic, so positions decide).
+            if last_position_check.elapsed() >= Duration::from_millis(100) {
+                last_position_check = Instant::now();
+                let positions = match self.client().position() {
+                    Ok(positions) => positions,
+                    Err(e) => {
+                        return Err((found, kafka_error("reading the reader's positions", &e)));
+                    }
+                };
+                for element in positions.elements() {
+                    let key = (element.topic().to_owned(), element.partition());
+                    let at_end = match (pending.get(&key), element.offset().to_raw()) {
+                        (Some((_, stable)), Some(position)) => position >= *stable,
+                        _ => false,
+                    };
+                    if at_end {
+                        pending.remove(&key);
+                        found.insert(key, FirstRecord::EndOfPartition);
+                    }
+                }
+                if pending.is_empty() {
+                    break;
+                }
+            }
             match self
                 .client()
                 .poll((deadline - now).min(Duration::from_millis(50)))
             {
                 Some(Ok(message)) => {
                     let key = (message.topic().to_owned(), message.partition());
-                    if pending.remove(&key).is_none() {
+                    // Only a record at or after the wanted offset answers (a record fetched for
+                    // an earlier assignment of the same partition does not).
+                    let answers = pending
+                        .get(&key)
+                        .is_some_and(|(from, _)| message.offset() >= *from);
+                    if !answers {
                         continue;
                     }
+                    pending.remove(&key);
                     let (unix_ms, log_append_time) = match message.timestamp() {
                         Timestamp::CreateTime(ms) => (ms, false),
                         Timestamp::LogAppendTime(ms) => (ms, true),
@@ -393,30 +452,15 @@ impl KafkaClient {
                         unix_ms,
                         log_append_time,
                     };
+                    // Stop fetching what is answered, so that a partition with a large backlog
+                    // does not keep the reader busy while others still wait.
+                    let mut done = TopicPartitionList::with_capacity(1);
+                    done.add_partition(&key.0, key.1);
+                    let _ = self.client().pause(&done);
                     found.insert(key, FirstRecord::Record(time));
                 }
                 Some(Err(e)) => last_error = Some(e.to_string()),
-                None => {
-                    // Quiet: partitions whose position reached the stable end had nothing to
-                    // deliver. (End-of-partition events name no topic, so positions decide.)
-                    let positions = match self.client().position() {
-                        Ok(positions) => positions,
-                        Err(e) => {
-                            return Err((found, kafka_error("reading the reader's positions", &e)));
-                        }
-                    };
-                    for element in positions.elements() {
-                        let key = (element.topic().to_owned(), element.partition());
-                        let at_end = match (pending.get(&key), element.offset().to_raw()) {
-                            (Some(stable), Some(position)) => position >= *stable,
-                            _ => false,
-                        };
-                        if at_end {
-                            pending.remove(&key);
-                            found.insert(key, FirstRecord::EndOfPartition);
-                        }
-                    }
-                }
+                None => {}
             }
         }
         Ok(found)
@@ -425,33 +469,55 @@ impl KafkaClient {
 
 impl Drop for KafkaClient {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
+        let (Some(admin), Some(client)) = (self.admin.take(), self.client.take()) else {
             return;
         };
-        if self.admin.is_tainted() {
+        if admin.is_tainted() {
             tracing::debug!(source = %self.source, "leaking a Kafka client with requests in flight");
+            // The queue is not destroyed either (see `AdminQueue::drop`).
+            drop(admin);
             std::mem::forget(client);
             return;
         }
-        // Destroying a librdkafka client blocks until its threads end; this drop may run on an
-        // async worker (reload, shutdown), so the destruction gets a thread of its own.
-        let spawned = std::thread::Builder::new()
+        // librdkafka wants every queue destroyed before its client, and destroying a client
+        // blocks until its threads end; this drop may run on an async worker (reload,
+        // shutdown), so both happen, in that order, on a thread of their own.
+        let close = move || {
+            drop(admin);
+            drop(client);
+        };
+        if let Err(e) = std::thread::Builder::new()
             .name("lagbudget-kafka-close".into())
-            .spawn(move || drop(client));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "closing a Kafka client inline");
+            .spawn(close)
+        {
+            tracing::warn!(error = %e, "could not start a thread to close a Kafka client");
         }
     }
 }
 
 type FoundRecords = HashMap<(String, i32), FirstRecord>;
 
-/// Partition ids by topic name.
-pub type TopicPartitions = HashMap<String, Vec<i32>>;
+/// What the cluster's metadata says of its topics.
+#[derive(Debug, Clone, Default)]
+pub struct TopicMetadata {
+    /// Partition ids by topic name.
+    pub partitions: HashMap<String, Vec<i32>>,
+    /// Topics the metadata reported with an error, and the error.
+    pub errors: HashMap<String, String>,
+}
+
+impl TopicMetadata {
+    fn knows(&self, topic: &str) -> bool {
+        self.partitions.contains_key(topic) || self.errors.contains_key(topic)
+    }
+}
 
 /// One probe's wish to read, and where to send what was found.
 struct ReadRequest {
+    /// Partitions still to read.
     wanted: Vec<Wanted>,
+    /// What earlier rounds found for this request.
+    found: FoundRecords,
     deadline: Instant,
     reply: mpsc::SyncSender<Result<FoundRecords, ProbeError>>,
 }

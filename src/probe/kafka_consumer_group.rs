@@ -55,6 +55,8 @@ struct Memory {
     previous: HashMap<PartitionKey, i64>,
     /// Log start offsets and when they were read.
     starts: Option<(std::time::Instant, OffsetMap)>,
+    /// Per partition: the position the group was last seen at, and since when (unix seconds).
+    moved_at: HashMap<PartitionKey, (i64, f64)>,
 }
 
 /// What one run learned, before turning it into a sample.
@@ -67,7 +69,8 @@ struct Measured {
     negative: bool,
     log_append_time: Option<bool>,
     members: Option<usize>,
-    memory: Memory,
+    /// The oldest time a partition that is behind last moved (now when none is behind).
+    progress_at: f64,
 }
 
 impl KafkaConsumerGroupProbe {
@@ -87,7 +90,9 @@ impl KafkaConsumerGroupProbe {
     }
 
     pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
-        let _slot = timeout_at(deadline, self.client.slots.acquire())
+        // The permit moves into the blocking job: if this future is dropped at its deadline,
+        // the slot stays taken until the blocking work has really ended.
+        let slot = timeout_at(deadline, self.client.slots.clone().acquire_owned())
             .await
             .map_err(|_| {
                 ProbeError::new(
@@ -99,17 +104,23 @@ impl KafkaConsumerGroupProbe {
         let client = self.client.clone();
         let spec = self.spec.clone();
         let pattern = self.pattern.clone();
-        let memory = std::mem::take(&mut self.memory);
+        let mut memory = std::mem::take(&mut self.memory);
         let std_deadline = deadline.into_std();
         let job = tokio::task::spawn_blocking(move || {
-            measure(&client, &spec, pattern.as_ref(), memory, std_deadline)
+            let _slot = slot;
+            let measured = measure(&client, &spec, pattern.as_ref(), &mut memory, std_deadline);
+            if measured.is_err() {
+                // A failure may come from stale log start offsets (records deleted since):
+                // read them again next time; keep what else was learnt.
+                memory.starts = None;
+            }
+            (memory, measured)
         });
-        let measured = job.await.map_err(|e| {
+        let (memory, measured) = job.await.map_err(|e| {
             ProbeError::new(ErrorReason::Connect, format!("probe task failed: {e}"))
-        })??;
-        let sample = sample_from(&measured, self.spec.partition_detail);
-        self.memory = measured.memory;
-        Ok(sample)
+        })?;
+        self.memory = memory;
+        Ok(sample_from(&measured?, self.spec.partition_detail))
     }
 
     /// Checks that the cluster answers and the group's offsets can be read.
@@ -142,9 +153,21 @@ fn selected_partitions(
         TopicSelector::List(topics) => topics,
         TopicSelector::Pattern(_) => &[],
     };
-    let topics = client.topics(listed, remaining(deadline)?)?;
+    let metadata = client.topics(listed, remaining(deadline)?)?;
+    let topics = &metadata.partitions;
+    let broken = |name: &String| {
+        metadata.errors.get(name).map(|e| {
+            ProbeError::new(
+                ErrorReason::Query,
+                format!("topic {name}: the cluster's metadata reports {e}"),
+            )
+        })
+    };
     let mut names: Vec<&String> = match (&spec.topics, pattern) {
         (TopicSelector::List(list), _) => {
+            if let Some(error) = list.iter().find_map(broken) {
+                return Err(error);
+            }
             if let Some(missing) = list.iter().find(|t| !topics.contains_key(*t)) {
                 return Err(ProbeError::new(
                     ErrorReason::NoData,
@@ -154,6 +177,14 @@ fn selected_partitions(
             list.iter().collect()
         }
         (TopicSelector::Pattern(p), Some(regex)) => {
+            if let Some(error) = metadata
+                .errors
+                .keys()
+                .filter(|t| regex.is_match(t))
+                .find_map(broken)
+            {
+                return Err(error);
+            }
             let matched: Vec<&String> = topics.keys().filter(|t| regex.is_match(t)).collect();
             if matched.is_empty() {
                 return Err(ProbeError::new(
@@ -207,25 +238,20 @@ fn measure(
     client: &KafkaClient,
     spec: &KafkaConsumerGroup,
     pattern: Option<&Regex>,
-    memory: Memory,
+    memory: &mut Memory,
     deadline: std::time::Instant,
 ) -> Result<Measured, ProbeError> {
-    let Memory {
-        mut times,
-        previous,
-        starts,
-    } = memory;
     let partitions = selected_partitions(client, spec, pattern, deadline)?;
-    let starts = match starts {
-        Some((at, map))
-            if at.elapsed() < LOG_START_TTL && partitions.iter().all(|p| map.contains_key(p)) =>
-        {
-            (at, map)
-        }
-        _ => (
-            std::time::Instant::now(),
-            client.offsets(&partitions, OffsetSpec::Earliest, remaining(deadline)?)?,
-        ),
+    let starts_fresh = memory.starts.as_ref().is_some_and(|(at, map)| {
+        at.elapsed() < LOG_START_TTL && partitions.iter().all(|p| map.contains_key(p))
+    });
+    if !starts_fresh {
+        let map = client.offsets(&partitions, OffsetSpec::Earliest, remaining(deadline)?)?;
+        memory.starts = Some((std::time::Instant::now(), map));
+    }
+    let starts = match &memory.starts {
+        Some((_, map)) => map,
+        None => return Err(ProbeError::new(ErrorReason::Decode, "no log start offsets")),
     };
     let stables = client.offsets(&partitions, OffsetSpec::LastStable, remaining(deadline)?)?;
     let commits = client.committed(&spec.group, &partitions, remaining(deadline)?)?;
@@ -256,7 +282,7 @@ fn measure(
     let mut committed = HashMap::with_capacity(partitions.len());
     let (mut data_loss, mut regressed, mut committed_sum) = (false, false, 0i64);
     for key in &partitions {
-        let start = offset_of(&starts.1, key, "log start offset")?;
+        let start = offset_of(starts, key, "log start offset")?;
         let stable = offset_of(&stables, key, "last stable offset")?;
         let commit = match commits.get(key) {
             Some(Ok(commit)) => *commit,
@@ -266,14 +292,20 @@ fn measure(
                     format!("committed offset of {}/{}: {e}", key.0, key.1),
                 ));
             }
-            None => None,
+            // Asked for and not answered: unknown, not "no commit".
+            None => {
+                return Err(ProbeError::new(
+                    ErrorReason::Decode,
+                    format!("no committed offset returned for {}/{}", key.0, key.1),
+                ));
+            }
         };
         let from = match (commit, spec.no_commit) {
             (Some(c), _) => {
                 committed.insert(key.clone(), c);
                 committed_sum = committed_sum.saturating_add(c);
                 let beyond_end = c > stable && offset_of(&highs, key, "high watermark")? < c;
-                if previous.get(key).is_some_and(|p| c < *p) || beyond_end {
+                if memory.previous.get(key).is_some_and(|p| c < *p) || beyond_end {
                     regressed = true;
                 }
                 if c < start {
@@ -313,6 +345,7 @@ fn measure(
     // Reuse what was read for the same offset; read only what is new. A record found at or
     // after `from` stays the answer while `from` does not move; "nothing readable" stays the
     // answer only while the last stable offset does not move either.
+    let times = &mut memory.times;
     times.retain(|key, cached| {
         positions.iter().any(|p| {
             &p.key == key
@@ -350,13 +383,16 @@ fn measure(
     }
 
     let now_ms = unix_ms_now();
+    let now_s = now_ms as f64 / 1000.0;
     let (mut backlog, mut negative, mut log_append_time) = (0i64, false, None);
     let mut lags = Vec::with_capacity(positions.len());
+    // Progress is tracked per partition: one stuck partition (a poison record) must show as
+    // stalled even while the others advance.
+    let mut moved_at = HashMap::with_capacity(positions.len());
+    let mut progress_at = now_s;
     for p in &positions {
-        let behind = (p.stable - p.from).max(0);
-        backlog = backlog.saturating_add(behind);
-        let lag_ms = if behind == 0 {
-            0
+        let (lag_ms, behind) = if p.from >= p.stable {
+            (0, 0)
         } else {
             match times.get(&p.key).map(|c| c.first) {
                 Some(FirstRecord::Record(time)) => {
@@ -365,12 +401,28 @@ fn measure(
                     if age < 0 {
                         negative = true;
                     }
-                    age.max(0)
+                    (age.max(0), p.stable - p.from)
                 }
-                // Nothing readable before the LSO: only transaction markers or aborted records.
-                Some(FirstRecord::EndOfPartition) | None => 0,
+                // Nothing readable before the LSO: only transaction markers or aborted
+                // records, which no consumer will ever process. Caught up.
+                Some(FirstRecord::EndOfPartition) => (0, 0),
+                None => {
+                    return Err(ProbeError::new(
+                        ErrorReason::Decode,
+                        format!("no record time for {}/{} at {}", p.key.0, p.key.1, p.from),
+                    ));
+                }
             }
         };
+        backlog = backlog.saturating_add(behind);
+        let since = match memory.moved_at.get(&p.key) {
+            Some((offset, at)) if *offset == p.from => *at,
+            _ => now_s,
+        };
+        moved_at.insert(p.key.clone(), (p.from, since));
+        if behind > 0 {
+            progress_at = progress_at.min(since);
+        }
         lags.push(PartitionLag {
             topic: p.key.0.clone(),
             partition: p.key.1,
@@ -378,6 +430,8 @@ fn measure(
             backlog: behind,
         });
     }
+    memory.moved_at = moved_at;
+    memory.previous = committed;
     let members = remaining(deadline)
         .ok()
         .and_then(|left| client.members(&spec.group, left.min(Duration::from_secs(1))));
@@ -390,11 +444,7 @@ fn measure(
         negative,
         log_append_time,
         members,
-        memory: Memory {
-            times,
-            previous: committed,
-            starts: Some(starts),
-        },
+        progress_at,
     })
 }
 
@@ -424,6 +474,7 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
             value: measured.backlog as f64,
         }),
         position: Some(measured.committed_sum.to_string()),
+        progress_at: Some(measured.progress_at),
         detail: Some(format!(
             "{behind} of {total} partitions behind, {} messages",
             measured.backlog

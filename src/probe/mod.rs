@@ -28,6 +28,9 @@ pub struct Sample {
     pub negative_lag_clamped: bool,
     /// The position went backwards since the previous run (counted as a regression).
     pub position_regressed: bool,
+    /// When the view last made progress, when the probe knows better than "the position text
+    /// changed" (a consumer group tracks each partition: one stuck partition is a stall).
+    pub progress_at: Option<f64>,
     /// What only a Kafka consumer group probe knows.
     pub kafka: Option<Arc<KafkaDetail>>,
 }
@@ -198,7 +201,7 @@ impl SourceHandle {
                 tokio::task::spawn_blocking(move || client.topics(&[], timeout))
                     .await
                     .map_err(|e| ProbeError::new(ErrorReason::Connect, e.to_string()))?
-                    .map(|topics| format!("cluster answers, {} topics", topics.len()))
+                    .map(|topics| format!("cluster answers, {} topics", topics.partitions.len()))
             }
         }
     }

@@ -178,6 +178,7 @@ async fn measure(
                 detail: Some(detail),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
+                progress_at: None,
                 kafka: None,
             }
         }
@@ -200,6 +201,7 @@ async fn measure(
                 position: Some(position),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
+                progress_at: None,
                 kafka: None,
             }
         }
@@ -301,11 +303,24 @@ async fn oldest_pending(
         .await
         .map_err(|e| query_error(&e))?;
     // No row at all reads as "nothing pending": `ORDER BY … LIMIT 1` styles return none.
-    let Some(row) = rows.first() else {
-        return Ok(Pending {
-            oldest: None,
-            count: None,
-        });
+    let row = match rows.as_slice() {
+        [] => {
+            return Ok(Pending {
+                oldest: None,
+                count: None,
+            });
+        }
+        [row] => row,
+        more => {
+            // Taking the first of several rows could understate the lag.
+            return Err(ProbeError::new(
+                ErrorReason::Decode,
+                format!(
+                    "oldest_pending returned {} rows, expected at most one (use min(…) or ORDER BY … LIMIT 1)",
+                    more.len()
+                ),
+            ));
+        }
     };
     let columns = row.columns();
     let oldest = match columns.first().map(|c| c.type_().clone()) {
@@ -504,7 +519,14 @@ impl Watermark {
             Decoded::Time(t) if *param == Type::TIMESTAMP || *param == Type::TIMESTAMPTZ => {
                 t.to_sql(param, &mut out)
             }
-            _ if <String as ToSql>::accepts(param) => self.display().to_sql(param, &mut out),
+            // Numbers and text have one obvious text form; other types (timestamps, numeric,
+            // uuid, pg_lsn…) are passed only to a parameter of their own type, above, because
+            // our text form of them would not be the server's.
+            Decoded::Int(_) | Decoded::Float(_) | Decoded::Text(_)
+                if <String as ToSql>::accepts(param) =>
+            {
+                self.display().to_sql(param, &mut out)
+            }
             _ => return Err(conversion_error(&self.ty, param)),
         };
         encoded.map_err(|e| {
@@ -519,12 +541,15 @@ impl Watermark {
 
 fn can_convert(from: &Type, to: &Type) -> bool {
     let ints = [Type::INT2, Type::INT4, Type::INT8];
+    let floats = [Type::FLOAT4, Type::FLOAT8];
+    let has_text_form =
+        ints.contains(from) || floats.contains(from) || <String as FromSql>::accepts(from);
     from == to
         || (ints.contains(from) && (ints.contains(to) || *to == Type::FLOAT8))
         || (*from == Type::FLOAT4 && *to == Type::FLOAT8)
         || ([Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(from)
             && [Type::TIMESTAMP, Type::TIMESTAMPTZ].contains(to))
-        || <String as ToSql>::accepts(to)
+        || (has_text_form && <String as ToSql>::accepts(to))
 }
 
 fn conversion_error(from: &Type, to: &Type) -> ProbeError {
@@ -561,6 +586,20 @@ mod tests {
         let too_big = int8(i64::MAX).encode_as(&Type::INT2).expect_err("overflow");
         assert_eq!(too_big.reason, ErrorReason::Decode);
         assert!(w.encode_as(&Type::UUID).is_err());
+        let mut stamp = BytesMut::new();
+        SystemTime::now()
+            .to_sql(&Type::TIMESTAMPTZ, &mut stamp)
+            .expect("encode");
+        let time = Watermark {
+            ty: Type::TIMESTAMPTZ,
+            bytes: stamp.to_vec(),
+        };
+        assert!(
+            time.encode_as(&Type::TEXT).is_err(),
+            "our text form of a timestamp is not the server's"
+        );
+        assert!(!can_convert(&Type::TIMESTAMPTZ, &Type::TEXT));
+        assert!(can_convert(&Type::INT8, &Type::TEXT));
     }
 
     #[test]

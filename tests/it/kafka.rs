@@ -408,3 +408,73 @@ fn check_reports_client_property_errors_without_their_values() {
     );
     assert!(!stderr.contains("hunter2-Xq9"), "{stderr}");
 }
+
+/// A group whose commits move is re-read at its new offsets (regression: a partition paused by
+/// one read stayed paused for the next), and one partition stuck while another advances is a
+/// stall (regression: progress was the sum of all commits).
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_commits_are_followed_and_one_stuck_partition_is_a_stall() {
+    let cluster = Cluster::start();
+    let topic = cluster.topic(2);
+    let stamps = aged(20, 60);
+    cluster.produce(&topic, 0, &stamps);
+    cluster.produce(&topic, 1, &stamps);
+    cluster.commit("moving", &[(&topic, 0, 2), (&topic, 1, 2)]);
+    let config = cluster.config(&format!(
+        "  - name: moving
+    max_lag: 120s
+    stall_after: 3s
+    probes:
+      - name: group
+        interval: 1s
+        kafka_consumer_group: {{ source: events, group: moving, topics: [{topic}] }}
+"
+    ));
+    let daemon = Daemon::start(&config).await;
+    daemon.wait_ready(Duration::from_secs(20)).await;
+    let labels = [("budget", "moving"), ("probe", "group")];
+    // Both partitions at offset 2: the oldest pending record is stamps[2].
+    let at = |offset: usize| {
+        let daemon = &daemon;
+        let expected_ts = stamps[offset] as f64 / 1000.0;
+        async move {
+            wait_for(
+                &format!("lag of the record at offset {offset}"),
+                Duration::from_secs(10),
+                || async {
+                    let m = daemon.metrics().await;
+                    let lag = m.get("lagbudget_lag_seconds", &labels)?;
+                    let success =
+                        m.get("lagbudget_probe_last_success_timestamp_seconds", &labels)?;
+                    ((lag - (success - expected_ts)).abs() <= 1.0).then_some(lag)
+                },
+            )
+            .await
+        }
+    };
+    at(2).await;
+    // p0 advances twice (read again at new offsets each time); p1 stays at 2.
+    for offset in [8, 14] {
+        cluster.commit("moving", &[(&topic, 0, offset), (&topic, 1, 2)]);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let probe = daemon.probe("moving", "group").await;
+        assert_eq!(probe["up"], true, "re-read at offset {offset}: {probe}");
+    }
+    // The oldest pending record is still p1's offset 2, and p1 has not moved for > 3 s.
+    let lag = at(2).await;
+    wait_for(
+        "one stuck partition is a stall",
+        Duration::from_secs(6),
+        || async {
+            let m = daemon.metrics().await;
+            (m.get("lagbudget_stalled", &labels) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    // Now p1 moves past p0: the oldest pending record becomes p0's offset 14.
+    cluster.commit("moving", &[(&topic, 0, 14), (&topic, 1, 18)]);
+    let later = at(14).await;
+    println!("stuck partition: lag {lag:.3} s; after it moved: {later:.3} s");
+    assert!(later < lag - 5.0, "{lag} → {later}");
+    daemon.stop().await;
+}
