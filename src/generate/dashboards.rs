@@ -403,59 +403,55 @@ fn budgets_table() -> Value {
 }
 
 fn stale_table() -> Value {
-    table(
+    flagged_probes_table(
         "Probes that cannot see",
         "Probes without a successful run for 3 intervals (or never), `lagbudget_probe_stale == \
          1`: their lag is unknown and their budget is `unknown` (or stays in `breach`). Last \
          success is empty when the probe never succeeded. Click a budget to open it.",
-        vec![
-            table_target("A", &format!("max by (budget, probe) ({PROBE_STALE}) == 1")),
-            table_target(
-                "B",
-                &format!(
-                    "1000 * max by (budget, probe) ({PROBE_LAST_SUCCESS}) and on (budget, \
-                     probe) (max by (budget, probe) ({PROBE_STALE}) == 1)"
-                ),
-            ),
-        ],
-        &[
-            ("budget", "Budget"),
-            ("probe", "Probe"),
-            ("Value #B", "Last success"),
-        ],
-        &["Time", "Value #A"],
+        PROBE_STALE,
+        PROBE_LAST_SUCCESS,
+        "Last success",
     )
-    .tap(|panel| {
-        panel["fieldConfig"]["overrides"] = json!([
-            column(
-                "budget",
-                vec![links_property(&budget_link("${__value.raw}"))]
-            ),
-            column("Value #B", vec![unit("dateTimeFromNow"), no_value("never")]),
-        ]);
-    })
 }
 
 fn stalled_table() -> Value {
-    table(
+    flagged_probes_table(
         "Stalled feeds",
         "Probes whose view is behind and whose position has not advanced for the stall limit, \
          `lagbudget_stalled == 1`, with when the position last advanced. Click a budget to open \
          it.",
+        STALLED,
+        PROGRESS_TIMESTAMP,
+        "Last advanced",
+    )
+}
+
+/// A table of the probes whose 0/1 `flag` metric is 1, with the time in `when` (unix seconds)
+/// as a column titled `when_title`, and each budget linking to its drill-down.
+fn flagged_probes_table(
+    title: &str,
+    description: &str,
+    flag: &str,
+    when: &str,
+    when_title: &str,
+) -> Value {
+    table(
+        title,
+        description,
         vec![
-            table_target("A", &format!("max by (budget, probe) ({STALLED}) == 1")),
+            table_target("A", &format!("max by (budget, probe) ({flag}) == 1")),
             table_target(
                 "B",
                 &format!(
-                    "1000 * max by (budget, probe) ({PROGRESS_TIMESTAMP}) and on (budget, \
-                     probe) (max by (budget, probe) ({STALLED}) == 1)"
+                    "1000 * max by (budget, probe) ({when}) and on (budget, \
+                     probe) (max by (budget, probe) ({flag}) == 1)"
                 ),
             ),
         ],
         &[
             ("budget", "Budget"),
             ("probe", "Probe"),
-            ("Value #B", "Last advanced"),
+            ("Value #B", when_title),
         ],
         &["Time", "Value #A"],
     )
