@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigErrors;
-use crate::evaluate::{Outcome, Transition};
 use crate::metrics::ProcessMetrics;
 use crate::model::{Config, SecretSet};
 use crate::probe::SourceHandles;
@@ -58,17 +57,6 @@ impl Shared {
     /// is still the best we have, so keep serving it rather than taking the daemon down.
     pub fn state(&self) -> MutexGuard<'_, DaemonState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn record(
-        &self,
-        key: &ProbeKey,
-        task_id: u64,
-        now: f64,
-        duration: f64,
-        outcome: Outcome,
-    ) -> Option<Transition> {
-        self.state().record(key, task_id, now, duration, outcome)
     }
 
     pub fn observe_duration(&self, kind: &str, seconds: f64) {

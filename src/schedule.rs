@@ -90,7 +90,9 @@ async fn probe_loop(
             Outcome::Failure(e) => Some(e.clone()),
             Outcome::Success(_) => None,
         };
-        let transition = shared.record(&key, task_id, unix_now(), duration, outcome);
+        let transition = shared
+            .state()
+            .record(&key, task_id, unix_now(), duration, outcome);
         match (transition, log_error) {
             (Some(Transition::WentDown), Some(error)) => tracing::warn!(
                 budget = %probe.budget,

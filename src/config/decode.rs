@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::interpolate::interpolate;
 use super::path;
-use super::syntax::{Entry, Node, Scalar, Span};
+use super::syntax::{Entry, Mapping, Node, Scalar, Span};
 use super::tables::{DefaultValue, Key, Table, Type};
 use super::values::{
     NAME_RULE, RESERVED_LABELS, is_valid_label_name, is_valid_name, parse_duration, parse_percent,
@@ -197,14 +197,7 @@ impl<'n> Fields<'n> {
         table: &'static Table,
         path: &str,
     ) -> Option<Self> {
-        let Node::Mapping(mapping) = node else {
-            ctx.error(
-                node.span(),
-                path,
-                format!("expected a mapping, found {}", node.describe()),
-            );
-            return None;
-        };
+        let mapping = as_mapping(ctx, node, path)?;
         let mut fields = Fields {
             table,
             path: path.to_owned(),
@@ -617,12 +610,7 @@ impl<'n> Fields<'n> {
             debug_assert!(false, "`{name}` is not a map of strings");
             return Vec::new();
         };
-        let Node::Mapping(mapping) = node else {
-            ctx.error(
-                node.span(),
-                &path,
-                format!("expected a mapping, found {}", node.describe()),
-            );
+        let Some(mapping) = as_mapping(ctx, node, &path) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -661,12 +649,7 @@ impl<'n> Fields<'n> {
             return labels;
         };
         debug_assert!(matches!(key.ty, Type::Labels), "`{name}` is not labels");
-        let Node::Mapping(mapping) = node else {
-            ctx.error(
-                node.span(),
-                &path,
-                format!("expected a mapping, found {}", node.describe()),
-            );
+        let Some(mapping) = as_mapping(ctx, node, &path) else {
             return labels;
         };
         for entry in &mapping.entries {
@@ -736,12 +719,7 @@ impl<'n> Fields<'n> {
             debug_assert!(false, "`{name}` is not a map of tables");
             return Vec::new();
         };
-        let Node::Mapping(mapping) = node else {
-            ctx.error(
-                node.span(),
-                &path,
-                format!("expected a mapping, found {}", node.describe()),
-            );
+        let Some(mapping) = as_mapping(ctx, node, &path) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -915,6 +893,21 @@ fn plain_scalar<'n>(
                 other.span(),
                 path,
                 format!("expected {expected}, found {}", other.describe()),
+            );
+            None
+        }
+    }
+}
+
+/// The mapping `node` must be, or an "expected a mapping" error at it.
+fn as_mapping<'n>(ctx: &mut Ctx<'_>, node: &'n Node, path: &str) -> Option<&'n Mapping> {
+    match node {
+        Node::Mapping(mapping) => Some(mapping),
+        other => {
+            ctx.error(
+                other.span(),
+                path,
+                format!("expected a mapping, found {}", other.describe()),
             );
             None
         }

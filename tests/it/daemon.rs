@@ -329,18 +329,19 @@ fn lagbudget() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lagbudget"))
 }
 
+/// A config with budget `b` and one `sql_watermark` probe `p` on source `db`.
+fn one_probe_config(dsn: &str, watermark: &str) -> String {
+    format!(
+        "sources:\n  db: {{ postgres: {{ dsn: \"{dsn}\" }} }}\nbudgets:\n  - name: b\n    max_lag: 5s\n    probes:\n      - name: p\n        sql_watermark: {{ source: db, watermark: \"{watermark}\", oldest_pending: \"SELECT now() WHERE $1 > 0\" }}\n"
+    )
+}
+
 /// `check` exits 0 on a valid file, 2 with every error on an invalid one, and never panics.
 #[test]
 fn check_reports_every_error_and_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.yaml");
-    std::fs::write(
-        &good,
-        format!(
-            "sources:\n  db: {{ postgres: {{ dsn: \"{SHARED_PG_DSN}\" }} }}\nbudgets:\n  - name: b\n    max_lag: 5s\n    probes:\n      - name: p\n        sql_watermark: {{ source: db, watermark: \"SELECT 1\", oldest_pending: \"SELECT now() WHERE $1 > 0\" }}\n"
-        ),
-    )
-    .expect("write");
+    std::fs::write(&good, one_probe_config(SHARED_PG_DSN, "SELECT 1")).expect("write");
     let out = lagbudget()
         .args(["check", "-c"])
         .arg(&good)
@@ -396,8 +397,9 @@ fn check_reports_every_error_and_exits_non_zero() {
     let no_grant = dir.path().join("no-grant.yaml");
     std::fs::write(
         &no_grant,
-        format!(
-            "sources:\n  db: {{ postgres: {{ dsn: \"host=127.0.0.1 user={role} dbname=test\" }} }}\nbudgets:\n  - name: b\n    max_lag: 5s\n    probes:\n      - name: p\n        sql_watermark: {{ source: db, watermark: \"SELECT max(id) FROM {table}\", oldest_pending: \"SELECT now() WHERE $1 > 0\" }}\n"
+        one_probe_config(
+            &format!("host=127.0.0.1 user={role} dbname=test"),
+            &format!("SELECT max(id) FROM {table}"),
         ),
     )
     .expect("write");
