@@ -41,6 +41,7 @@ fn synthetic_config(budgets: usize, probes_per_budget: usize) -> Config {
                         max_lag: Some(Duration::from_secs(30)),
                         max_backlog: None,
                         stall_after: Duration::from_secs(60),
+                        replica: None,
                         kind: ProbeKind::SqlWatermark(SqlWatermark {
                             source: "db".into(),
                             watermark: "SELECT 1".into(),
@@ -83,7 +84,7 @@ fn render_benchmark() {
     let mut task_id = 0;
     let (mut state, diff) = DaemonState::new(config, now, &mut task_id);
     for (probe, id) in diff.start {
-        let key = (probe.budget.clone(), probe.name.clone());
+        let key = lagbudget::state::probe_key(&probe);
         let sample = Sample {
             lag_seconds: 1.5,
             backlog: Some(Backlog {

@@ -209,7 +209,7 @@ impl Daemon {
             }
         }
         for (probe, task_id) in diff.start {
-            let key = (probe.budget.clone(), probe.name.clone());
+            let key = crate::state::probe_key(&probe);
             let task = spawn_probe(
                 self.shared.clone(),
                 probe,

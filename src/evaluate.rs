@@ -28,6 +28,9 @@ pub struct ProbeHistory {
     /// Results below zero (clamped to 0) and positions that went backwards.
     pub negative_lag_total: u64,
     pub position_regressions_total: u64,
+    /// Reads at a replica a set delay after a primary write, and how many missed it.
+    pub read_your_writes_checks: u64,
+    pub read_your_writes_misses: u64,
 }
 
 /// How a run ended, as the scheduler reports it.
@@ -62,6 +65,12 @@ impl ProbeHistory {
                 }
                 if sample.position_regressed {
                     self.position_regressions_total += 1;
+                }
+                if let Some(check) = sample.read_your_writes {
+                    self.read_your_writes_checks += 1;
+                    if check.missed {
+                        self.read_your_writes_misses += 1;
+                    }
                 }
                 if let Some(position) = &sample.position {
                     if self.position.as_ref() != Some(position) {
@@ -290,6 +299,7 @@ mod tests {
             max_lag: max_lag.map(Duration::from_secs),
             max_backlog,
             stall_after: Duration::from_secs(10),
+            replica: None,
             kind: ProbeKind::SqlWatermark(SqlWatermark {
                 source: "s".into(),
                 watermark: "SELECT 1".into(),
@@ -398,6 +408,32 @@ mod tests {
             h.record(7.0, 0.1, Outcome::Success(sample(0.0))),
             Transition::Recovered
         );
+    }
+
+    #[test]
+    fn counters_follow_what_samples_report() {
+        let mut h = ProbeHistory::default();
+        let checked = |missed| Sample {
+            read_your_writes: Some(crate::probe::ReadYourWrites { missed }),
+            ..sample(0.0)
+        };
+        h.record(1.0, 0.1, Outcome::Success(checked(false)));
+        h.record(2.0, 0.1, Outcome::Success(checked(true)));
+        h.record(3.0, 0.1, Outcome::Success(sample(0.0)));
+        h.record(
+            4.0,
+            0.1,
+            Outcome::Success(Sample {
+                negative_lag_clamped: true,
+                position_regressed: true,
+                ..sample(0.0)
+            }),
+        );
+        assert_eq!(
+            (h.read_your_writes_checks, h.read_your_writes_misses),
+            (2, 1)
+        );
+        assert_eq!((h.negative_lag_total, h.position_regressions_total), (1, 1));
     }
 
     #[test]

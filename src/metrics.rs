@@ -34,6 +34,10 @@ pub const OBJECTIVE_RATIO: &str = "lagbudget_objective_ratio";
 pub const OBJECTIVE_WINDOW: &str = "lagbudget_objective_window_seconds";
 pub const NEGATIVE_LAG: &str = "lagbudget_negative_lag_total";
 pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
+pub const CLOCK_SKEW: &str = "lagbudget_clock_skew_seconds";
+pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_total";
+pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
+pub const RECEIVER_LAST_MESSAGE_AGE: &str = "lagbudget_replica_receiver_last_message_age_seconds";
 pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
 pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
 pub const KAFKA_TIMESTAMP_TYPE: &str = "lagbudget_kafka_timestamp_type";
@@ -159,6 +163,16 @@ fn gauge(name: &str, help: &str) -> FamilyBuilder {
 
 fn counter(name: &str, help: &str) -> FamilyBuilder {
     FamilyBuilder::new(name, help, MetricType::COUNTER)
+}
+
+/// `labels` and one more.
+fn with_label<'a>(
+    labels: &[(&'a str, &'a str)],
+    extra: (&'a str, &'a str),
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = labels.to_vec();
+    all.push(extra);
+    all
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -287,52 +301,83 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         POSITION_REGRESSIONS,
         "Positions that went backwards (failover, rewind).",
     );
+    let mut skew = gauge(
+        CLOCK_SKEW,
+        "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
+    );
+    let mut receiver_age = gauge(
+        RECEIVER_LAST_MESSAGE_AGE,
+        "Seconds since the standby's WAL receiver last heard from its primary (standby clock); \
+         absent while stale.",
+    );
+    let mut ryw_checks = counter(
+        READ_YOUR_WRITES_CHECKS,
+        "Reads at a replica a set delay after a write at the primary.",
+    );
+    let mut ryw_misses = counter(
+        READ_YOUR_WRITES_MISSES,
+        "Reads at a replica a set delay after a write at the primary that did not see it.",
+    );
     let mut kafka = KafkaFamilies::new();
 
     for budget in budgets {
         for probe in &budget.probes {
-            let labels = [
+            let mut labels = vec![
                 ("budget", budget.spec.name.as_str()),
                 ("probe", probe.spec.name.as_str()),
             ];
+            if let Some(replica) = &probe.spec.replica {
+                labels.push(("replica", replica.as_str()));
+            }
+            let labels = labels.as_slice();
             let history = &probe.history;
             if let Some(max) = probe.spec.max_lag {
-                budget_seconds.push(&labels, max.as_secs_f64());
+                budget_seconds.push(labels, max.as_secs_f64());
             }
             if let Some(sample) = history.fresh_sample(now, probe.interval_secs()) {
-                lag.push(&labels, sample.lag_seconds);
+                lag.push(labels, sample.lag_seconds);
                 if let Some(r) = probe.fresh_ratio(now) {
-                    ratio.push(&labels, r);
+                    ratio.push(labels, r);
                 }
                 if let Some(b) = sample.backlog {
                     if let Some((_, family)) = backlogs.iter_mut().find(|(u, _)| *u == b.unit) {
-                        family.push(&labels, b.value);
+                        family.push(labels, b.value);
                     }
                 }
                 if let Some(detail) = &sample.kafka {
-                    kafka.push(&labels, detail);
+                    kafka.push(labels, detail);
+                }
+                if let Some(s) = sample.clock_skew_seconds {
+                    skew.push(labels, s);
+                }
+                if let Some(age) = sample.receiver_last_message_age_seconds {
+                    receiver_age.push(labels, age);
                 }
             }
-            up.push(&labels, bool_value(history.is_up()));
-            stale.push(&labels, bool_value(probe.is_stale(now)));
+            up.push(labels, bool_value(history.is_up()));
+            stale.push(labels, bool_value(probe.is_stale(now)));
             if let Some(d) = history.last_duration {
-                last_duration.push(&labels, d);
+                last_duration.push(labels, d);
             }
             if let Some(at) = history.last_success_at {
-                last_success.push(&labels, at);
+                last_success.push(labels, at);
             }
             for reason in ErrorReason::ALL {
                 errors.push(
-                    &[labels[0], labels[1], ("reason", reason.as_str())],
+                    &with_label(labels, ("reason", reason.as_str())),
                     history.errors[reason.index()] as f64,
                 );
             }
-            if let Some(at) = history.progress_at {
-                progress.push(&labels, at);
+            if probe.spec.checks_read_your_writes() {
+                ryw_checks.push(labels, history.read_your_writes_checks as f64);
+                ryw_misses.push(labels, history.read_your_writes_misses as f64);
             }
-            stalled.push(&labels, bool_value(ProbeEntry::is_stalled(probe, now)));
-            negative.push(&labels, history.negative_lag_total as f64);
-            regressions.push(&labels, history.position_regressions_total as f64);
+            if let Some(at) = history.progress_at {
+                progress.push(labels, at);
+            }
+            stalled.push(labels, bool_value(ProbeEntry::is_stalled(probe, now)));
+            negative.push(labels, history.negative_lag_total as f64);
+            regressions.push(labels, history.position_regressions_total as f64);
         }
     }
     for family in [lag, budget_seconds, ratio] {
@@ -351,6 +396,10 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         stalled,
         negative,
         regressions,
+        skew,
+        receiver_age,
+        ryw_checks,
+        ryw_misses,
     ] {
         family.finish(out);
     }
@@ -392,7 +441,7 @@ impl KafkaFamilies {
         }
     }
 
-    fn push(&mut self, labels: &[(&str, &str); 2], detail: &KafkaDetail) {
+    fn push(&mut self, labels: &[(&str, &str)], detail: &KafkaDetail) {
         if let Some(members) = detail.members {
             self.members.push(labels, members as f64);
         }
@@ -404,16 +453,12 @@ impl KafkaFamilies {
                 "CreateTime"
             };
             self.timestamp_type
-                .push(&[labels[0], labels[1], ("timestamp_type", kind)], 1.0);
+                .push(&with_label(labels, ("timestamp_type", kind)), 1.0);
         }
         for p in &detail.partitions {
             let partition = p.partition.to_string();
-            let series = [
-                labels[0],
-                labels[1],
-                ("topic", p.topic.as_str()),
-                ("partition", partition.as_str()),
-            ];
+            let mut series = with_label(labels, ("topic", p.topic.as_str()));
+            series.push(("partition", partition.as_str()));
             self.partition_lag.push(&series, p.lag_seconds);
             self.partition_backlog.push(&series, p.backlog as f64);
         }

@@ -200,13 +200,38 @@ pub struct Probe {
     pub max_backlog: Option<u64>,
     /// Behind and not advancing for this long ⇒ stalled.
     pub stall_after: Duration,
+    /// The configured name of the standby or replica this entry measures (the `replica`
+    /// label). A replica probe listing several standbys is expanded at load into one `Probe`
+    /// per standby, each with its own task, history and freshness; `None` for other kinds.
+    pub replica: Option<String>,
     pub kind: ProbeKind,
 }
 
 impl Probe {
+    /// The probe's identity within its budget: its name, and its replica if it has one.
+    pub fn key(&self) -> (&str, Option<&str>) {
+        (&self.name, self.replica.as_deref())
+    }
+
+    /// `name` or `name[replica]`, for logs and messages.
+    pub fn display_name(&self) -> String {
+        match &self.replica {
+            Some(replica) => format!("{}[{replica}]", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// The kind's config key, used as the `kind` label of duration histograms.
     pub fn kind_key(&self) -> &'static str {
         self.kind.key()
+    }
+
+    /// Whether runs of this probe check read-your-writes at a replica, so that its check and
+    /// miss counters exist from config load.
+    pub fn checks_read_your_writes(&self) -> bool {
+        match &self.kind {
+            ProbeKind::SqlWatermark(_) | ProbeKind::KafkaConsumerGroup(_) => false,
+        }
     }
 
     /// The source this probe reads, by name.

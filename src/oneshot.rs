@@ -60,7 +60,7 @@ async fn run_once(probe: &Probe, sources: &SourceHandles, secrets: &SecretSet) -
     };
     ProbeResult {
         budget: probe.budget.clone(),
-        probe: probe.name.clone(),
+        probe: probe.display_name(),
         kind: probe.kind_key(),
         budget_seconds: probe.max_lag.map(|d| d.as_secs_f64()),
         duration: started.elapsed(),
@@ -162,7 +162,7 @@ pub async fn check_connections(config: &Config, timeout: Duration) -> Vec<Connec
                 what: format!(
                     "probe {}/{} ({})",
                     budget.name,
-                    probe.name,
+                    probe.display_name(),
                     probe.kind_key()
                 ),
                 result: result.map_err(|e| e.scrubbed(&config.secrets)),

@@ -64,7 +64,7 @@ async fn probe_loop(
     let offset = max_offset.mul_f64(fastrand::f64());
     let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let key = (probe.budget.clone(), probe.name.clone());
+    let key = crate::state::probe_key(&probe);
     let kind = probe.kind_key();
     loop {
         ticker.tick().await;
@@ -96,19 +96,19 @@ async fn probe_loop(
         match (transition, log_error) {
             (Some(Transition::WentDown), Some(error)) => tracing::warn!(
                 budget = %probe.budget,
-                probe = %probe.name,
+                probe = %probe.display_name(),
                 reason = error.reason.as_str(),
                 error = %error.message,
                 "probe down"
             ),
             (Some(Transition::Recovered), _) => tracing::info!(
                 budget = %probe.budget,
-                probe = %probe.name,
+                probe = %probe.display_name(),
                 "probe recovered"
             ),
             (Some(Transition::FirstSuccess), _) => tracing::debug!(
                 budget = %probe.budget,
-                probe = %probe.name,
+                probe = %probe.display_name(),
                 "probe measuring"
             ),
             _ => {}

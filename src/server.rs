@@ -254,8 +254,12 @@ pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String 
             };
             let _ = write!(
                 html,
-                "{}: {} ({freshness})",
+                "{}{}: {} ({freshness})",
                 escape(&p.name),
+                p.replica
+                    .as_deref()
+                    .map(|r| format!(" → {}", escape(r)))
+                    .unwrap_or_default(),
                 seconds(p.lag_seconds)
             );
             if let Some(e) = &p.error {

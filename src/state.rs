@@ -7,8 +7,17 @@ use std::sync::Arc;
 use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition, used_ratio};
 use crate::model::{Budget, Config, Probe};
 
-/// A probe's identity across reloads: its budget's name and its own.
-pub type ProbeKey = (String, String);
+/// A probe's identity across reloads: its budget's name, its own, and its replica if it has one.
+pub type ProbeKey = (String, String, Option<String>);
+
+/// The state key of a probe.
+pub fn probe_key(probe: &Probe) -> ProbeKey {
+    (
+        probe.budget.clone(),
+        probe.name.clone(),
+        probe.replica.clone(),
+    )
+}
 
 pub struct DaemonState {
     pub config: Arc<Config>,
@@ -81,25 +90,25 @@ impl DaemonState {
                 .as_ref()
                 .map(|b| b.tracker.clone())
                 .unwrap_or_else(|| BudgetTracker::new(now));
-            let mut old_probes: BTreeMap<String, ProbeEntry> = old
+            let mut old_probes: BTreeMap<ProbeKey, ProbeEntry> = old
                 .as_mut()
                 .map(|b| {
                     b.probes
                         .drain(..)
-                        .map(|p| (p.spec.name.clone(), p))
+                        .map(|p| (probe_key(&p.spec), p))
                         .collect()
                 })
                 .unwrap_or_default();
             let mut probes = Vec::with_capacity(budget.probes.len());
             for probe in &budget.probes {
-                let reusable = old_probes.remove(&probe.name).filter(|entry| {
+                let reusable = old_probes.remove(&probe_key(probe)).filter(|entry| {
                     entry.spec == *probe
                         && old_config.sources.get(probe.source_name())
                             == config.sources.get(probe.source_name())
                 });
                 match reusable {
                     Some(entry) => {
-                        kept_keys.insert((budget.name.clone(), probe.name.clone()));
+                        kept_keys.insert(probe_key(probe));
                         diff.kept += 1;
                         probes.push(ProbeEntry {
                             spec: probe.clone(),
@@ -125,7 +134,7 @@ impl DaemonState {
         }
         for budget in old_config.budgets.iter() {
             for probe in &budget.probes {
-                let key = (budget.name.clone(), probe.name.clone());
+                let key = probe_key(probe);
                 if !kept_keys.contains(&key) {
                     diff.stop.push(key);
                 }
@@ -150,7 +159,7 @@ impl DaemonState {
         let probe = budget
             .probes
             .iter_mut()
-            .find(|p| p.spec.name == key.1 && p.task_id == task_id)?;
+            .find(|p| p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id)?;
         let transition = probe.history.record(now, duration, outcome);
         evaluate_budget(budget, now);
         Some(transition)

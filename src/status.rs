@@ -40,6 +40,9 @@ pub struct BudgetStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeStatus {
     pub name: String,
+    /// The standby or replica this entry measures (replica probes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub kind: &'static str,
     pub source: String,
     pub up: bool,
@@ -62,6 +65,18 @@ pub struct ProbeStatus {
     /// Consumer-group facts, for `kafka_consumer_group` probes with a fresh sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaStatus>,
+    /// Source clock − daemon clock, where the probe compares them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_skew_seconds: Option<f64>,
+    /// Read-your-writes checks and misses so far (probes with `ryw_delay` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_your_writes: Option<ReadYourWritesStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadYourWritesStatus {
+    pub checks: u64,
+    pub misses: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +157,7 @@ impl ProbeStatus {
         let last = history.last_sample.as_ref();
         Self {
             name: probe.spec.name.clone(),
+            replica: probe.spec.replica.clone(),
             kind: probe.spec.kind_key(),
             source: probe.spec.source_name().to_owned(),
             up: history.is_up(),
@@ -183,6 +199,13 @@ impl ProbeStatus {
                     })
                     .collect(),
             }),
+            clock_skew_seconds: fresh.and_then(|s| s.clock_skew_seconds),
+            read_your_writes: (history.read_your_writes_checks > 0).then_some(
+                ReadYourWritesStatus {
+                    checks: history.read_your_writes_checks,
+                    misses: history.read_your_writes_misses,
+                },
+            ),
         }
     }
 }

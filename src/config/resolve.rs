@@ -360,6 +360,7 @@ fn resolve_probe(
         max_lag: max_lag.map(|max_lag| max_lag.value),
         max_backlog: value(&raw.max_backlog).or(value(&budget.max_backlog)),
         stall_after: timing.stall_after,
+        replica: None,
         kind,
     })
 }

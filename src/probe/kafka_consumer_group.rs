@@ -488,5 +488,6 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
             partitions_total: total,
             partitions: detail_partitions,
         })),
+        ..Sample::default()
     }
 }

@@ -1,6 +1,7 @@
 //! Probes: the only code that talks to the systems being measured. One file per probe kind,
 //! all behind `ProbeRunner::run`, which yields a `Sample` or a `ProbeError` with a bounded reason.
 
+pub mod heartbeat;
 pub mod kafka;
 mod kafka_admin;
 pub mod kafka_consumer_group;
@@ -33,6 +34,21 @@ pub struct Sample {
     pub progress_at: Option<f64>,
     /// What only a Kafka consumer group probe knows.
     pub kafka: Option<Arc<KafkaDetail>>,
+    /// Source clock − daemon clock, where a probe compares the two (estimated from the
+    /// midpoint of a query's round trip). Exported as `lagbudget_clock_skew_seconds`.
+    pub clock_skew_seconds: Option<f64>,
+    /// Set when this run read at a replica a set delay after a write at the primary.
+    pub read_your_writes: Option<ReadYourWrites>,
+    /// Seconds since a standby's WAL receiver last heard from its primary, on the standby's
+    /// own clock: liveness that "caught up" alone cannot show.
+    pub receiver_last_message_age_seconds: Option<f64>,
+}
+
+/// One read-your-writes check: a read at a replica `ryw_delay` after a write at the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadYourWrites {
+    /// The read did not see the write.
+    pub missed: bool,
 }
 
 /// Consumer-group facts beyond lag and backlog.
@@ -109,16 +125,20 @@ pub enum ErrorReason {
     Decode,
     /// The source answered, but with nothing to measure (no row, NULL watermark).
     NoData,
+    /// The server is not what the probe measures: a standby that is not in recovery (promoted),
+    /// belongs to another system, is on another timeline, or a DSN that points at a primary.
+    Topology,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 6] = [
+    pub const ALL: [ErrorReason; 7] = [
         ErrorReason::Connect,
         ErrorReason::Timeout,
         ErrorReason::PoolTimeout,
         ErrorReason::Query,
         ErrorReason::Decode,
         ErrorReason::NoData,
+        ErrorReason::Topology,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +149,7 @@ impl ErrorReason {
             ErrorReason::Query => "query",
             ErrorReason::Decode => "decode",
             ErrorReason::NoData => "no_data",
+            ErrorReason::Topology => "topology",
         }
     }
 

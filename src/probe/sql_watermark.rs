@@ -178,8 +178,7 @@ async fn measure(
                 detail: Some(detail),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
-                progress_at: None,
-                kafka: None,
+                ..Sample::default()
             }
         }
         _ => {
@@ -201,8 +200,7 @@ async fn measure(
                 position: Some(position),
                 negative_lag_clamped: clamped,
                 position_regressed: false,
-                progress_at: None,
-                kafka: None,
+                ..Sample::default()
             }
         }
     };

@@ -1,0 +1,284 @@
+//! The heartbeat ledger of a replica probe: which sequence numbers its writer committed at the
+//! primary, and when on the daemon's clock, so that the highest sequence number a replica shows
+//! turns into lag measured on one clock.
+//!
+//! Pure: no IO and no clock. The writers (`postgres_replica`, `mysql_replica`) record what they
+//! did; the per-replica runs ask for lag. Lag is the age of the first heartbeat the replica does
+//! not show yet, so an idle primary reads 0 (every heartbeat is visible), and a replica that
+//! stopped applying reads a growing number even when nothing else is written, because the
+//! writer keeps writing.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{ErrorReason, ProbeError};
+
+/// Writes remembered, at most: more than a day at the default one write per second. Older
+/// writes are forgotten; a replica further behind than that gets a lower bound.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Without a successful write for this many write periods, the ledger cannot say that an
+/// up-to-date replica is caught up (nothing recent was written to be seen), so lag is unknown.
+const UNKNOWN_AFTER_PERIODS: f64 = 2.0;
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatLedger {
+    write_period: f64,
+    /// Successful writes, oldest first, by increasing `seq`: (seq, sent_at).
+    writes: VecDeque<(i64, f64)>,
+    /// The highest sequence number known to be in the table, written by us or found there.
+    last_seq: Option<i64>,
+    last_success_at: Option<f64>,
+    /// The last failed write since the last success, and when it failed.
+    last_error: Option<(f64, ProbeError)>,
+}
+
+/// A replica's lag as the ledger sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeartbeatLag {
+    /// Now − sent time of the first heartbeat the replica does not show; 0 when it shows all.
+    pub lag_seconds: f64,
+    /// Heartbeats written and not yet visible at the replica.
+    pub unseen_writes: u64,
+    /// The replica shows a heartbeat older than anything this ledger remembers (the daemon
+    /// restarted, or the replica is more than a day behind): the true lag is at least
+    /// `lag_seconds`.
+    pub lower_bound: bool,
+}
+
+impl HeartbeatLedger {
+    pub fn new(write_period: Duration) -> Self {
+        Self {
+            write_period: write_period.as_secs_f64(),
+            writes: VecDeque::new(),
+            last_seq: None,
+            last_success_at: None,
+            last_error: None,
+        }
+    }
+
+    /// The highest sequence number found in the table when the writer started (seq continues
+    /// from there after a restart, so replicas never see it go backwards).
+    pub fn seed(&mut self, table_max_seq: i64) {
+        if self.last_seq.is_none_or(|last| table_max_seq > last) {
+            self.last_seq = Some(table_max_seq);
+        }
+    }
+
+    /// The sequence number the next write should use.
+    pub fn next_seq(&self) -> i64 {
+        self.last_seq.map_or(1, |last| last.saturating_add(1))
+    }
+
+    /// A heartbeat `seq` was committed; `sent_at` is the daemon's unix time when its
+    /// transaction was sent. The change is at most that old, so lag is never under-reported.
+    pub fn record_write(&mut self, seq: i64, sent_at: f64) {
+        if self.writes.back().is_none_or(|&(last, _)| seq > last) {
+            self.writes.push_back((seq, sent_at));
+            if self.writes.len() > MAX_REMEMBERED {
+                self.writes.pop_front();
+            }
+        }
+        if self.last_seq.is_none_or(|last| seq > last) {
+            self.last_seq = Some(seq);
+        }
+        self.last_success_at = Some(self.last_success_at.map_or(sent_at, |at| at.max(sent_at)));
+        self.last_error = None;
+    }
+
+    /// A write failed at `at` (its outcome is unknown: it may still become visible, which only
+    /// ever makes the replica look less behind than the writes that succeeded say).
+    pub fn record_failure(&mut self, at: f64, error: ProbeError) {
+        self.last_error = Some((at, error));
+    }
+
+    /// Highest sequence number written or found in the table.
+    pub fn last_seq(&self) -> Option<i64> {
+        self.last_seq
+    }
+
+    /// Whether a write has succeeded yet.
+    pub fn has_written(&self) -> bool {
+        self.last_success_at.is_some()
+    }
+
+    /// Lag of a replica whose highest visible heartbeat is `visible_seq` (`None`: no row of this
+    /// writer is visible there yet), at daemon time `now`.
+    pub fn lag(&self, visible_seq: Option<i64>, now: f64) -> Result<HeartbeatLag, ProbeError> {
+        let Some(last_success_at) = self.last_success_at else {
+            return Err(self.last_error.as_ref().map_or_else(
+                || ProbeError::new(ErrorReason::NoData, "no heartbeat has been written yet"),
+                |(_, error)| error.clone(),
+            ));
+        };
+        let silent_for = now - last_success_at;
+        if silent_for > UNKNOWN_AFTER_PERIODS * self.write_period {
+            let why = self.last_error.as_ref().map_or_else(
+                || "the heartbeat writer has stopped".to_owned(),
+                |(at, error)| format!("last write failed {:.1}s ago: {}", now - at, error.message),
+            );
+            let reason = self
+                .last_error
+                .as_ref()
+                .map_or(ErrorReason::NoData, |(_, error)| error.reason);
+            return Err(ProbeError::new(
+                reason,
+                format!("no heartbeat written for {silent_for:.1}s: {why}"),
+            ));
+        }
+        // Sequence numbers start at 1, so "nothing visible" is the same as having seen 0.
+        let visible = visible_seq.unwrap_or(0);
+        let last = self.last_seq.unwrap_or(0);
+        let unseen_writes = u64::try_from(last.saturating_sub(visible)).unwrap_or(0);
+        let first_unseen = self.writes.iter().find(|&&(seq, _)| seq > visible);
+        let Some(&(first_seq, sent_at)) = first_unseen else {
+            return Ok(HeartbeatLag {
+                lag_seconds: 0.0,
+                unseen_writes,
+                lower_bound: unseen_writes > 0,
+            });
+        };
+        Ok(HeartbeatLag {
+            lag_seconds: (now - sent_at).max(0.0),
+            unseen_writes,
+            // Heartbeats between the visible one and the first we remember were written
+            // before our memory begins: the replica is at least this far behind.
+            lower_bound: first_seq > visible.saturating_add(1),
+        })
+    }
+
+    /// The newest successful write sent at or before `at`, for read-your-writes checks.
+    pub fn latest_write_at_or_before(&self, at: f64) -> Option<(i64, f64)> {
+        self.writes
+            .iter()
+            .rev()
+            .find(|&&(_, sent_at)| sent_at <= at)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(writes: &[(i64, f64)]) -> HeartbeatLedger {
+        let mut ledger = HeartbeatLedger::new(Duration::from_secs(1));
+        for &(seq, at) in writes {
+            ledger.record_write(seq, at);
+        }
+        ledger
+    }
+
+    fn lag(ledger: &HeartbeatLedger, visible: Option<i64>, now: f64) -> HeartbeatLag {
+        ledger.lag(visible, now).expect("writer is healthy")
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_first_heartbeat_not_visible() {
+        let ledger = ledger(&[(1, 100.0), (2, 101.0), (3, 102.0), (4, 103.0)]);
+        let cases = [
+            // (visible, now, lag, unseen, lower bound)
+            (Some(4), 103.5, 0.0, 0, false),
+            (Some(3), 103.5, 0.5, 1, false),
+            (Some(1), 103.5, 2.5, 3, false),
+            (None, 103.5, 3.5, 4, false),
+            // A replica showing more than we wrote (another writer's table): nothing unseen.
+            (Some(9), 103.5, 0.0, 0, false),
+        ];
+        for (visible, now, expected, unseen, lower_bound) in cases {
+            let got = lag(&ledger, visible, now);
+            assert_eq!(
+                got,
+                HeartbeatLag {
+                    lag_seconds: expected,
+                    unseen_writes: unseen,
+                    lower_bound
+                },
+                "visible {visible:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idle_caught_up_replica_reads_zero_however_long_the_primary_is_idle() {
+        // The writer keeps writing through idle time; a replica that shows every heartbeat is
+        // caught up, never "an hour behind" because nothing else changed for an hour.
+        let mut ledger = HeartbeatLedger::new(Duration::from_secs(1));
+        for seq in 1..=3600 {
+            ledger.record_write(seq, seq as f64);
+        }
+        assert_eq!(lag(&ledger, Some(3600), 3600.4).lag_seconds, 0.0);
+    }
+
+    #[test]
+    fn seq_continues_from_the_table_after_a_restart() {
+        let mut ledger = HeartbeatLedger::new(Duration::from_secs(1));
+        assert_eq!(ledger.next_seq(), 1);
+        ledger.seed(41);
+        assert_eq!(ledger.next_seq(), 42);
+        ledger.record_write(42, 10.0);
+        assert_eq!(ledger.next_seq(), 43);
+        // A replica still at a heartbeat of the previous process is behind by at least the
+        // age of our first write; one at 41 is exactly that far behind.
+        assert_eq!(
+            lag(&ledger, Some(30), 12.0),
+            HeartbeatLag {
+                lag_seconds: 2.0,
+                unseen_writes: 12,
+                lower_bound: true
+            }
+        );
+        assert_eq!(
+            lag(&ledger, Some(41), 12.0),
+            HeartbeatLag {
+                lag_seconds: 2.0,
+                unseen_writes: 1,
+                lower_bound: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_failing_writer_makes_lag_unknown_after_two_periods_never_zero() {
+        let mut ledger = ledger(&[(1, 100.0)]);
+        ledger.record_failure(
+            101.0,
+            ProbeError::new(ErrorReason::Connect, "primary refused"),
+        );
+        // Within two periods of the last success the replica's view is still meaningful.
+        assert_eq!(lag(&ledger, Some(1), 101.9).lag_seconds, 0.0);
+        let error = ledger.lag(Some(1), 102.5).expect_err("writer silent");
+        assert_eq!(error.reason, ErrorReason::Connect);
+        assert!(error.message.contains("primary refused"), "{error}");
+        // Recovered writes make it known again.
+        ledger.record_write(2, 103.0);
+        assert_eq!(lag(&ledger, Some(1), 103.5).lag_seconds, 0.5);
+    }
+
+    #[test]
+    fn no_write_yet_is_unknown() {
+        let ledger = HeartbeatLedger::new(Duration::from_secs(1));
+        let error = ledger.lag(None, 1.0).expect_err("nothing written");
+        assert_eq!(error.reason, ErrorReason::NoData);
+    }
+
+    #[test]
+    fn read_your_writes_finds_the_newest_write_before_a_time() {
+        let ledger = ledger(&[(1, 100.0), (2, 101.0), (3, 102.0)]);
+        assert_eq!(ledger.latest_write_at_or_before(101.5), Some((2, 101.0)));
+        assert_eq!(ledger.latest_write_at_or_before(102.0), Some((3, 102.0)));
+        assert_eq!(ledger.latest_write_at_or_before(99.0), None);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut ledger = HeartbeatLedger::new(Duration::from_secs(1));
+        for seq in 1..=(MAX_REMEMBERED as i64 + 10) {
+            ledger.record_write(seq, seq as f64);
+        }
+        assert_eq!(ledger.writes.len(), MAX_REMEMBERED);
+        // Behind the oldest remembered write: a lower bound, not a made-up exact figure.
+        let got = lag(&ledger, Some(1), MAX_REMEMBERED as f64 + 11.0);
+        assert!(got.lower_bound);
+    }
+}
