@@ -494,7 +494,7 @@ impl<'a> Builder<'a> {
 
         let probe_filter = |metric: &str| {
             format!(
-                "(max by (budget, probe) ({}) == 1)",
+                "(max by (budget, probe, replica) ({}) == 1)",
                 self.select(metric, &[])
             )
         };
@@ -506,17 +506,17 @@ impl<'a> Builder<'a> {
             )
             .annotate(
                 "summary",
-                "Lag of {{ $labels.budget }}/{{ $labels.probe }} is unknown".to_owned(),
+                "Lag of {{ $labels.budget }}/{{ $labels.probe }}{{ with $labels.replica }} at replica {{ . }}{{ end }} is unknown".to_owned(),
             )
             .annotate(
                 "description",
                 self.template(
-                    "Probe {{ $labels.probe }} of budget {{ $labels.budget }} has had no \
+                    "Probe {{ $labels.probe }}{{ with $labels.replica }} (replica {{ . }}){{ end }} of budget {{ $labels.budget }} has had no \
                      successful run for 3 intervals\
-                     {{ with printf `time() - max(<SUCCESS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                     {{ with printf `time() - max(<SUCCESS>budget=\"%s\",probe=\"%s\",replica=\"%s\"})` $labels.budget $labels.probe $labels.replica | query }} \
                      (last success {{ . | first | value | humanizeDuration }} ago)\
                      {{ else }} and has never succeeded{{ end }}, so its lag is unknown\
-                     {{ with printf `topk(1, sum by (reason) (increase(<ERRORS>budget=\"%s\",probe=\"%s\"}[15m])) > 0)` $labels.budget $labels.probe | query }}\
+                     {{ with printf `topk(1, sum by (reason) (increase(<ERRORS>budget=\"%s\",probe=\"%s\",replica=\"%s\"}[15m])) > 0)` $labels.budget $labels.probe $labels.replica | query }}\
                      {{ with first . }}; most frequent error: {{ .Labels.reason }}{{ end }}{{ end }}. \
                      lagbudget cannot see this hop, so someone must look.",
                     &[
@@ -535,18 +535,18 @@ impl<'a> Builder<'a> {
             )
             .annotate(
                 "summary",
-                "Feed of {{ $labels.budget }}/{{ $labels.probe }} is stalled".to_owned(),
+                "Feed of {{ $labels.budget }}/{{ $labels.probe }}{{ with $labels.replica }} at replica {{ . }}{{ end }} is stalled".to_owned(),
             )
             .annotate(
                 "description",
                 self.template(
-                    "Probe {{ $labels.probe }} of budget {{ $labels.budget }} is behind\
-                     {{ with printf `max(<LAG>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                    "Probe {{ $labels.probe }}{{ with $labels.replica }} (replica {{ . }}){{ end }} of budget {{ $labels.budget }} is behind\
+                     {{ with printf `max(<LAG>budget=\"%s\",probe=\"%s\",replica=\"%s\"})` $labels.budget $labels.probe $labels.replica | query }} \
                      (lag {{ . | first | value | humanizeDuration }}){{ end }} and its position \
                      has not advanced\
-                     {{ with printf `time() - max(<PROGRESS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }} \
+                     {{ with printf `time() - max(<PROGRESS>budget=\"%s\",probe=\"%s\",replica=\"%s\"})` $labels.budget $labels.probe $labels.replica | query }} \
                      for {{ . | first | value | humanizeDuration }}{{ end }}\
-                     {{ with printf `max(<MEMBERS>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }}\
+                     {{ with printf `max(<MEMBERS>budget=\"%s\",probe=\"%s\",replica=\"%s\"})` $labels.budget $labels.probe $labels.replica | query }}\
                      ; consumer group members: {{ . | first | value }}{{ end }}.",
                     &[
                         ("<LAG>", metrics::LAG_SECONDS),
