@@ -15,12 +15,13 @@ use serde_json::{Map, Value, json};
 
 use crate::evaluate::BudgetState;
 use crate::metrics::{
-    BACKLOG_PREFIX, BUDGET_INFO, BUDGET_SECONDS, BUDGET_USED_RATIO, BUILD_INFO, EVALUATED_SECONDS,
-    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, LAG_SECONDS, NEGATIVE_LAG,
-    OBJECTIVE_RATIO, OBJECTIVE_WINDOW, OVER_SECONDS, PARTITION_BACKLOG, PARTITION_LAG,
-    POSITION_REGRESSIONS, PROBE_DURATION, PROBE_ERRORS, PROBE_LAST_DURATION, PROBE_LAST_SUCCESS,
-    PROBE_STALE, PROBE_UP, PROGRESS_TIMESTAMP, RELOAD_SUCCESS_TIMESTAMP, RELOAD_SUCCESSFUL,
-    STALLED, STATE, STATE_SINCE,
+    BACKLOG_PREFIX, BUDGET_INFO, BUDGET_SECONDS, BUDGET_USED_RATIO, BUILD_INFO, CLOCK_SKEW,
+    EVALUATED_SECONDS, KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, LAG_SECONDS,
+    NEGATIVE_LAG, OBJECTIVE_RATIO, OBJECTIVE_WINDOW, OVER_SECONDS, PARTITION_BACKLOG,
+    PARTITION_LAG, POSITION_REGRESSIONS, PROBE_DURATION, PROBE_ERRORS, PROBE_LAST_DURATION,
+    PROBE_LAST_SUCCESS, PROBE_STALE, PROBE_UP, PROGRESS_TIMESTAMP, READ_YOUR_WRITES_CHECKS,
+    READ_YOUR_WRITES_MISSES, RECEIVER_LAST_MESSAGE_AGE, RELOAD_SUCCESS_TIMESTAMP,
+    RELOAD_SUCCESSFUL, STALLED, STATE, STATE_SINCE,
 };
 use crate::probe::BacklogUnit;
 
@@ -233,7 +234,7 @@ fn overview_dashboard() -> Value {
         count_stat(
             "Stale probes",
             "Probes without a successful run for 3 intervals (or never): their lag is unknown.",
-            &format!("sum(max by (budget, probe) ({PROBE_STALE}))"),
+            &format!("sum(max by (budget, probe, replica) ({PROBE_STALE}))"),
             "purple",
         ),
     ));
@@ -242,7 +243,7 @@ fn overview_dashboard() -> Value {
         count_stat(
             "Stalled probes",
             "Probes whose view is behind and has not advanced for the stall limit.",
-            &format!("sum(max by (budget, probe) ({STALLED}))"),
+            &format!("sum(max by (budget, probe, replica) ({STALLED}))"),
             "orange",
         ),
     ));
@@ -439,18 +440,22 @@ fn flagged_probes_table(
         title,
         description,
         vec![
-            table_target("A", &format!("max by (budget, probe) ({flag}) == 1")),
+            table_target(
+                "A",
+                &format!("max by (budget, probe, replica) ({flag}) == 1"),
+            ),
             table_target(
                 "B",
                 &format!(
-                    "1000 * max by (budget, probe) ({when}) and on (budget, \
-                     probe) (max by (budget, probe) ({flag}) == 1)"
+                    "1000 * max by (budget, probe, replica) ({when}) and on (budget, \
+                     probe, replica) (max by (budget, probe, replica) ({flag}) == 1)"
                 ),
             ),
         ],
         &[
             ("budget", "Budget"),
             ("probe", "Probe"),
+            ("replica", "Replica"),
             ("Value #B", when_title),
         ],
         &["Time", "Value #A"],
@@ -648,13 +653,13 @@ fn budget_dashboard() -> Value {
         vec![
             range_target(
                 "A",
-                &format!("max by (probe) ({LAG_SECONDS}{{{PROBE_MATCH}}})"),
-                "{{probe}}",
+                &format!("max by (probe, replica) ({LAG_SECONDS}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}}",
             ),
             range_target(
                 "B",
-                &format!("max by (probe) ({BUDGET_SECONDS}{{{PROBE_MATCH}}})"),
-                "{{probe}} budget",
+                &format!("max by (probe, replica) ({BUDGET_SECONDS}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}} budget",
             ),
         ],
         "s",
@@ -678,8 +683,8 @@ fn budget_dashboard() -> Value {
              its budget. A gap means the probe cannot see.",
             vec![range_target(
                 "A",
-                &format!("max by (probe) ({BUDGET_USED_RATIO}{{{PROBE_MATCH}}})"),
-                "{{probe}}",
+                &format!("max by (probe, replica) ({BUDGET_USED_RATIO}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}}",
             )],
             "percentunit",
         ),
@@ -706,16 +711,16 @@ fn budget_dashboard() -> Value {
                         range_target(
                             "A",
                             &format!(
-                                "time() - max by (probe) ({PROBE_LAST_SUCCESS}{{{PROBE_MATCH}}})"
+                                "time() - max by (probe, replica) ({PROBE_LAST_SUCCESS}{{{PROBE_MATCH}}})"
                             ),
-                            "{{probe}} since last success",
+                            "{{probe}} {{replica}} since last success",
                         ),
                         range_target(
                             "B",
                             &format!(
-                                "time() - max by (probe) ({PROGRESS_TIMESTAMP}{{{PROBE_MATCH}}})"
+                                "time() - max by (probe, replica) ({PROGRESS_TIMESTAMP}{{{PROBE_MATCH}}})"
                             ),
-                            "{{probe}} since position advanced",
+                            "{{probe}} {{replica}} since position advanced",
                         ),
                     ],
                     "s",
@@ -729,8 +734,8 @@ fn budget_dashboard() -> Value {
                      (`lagbudget_probe_last_duration_seconds`), successful or not.",
                     vec![range_target(
                         "A",
-                        &format!("max by (probe) ({PROBE_LAST_DURATION}{{{PROBE_MATCH}}})"),
-                        "{{probe}}",
+                        &format!("max by (probe, replica) ({PROBE_LAST_DURATION}{{{PROBE_MATCH}}})"),
+                        "{{probe}} {{replica}}",
                     )],
                     "s",
                 ),
@@ -751,10 +756,10 @@ fn budget_dashboard() -> Value {
                     vec![range_target(
                         "A",
                         &format!(
-                            "max by (probe, reason) \
+                            "max by (probe, replica, reason) \
                              (rate({PROBE_ERRORS}{{{PROBE_MATCH}}}[$__rate_interval]))"
                         ),
-                        "{{probe}} {{reason}}",
+                        "{{probe}} {{replica}} {{reason}}",
                     )],
                     "short",
                 )
@@ -775,21 +780,87 @@ fn budget_dashboard() -> Value {
                         range_target(
                             "A",
                             &format!(
-                                "max by (probe) \
+                                "max by (probe, replica) \
                                  (increase({NEGATIVE_LAG}{{{PROBE_MATCH}}}[$__rate_interval]))"
                             ),
-                            "{{probe}} negative, clamped",
+                            "{{probe}} {{replica}} negative, clamped",
                         ),
                         range_target(
                             "B",
                             &format!(
-                                "max by (probe) (increase({POSITION_REGRESSIONS}\
+                                "max by (probe, replica) (increase({POSITION_REGRESSIONS}\
                                  {{{PROBE_MATCH}}}[$__rate_interval]))"
                             ),
-                            "{{probe}} position went back",
+                            "{{probe}} {{replica}} position went back",
                         ),
                     ],
                     "short",
+                ),
+            ),
+        ],
+    );
+
+    layout.row("Replicas", false);
+    layout.line(
+        7,
+        vec![
+            (
+                8,
+                timeseries(
+                    "WAL receiver silence",
+                    "Seconds since each standby's WAL receiver last heard from its primary, \
+                     on the standby's own clock \
+                     (`lagbudget_replica_receiver_last_message_age_seconds`). A primary sends \
+                     keepalives when idle, so a growing line means a stopped or cut-off \
+                     receiver even while the standby looks caught up. Only `postgres_replica` \
+                     probes report it.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, replica) \
+                             ({RECEIVER_LAST_MESSAGE_AGE}{{{PROBE_MATCH}}})"
+                        ),
+                        "{{probe}} {{replica}}",
+                    )],
+                    "s",
+                ),
+            ),
+            (
+                8,
+                timeseries(
+                    "Clock skew",
+                    "Source clock minus daemon clock where a probe compares them \
+                     (`lagbudget_clock_skew_seconds`), estimated from the midpoint of a query's \
+                     round trip. Lag is measured on one clock where the method allows; a large \
+                     skew matters where it does not, and explains clamped negative results.",
+                    vec![range_target(
+                        "A",
+                        &format!("max by (probe, replica) ({CLOCK_SKEW}{{{PROBE_MATCH}}})"),
+                        "{{probe}} {{replica}}",
+                    )],
+                    "s",
+                ),
+            ),
+            (
+                8,
+                timeseries(
+                    "Read-your-writes misses",
+                    "Share of reads at each replica, made `ryw_delay` after a write at the \
+                     primary, that did not see the write \
+                     (`lagbudget_read_your_writes_misses_total` ÷ \
+                     `lagbudget_read_your_writes_checks_total`): what a user who is sent to \
+                     that replica right after saving would meet. Only probes with `ryw_delay`.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, replica) \
+                             (rate({READ_YOUR_WRITES_MISSES}{{{PROBE_MATCH}}}[$__rate_interval])) \
+                             / max by (probe, replica) \
+                             (rate({READ_YOUR_WRITES_CHECKS}{{{PROBE_MATCH}}}[$__rate_interval]))"
+                        ),
+                        "{{probe}} {{replica}}",
+                    )],
+                    "percentunit",
                 ),
             ),
         ],
@@ -1017,7 +1088,7 @@ fn backlog() -> Value {
         .iter()
         .map(|unit| {
             format!(
-                r#"label_replace(max by (probe) ({BACKLOG_PREFIX}{}{{{PROBE_MATCH}}}), "unit", "{}", "", "")"#,
+                r#"label_replace(max by (probe, replica) ({BACKLOG_PREFIX}{}{{{PROBE_MATCH}}}), "unit", "{}", "", "")"#,
                 unit.as_str(),
                 unit.as_str()
             )
@@ -1030,7 +1101,7 @@ fn backlog() -> Value {
          (`lagbudget_backlog_messages`, `_bytes`, `_events`, `_rows`; the unit is in the \
          legend). Only probes that measure a backlog have one; a gap means the probe cannot \
          see.",
-        vec![range_target("A", &expr, "{{probe}} ({{unit}})")],
+        vec![range_target("A", &expr, "{{probe}} {{replica}} ({{unit}})")],
         "short",
     )
     .tap(|p| {
@@ -1082,18 +1153,18 @@ fn health_timeline() -> Value {
         vec![
             range_target(
                 "A",
-                &format!("max by (probe) ({PROBE_UP}{{{PROBE_MATCH}}})"),
-                "{{probe}} last run",
+                &format!("max by (probe, replica) ({PROBE_UP}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}} last run",
             ),
             range_target(
                 "B",
-                &format!("max by (probe) ({PROBE_STALE}{{{PROBE_MATCH}}})"),
-                "{{probe}} freshness",
+                &format!("max by (probe, replica) ({PROBE_STALE}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}} freshness",
             ),
             range_target(
                 "C",
-                &format!("max by (probe) ({STALLED}{{{PROBE_MATCH}}})"),
-                "{{probe}} progress",
+                &format!("max by (probe, replica) ({STALLED}{{{PROBE_MATCH}}})"),
+                "{{probe}} {{replica}} progress",
             ),
         ],
         mappings(&[(0.0, "failed", "red"), (1.0, "ok", "green")]),
