@@ -387,13 +387,18 @@ impl<'a> Builder<'a> {
              lag {{ . | first | value | humanizeDuration }}{{ end }}\
              {{ with printf `max(<BUDGET>budget=\"%s\",probe=\"%s\"})` $labels.budget $probe | query }} \
              against a budget of {{ . | first | value | humanizeDuration }}{{ end }}\
+             {{ with printf `topk(1, <ANY>__name__=~\"<BACKLOG_PREFIX>.+\",budget=\"%s\",probe=\"%s\"})` $labels.budget $probe | query }}\
+             {{ with first . }}, backlog {{ .Value }} {{ .Labels.__name__ | reReplaceAll \"<BACKLOG_PREFIX>\" \"\" }}{{ end }}{{ end }}\
              {{ end }}<OTHERWISE>{{ end }}",
             &[
                 ("<RATIO>", metrics::BUDGET_USED_RATIO),
                 ("<LAG>", metrics::LAG_SECONDS),
                 ("<BUDGET>", metrics::BUDGET_SECONDS),
+                // No metric name: the backlog's unit is in its name, matched by a regex.
+                ("<ANY>", ""),
             ],
         )
+        .replace("<BACKLOG_PREFIX>", metrics::BACKLOG_PREFIX)
         .replace(
             "<OTHERWISE>",
             &if otherwise.is_empty() {
