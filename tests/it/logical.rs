@@ -126,6 +126,20 @@ async fn wait_caught_up(daemon: &Daemon, setup: &Setup, budget: &str) -> Metrics
     .await
 }
 
+/// What `check --connect` says about the probe: `ok: …` or `reason: message`.
+async fn check_connect(daemon: &Daemon) -> String {
+    let config = lagbudget::config::load(&daemon.config_path).expect("config");
+    let reports = lagbudget::oneshot::check_connections(&config, Duration::from_secs(5)).await;
+    let probe = reports
+        .into_iter()
+        .find(|report| report.what.contains("(postgres_logical)"))
+        .expect("a report for the probe");
+    match probe.result {
+        Ok(found) => format!("ok: {found}"),
+        Err(error) => error.to_string(),
+    }
+}
+
 /// Issue acceptance: unconsumed changes ⇒ backlog bytes > 0 and lag within ±2 s of the age of
 /// the oldest unconsumed change; consumed ⇒ lag 0 and backlog about 0; background WAL on an
 /// idle primary ⇒ still 0; a dropped slot ⇒ down with `no_data`.
@@ -225,6 +239,11 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
     assert!(detail.contains("no transaction committed"), "{detail}");
     assert_eq!(daemon.state(&budget).await, "ok");
 
+    let check = check_connect(&daemon).await;
+    assert!(
+        check.starts_with("ok: slot ") && check.contains("found"),
+        "{check}"
+    );
     setup
         .db
         .query_one("SELECT pg_drop_replication_slot($1)", &[&setup.slot])
@@ -249,6 +268,11 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
         ("reason", "no_data"),
     ];
     assert!(metrics.get("lagbudget_probe_errors_total", &no_data) >= Some(1.0));
+    let check = check_connect(&daemon).await;
+    assert_eq!(
+        check,
+        format!("no_data: slot {} does not exist", setup.slot)
+    );
     daemon
         .wait_for_state(&budget, "unknown", Duration::from_secs(6))
         .await;
