@@ -230,7 +230,9 @@ impl Probe {
     /// miss counters exist from config load.
     pub fn checks_read_your_writes(&self) -> bool {
         match &self.kind {
-            ProbeKind::SqlWatermark(_) | ProbeKind::KafkaConsumerGroup(_) => false,
+            ProbeKind::SqlWatermark(_)
+            | ProbeKind::KafkaConsumerGroup(_)
+            | ProbeKind::PostgresLogical(_) => false,
         }
     }
 

@@ -128,10 +128,9 @@ impl PostgresLogicalProbe {
             }),
             position: Some(PgLsn::from(confirmed).to_string()),
             detail: Some(detail),
-            negative_lag_clamped: false,
             position_regressed,
-            progress_at: None,
-            kafka: None,
+            // Both ends of the lag are the daemon's monotonic clock: no second clock to skew.
+            ..Sample::default()
         })
     }
 
