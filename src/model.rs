@@ -230,7 +230,9 @@ impl Probe {
     /// miss counters exist from config load.
     pub fn checks_read_your_writes(&self) -> bool {
         match &self.kind {
-            ProbeKind::SqlWatermark(_) | ProbeKind::KafkaConsumerGroup(_) => false,
+            ProbeKind::SqlWatermark(_)
+            | ProbeKind::KafkaConsumerGroup(_)
+            | ProbeKind::PostgresLogical(_) => false,
         }
     }
 
@@ -239,6 +241,7 @@ impl Probe {
         match &self.kind {
             ProbeKind::SqlWatermark(w) => &w.source,
             ProbeKind::KafkaConsumerGroup(k) => &k.source,
+            ProbeKind::PostgresLogical(l) => &l.source,
         }
     }
 }
@@ -247,6 +250,7 @@ impl Probe {
 pub enum ProbeKind {
     SqlWatermark(SqlWatermark),
     KafkaConsumerGroup(KafkaConsumerGroup),
+    PostgresLogical(PostgresLogical),
 }
 
 impl ProbeKind {
@@ -254,6 +258,7 @@ impl ProbeKind {
         match self {
             ProbeKind::SqlWatermark(_) => "sql_watermark",
             ProbeKind::KafkaConsumerGroup(_) => "kafka_consumer_group",
+            ProbeKind::PostgresLogical(_) => "postgres_logical",
         }
     }
 }
@@ -297,6 +302,15 @@ impl NoCommitPolicy {
             NoCommitPolicy::Latest => "latest",
         }
     }
+}
+
+/// A logical replication slot on a PostgreSQL primary: its byte backlog, and its lag in
+/// seconds from an LSN→time map the probe builds from its own samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresLogical {
+    pub source: String,
+    /// The slot's name as PostgreSQL spells it (checked at load: `[a-z0-9_]{1,63}`).
+    pub slot: String,
 }
 
 /// A projection or read model whose position is read with SQL.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use super::decode::{Ctx, Fields, Spanned, Text};
 use super::syntax::{Node, Span};
 use super::tables::ROOT;
-use super::values::{TOPIC_RULE, check_broker, is_valid_topic_name, regex_problem};
+use super::values::{
+    SLOT_RULE, TOPIC_RULE, check_broker, is_valid_slot_name, is_valid_topic_name, regex_problem,
+};
 use crate::model::{
     HttpSettings, KafkaSource, NoCommitPolicy, Objective, PostgresSource, Secret, SourceKind,
     TopicSelector, WatermarkMode,
@@ -117,6 +119,10 @@ pub(crate) enum RawProbeKind {
         topics: TopicSelector,
         no_commit: Option<NoCommitPolicy>,
         partition_detail: bool,
+    },
+    PostgresLogical {
+        source: String,
+        slot: String,
     },
 }
 
@@ -448,6 +454,11 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             let kind = decode_kafka_consumer_group(ctx, &group, &source);
             (source, kind)
         }
+        Some(("postgres_logical", logical)) => {
+            let source = probe_source(ctx, &logical, "postgres_logical", "postgres");
+            let kind = decode_postgres_logical(ctx, &logical, &source);
+            (source, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
             (None, None)
@@ -581,6 +592,29 @@ fn decode_kafka_consumer_group(
         topics,
         no_commit,
         partition_detail,
+    })
+}
+
+fn decode_postgres_logical(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    source: &Option<ProbeSource>,
+) -> Option<RawProbeKind> {
+    let slot = fields.text(ctx, "slot").and_then(|slot| {
+        if is_valid_slot_name(&slot.value) {
+            Some(slot.value)
+        } else {
+            ctx.error(
+                slot.span,
+                &slot.path,
+                format!("invalid slot name {}: {SLOT_RULE}", slot.quoted()),
+            );
+            None
+        }
+    });
+    Some(RawProbeKind::PostgresLogical {
+        source: source.as_ref()?.name.value.clone(),
+        slot: slot?,
     })
 }
 

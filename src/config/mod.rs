@@ -181,7 +181,12 @@ mod tests {
             serde_json::json!([
                 { "required": ["sql_watermark"] },
                 { "required": ["kafka_consumer_group"] },
+                { "required": ["postgres_logical"] },
             ])
+        );
+        assert_eq!(
+            schema["$defs"]["postgres_logical"]["required"],
+            serde_json::json!(["source", "slot"])
         );
         assert_eq!(
             schema["$defs"]["source"]["oneOf"],

@@ -10,8 +10,8 @@ use super::decode::{Ctx, Spanned};
 use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, KafkaConsumerGroup, Probe, ProbeKind, Source, SqlWatermark,
-    format_duration,
+    Budget, Config, HttpSettings, KafkaConsumerGroup, PostgresLogical, Probe, ProbeKind, Source,
+    SqlWatermark, format_duration,
 };
 
 /// One setting at the levels it can be written at, most specific first.
@@ -351,6 +351,12 @@ fn resolve_probe(
             no_commit: *no_commit,
             partition_detail: *partition_detail,
         }),
+        RawProbeKind::PostgresLogical { source, slot } => {
+            ProbeKind::PostgresLogical(PostgresLogical {
+                source: source.clone(),
+                slot: slot.clone(),
+            })
+        }
     };
     Some(Probe {
         budget: budget.name.as_ref()?.value.clone(),

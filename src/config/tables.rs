@@ -511,6 +511,12 @@ pub(crate) static PROBE_KINDS: Kinds = Kinds {
             "A Kafka consumer group: lag is the age of the first record at or after each \
              partition's committed offset.",
         ),
+        key(
+            "postgres_logical",
+            Type::Table(&POSTGRES_LOGICAL),
+            "A logical replication slot: backlog in bytes, and lag from an LSN-to-time map \
+             lagbudget builds from its own samples.",
+        ),
     ],
 };
 
@@ -591,6 +597,29 @@ pub(crate) static KAFKA_CONSUMER_GROUP: Table = Table {
     ],
     kinds: None,
     one_of: &["topics", "topic_pattern"],
+};
+
+pub(crate) static POSTGRES_LOGICAL: Table = Table {
+    id: "postgres_logical",
+    doc: "A logical replication slot on a PostgreSQL primary (publications, Debezium, \
+          pg_recvlogical…). Backlog is the WAL the slot's consumer has not confirmed, in \
+          bytes; lag is the age of the oldest transaction committed after the slot's confirmed \
+          position, read from a map of WAL positions to times that lagbudget samples itself \
+          (read-only). Unknown until that map reaches back to the slot's position.",
+    keys: &[
+        required(
+            "source",
+            NON_EMPTY_TEXT,
+            "Name of the postgres source (the primary the slot lives on).",
+        ),
+        required(
+            "slot",
+            NON_EMPTY_TEXT,
+            "Name of the logical replication slot, as in pg_replication_slots.slot_name.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
 };
 
 impl Table {

@@ -222,6 +222,18 @@ pub(crate) fn is_valid_topic_name(text: &str) -> bool {
 pub(crate) const TOPIC_RULE: &str =
     "Kafka topic names are 1 to 249 letters, digits, '.', '_' and '-' (and not \".\" or \"..\")";
 
+/// Whether `text` is a name PostgreSQL accepts for a replication slot (its
+/// `ReplicationSlotValidateName`): anything else cannot name an existing slot.
+pub(crate) fn is_valid_slot_name(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+}
+
+pub(crate) const SLOT_RULE: &str =
+    "PostgreSQL slot names are 1 to 63 lower-case letters, digits and '_'";
+
 /// The reason of a regular expression error, on one line and without the pattern (which may
 /// have been interpolated).
 pub(crate) fn regex_problem(error: &regex::Error) -> String {

@@ -6,6 +6,7 @@ pub mod kafka;
 mod kafka_admin;
 pub mod kafka_consumer_group;
 pub mod postgres;
+pub mod postgres_logical;
 pub mod sql_watermark;
 
 use std::collections::BTreeMap;
@@ -270,6 +271,7 @@ impl SourceHandles {
 pub enum ProbeRunner {
     SqlWatermark(sql_watermark::SqlWatermarkProbe),
     KafkaConsumerGroup(Box<kafka_consumer_group::KafkaConsumerGroupProbe>),
+    PostgresLogical(postgres_logical::PostgresLogicalProbe),
 }
 
 impl ProbeRunner {
@@ -292,6 +294,11 @@ impl ProbeRunner {
                     )?,
                 )))
             }
+            (ProbeKind::PostgresLogical(spec), SourceHandle::Postgres(pool)) => {
+                Ok(ProbeRunner::PostgresLogical(
+                    postgres_logical::PostgresLogicalProbe::new(spec.clone(), pool.clone()),
+                ))
+            }
             // Validation guarantees each kind reads a source of its own kind.
             (kind, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
@@ -305,6 +312,7 @@ impl ProbeRunner {
         match self {
             ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await,
             ProbeRunner::KafkaConsumerGroup(probe) => probe.run(deadline).await,
+            ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await,
         }
     }
 
@@ -317,6 +325,7 @@ impl ProbeRunner {
                 .await
                 .map(|()| "queries accepted".to_owned()),
             ProbeRunner::KafkaConsumerGroup(probe) => probe.check(deadline).await,
+            ProbeRunner::PostgresLogical(probe) => probe.check(deadline).await,
         }
     }
 }

@@ -119,8 +119,9 @@ async fn explain(tx: &Transaction<'_>, sql: &str) -> Result<(), ProbeError> {
 }
 
 /// Opens the run's read-only transaction, with a statement timeout that ends at the deadline
-/// so that a slow query is cancelled by the server rather than abandoned mid-flight.
-async fn begin<'c>(
+/// so that a slow query is cancelled by the server rather than abandoned mid-flight. Shared
+/// with the other PostgreSQL probe kinds.
+pub(super) async fn begin<'c>(
     client: &'c mut tokio_postgres::Client,
     deadline: Instant,
 ) -> Result<Transaction<'c>, ProbeError> {

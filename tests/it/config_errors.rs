@@ -159,13 +159,13 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical"
             ),
         ),
         (
@@ -240,6 +240,23 @@ fn each_broken_config_reports_exactly_where_and_what() {
             ),
         ),
         (
+            "postgres_logical_bad_slot.yaml",
+            concat!(
+                bad!(
+                    "postgres_logical_bad_slot.yaml:9:54: budgets[0].probes[0].postgres_logical.slot: invalid slot name \"Debezium-Orders\": PostgreSQL slot names are 1 to 63 lower-case letters, digits and '_'\n"
+                ),
+                bad!(
+                    "postgres_logical_bad_slot.yaml:11:37: budgets[0].probes[1].postgres_logical.source: source \"events\" is a kafka source; postgres_logical needs postgres\n"
+                ),
+                bad!(
+                    "postgres_logical_bad_slot.yaml:13:27: budgets[0].probes[2].postgres_logical: missing required key `slot`\n"
+                ),
+                bad!(
+                    "postgres_logical_bad_slot.yaml:13:48: budgets[0].probes[2].postgres_logical.slott: unknown key `slott`; did you mean `slot`?"
+                ),
+            ),
+        ),
+        (
             "kafka_bad_brokers.yaml",
             bad!(
                 "kafka_bad_brokers.yaml:4:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,kafka-2\": entry 2 \"kafka-2\" has no port; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092"
@@ -283,7 +300,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -540,12 +557,15 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
         .unwrap_or_else(|e| panic!("config/example.yaml:\n{e}"));
     let mut modes: Vec<WatermarkMode> = Vec::new();
     let mut kafka_groups: Vec<&KafkaConsumerGroup> = Vec::new();
+    let mut slots: Vec<&String> = Vec::new();
     for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
         match &probe.kind {
             ProbeKind::SqlWatermark(w) => modes.push(w.mode),
             ProbeKind::KafkaConsumerGroup(k) => kafka_groups.push(k),
+            ProbeKind::PostgresLogical(l) => slots.push(&l.slot),
         }
     }
+    assert_eq!(slots, ["debezium_orders"]);
     assert!(modes.contains(&WatermarkMode::OldestPending));
     assert!(modes.contains(&WatermarkMode::SinceWatermark));
     // Both ways of choosing topics, and the optional keys set away from their defaults.

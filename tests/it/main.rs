@@ -6,6 +6,7 @@ mod daemon;
 mod dashboards;
 mod demo;
 mod kafka;
+mod logical;
 mod paging;
 mod rules;
 mod support;

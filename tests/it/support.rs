@@ -288,6 +288,11 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with(&[])
+    }
+
+    /// A private server with extra `postgresql.conf` lines (`"wal_level = logical"`).
+    pub fn start_with(settings: &[&str]) -> PrivatePostgres {
         let bin = postgres_bin_dir();
         let port = closed_port();
         let dir = std::env::temp_dir().join(unique("lagbudget_pg"));
@@ -306,10 +311,14 @@ impl PrivatePostgres {
                 "--no-sync",
             ],
         );
-        let conf = format!(
+        let mut conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",
             path_str(&dir)
         );
+        for setting in settings {
+            conf.push_str(setting);
+            conf.push('\n');
+        }
         let conf_path = data.join("postgresql.conf");
         let mut existing = std::fs::read_to_string(&conf_path).expect("read conf");
         existing.push_str(&conf);
@@ -417,7 +426,7 @@ fn as_postgres_owner(dir: &Path) {
 }
 
 /// The newest PostgreSQL server binaries installed (`/usr/lib/postgresql/<major>/bin`).
-fn postgres_bin_dir() -> PathBuf {
+pub fn postgres_bin_dir() -> PathBuf {
     let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test installs them)")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())

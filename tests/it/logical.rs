@@ -1,0 +1,459 @@
+//! `postgres_logical` against a private PostgreSQL with `wal_level = logical`: a slot with
+//! unconsumed changes, consumed, idle with background WAL, dropped; a daemon that starts on a
+//! slot already behind; and a streaming consumer (`pg_recvlogical`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::support::{
+    Daemon, Metrics, PrivatePostgres, connect, postgres_bin_dir, unique, wait_for,
+};
+
+/// `autovacuum = off`: an autovacuum ANALYZE of the test table commits a catalog-only
+/// transaction, which this probe counts (conservatively) as a change until the consumer
+/// confirms past it; the idle assertions must not depend on when autovacuum wakes up.
+const LOGICAL: &[&str] = &["wal_level = logical", "autovacuum = off"];
+
+const LAG: &str = "lagbudget_lag_seconds";
+const BACKLOG: &str = "lagbudget_backlog_bytes";
+
+fn config(dsn: &str, budget: &str, slot: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0
+sources:
+  primary: {{ postgres: {{ dsn: \"{dsn}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: 30s
+    probes:
+      - name: slot
+        interval: 1s
+        postgres_logical: {{ source: primary, slot: {slot} }}
+"
+    )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A private server with `wal_level = logical`, a table and a `test_decoding` slot whose
+/// consumer has confirmed everything.
+struct Setup {
+    server: PrivatePostgres,
+    db: Client,
+    table: String,
+    slot: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let server = tokio::task::spawn_blocking(|| PrivatePostgres::start_with(LOGICAL))
+            .await
+            .expect("start PostgreSQL");
+        let db = connect(&server.dsn()).await;
+        let table = unique("lb_orders");
+        let slot = unique("lb_slot");
+        db.batch_execute(&format!(
+            "CREATE TABLE {table} (id serial PRIMARY KEY, note text)"
+        ))
+        .await
+        .expect("create table");
+        db.query_one(
+            "SELECT pg_create_logical_replication_slot($1, 'test_decoding')",
+            &[&slot],
+        )
+        .await
+        .expect("create slot");
+        let setup = Setup {
+            server,
+            db,
+            table,
+            slot,
+        };
+        setup.consume().await;
+        setup
+    }
+
+    /// Inserts one row in its own transaction; returns the daemon-clock time its commit had
+    /// returned by (the change is at least this old from then on).
+    async fn insert(&self) -> f64 {
+        self.db
+            .execute(
+                format!("INSERT INTO {} (note) VALUES ('x')", self.table).as_str(),
+                &[],
+            )
+            .await
+            .expect("insert");
+        unix_now()
+    }
+
+    /// Consumes everything, as a polling consumer does; returns the rows decoded.
+    async fn consume(&self) -> i64 {
+        self.db
+            .query_one(
+                "SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)",
+                &[&self.slot],
+            )
+            .await
+            .expect("get changes")
+            .get(0)
+    }
+}
+
+fn labels(budget: &str) -> [(&str, &str); 2] {
+    [("budget", budget), ("probe", "slot")]
+}
+
+/// Waits for a run to report lag 0, consuming as a polling consumer would meanwhile (a
+/// background WAL record written before the daemon's first sample would otherwise leave the
+/// map uncovered).
+async fn wait_caught_up(daemon: &Daemon, setup: &Setup, budget: &str) -> Metrics {
+    wait_for(
+        "the slot to read caught up",
+        Duration::from_secs(15),
+        || async {
+            setup.consume().await;
+            let metrics = daemon.metrics().await;
+            (metrics.get(LAG, &labels(budget)) == Some(0.0)).then_some(metrics)
+        },
+    )
+    .await
+}
+
+/// What `check --connect` says about the probe: `ok: …` or `reason: message`.
+async fn check_connect(daemon: &Daemon) -> String {
+    let config = lagbudget::config::load(&daemon.config_path).expect("config");
+    let reports = lagbudget::oneshot::check_connections(&config, Duration::from_secs(5)).await;
+    let probe = reports
+        .into_iter()
+        .find(|report| report.what.contains("(postgres_logical)"))
+        .expect("a report for the probe");
+    match probe.result {
+        Ok(found) => format!("ok: {found}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Issue acceptance: unconsumed changes ⇒ backlog bytes > 0 and lag within ±2 s of the age of
+/// the oldest unconsumed change; consumed ⇒ lag 0 and backlog about 0; background WAL on an
+/// idle primary ⇒ still 0; a dropped slot ⇒ down with `no_data`.
+#[tokio::test(flavor = "multi_thread")]
+async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
+    let setup = Setup::new().await;
+    let budget = unique("cdc");
+    let labels = labels(&budget);
+    let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
+    wait_caught_up(&daemon, &setup, &budget).await;
+    // One more run at or before the slot's position, so that the map brackets what follows.
+    let runs = daemon.runs(&budget, "slot").await;
+    wait_for("another run", Duration::from_secs(5), || async {
+        (daemon.runs(&budget, "slot").await > runs).then_some(())
+    })
+    .await;
+
+    let oldest = setup.insert().await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        setup.insert().await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = daemon.metrics().await;
+    let lag = metrics.get(LAG, &labels).expect("lag while fresh");
+    let backlog = metrics.get(BACKLOG, &labels).expect("backlog bytes");
+    let last_success = metrics
+        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+        .expect("last success");
+    let expected = last_success - oldest;
+    println!(
+        "unconsumed: measured lag {lag:.3} s, expected {expected:.3} s (age of the oldest \
+         unconsumed commit at the last run); backlog {backlog} bytes"
+    );
+    assert!(
+        (lag - expected).abs() <= 2.0,
+        "lag {lag} not within ±2 s of {expected}"
+    );
+    assert!(backlog > 0.0, "three unconsumed inserts are WAL bytes");
+    let probe = daemon.probe(&budget, "slot").await;
+    let detail = probe["detail"].as_str().expect("detail");
+    assert!(detail.contains("inactive"), "nobody is connected: {detail}");
+    assert_eq!(
+        metrics.get("lagbudget_stalled", &labels),
+        Some(0.0),
+        "stall_after defaults to max_lag (30 s)"
+    );
+
+    let decoded = setup.consume().await;
+    assert!(decoded >= 9, "BEGIN, INSERT, COMMIT per row: {decoded}");
+    let started = Instant::now();
+    let metrics = wait_for("lag 0 after consuming", Duration::from_secs(5), || async {
+        let metrics = daemon.metrics().await;
+        (metrics.get(LAG, &labels) == Some(0.0)).then_some(metrics)
+    })
+    .await;
+    let backlog = metrics.get(BACKLOG, &labels).expect("backlog");
+    println!(
+        "consumed: lag 0 after {:?}, backlog {backlog} bytes",
+        started.elapsed()
+    );
+    // Everything the consumer read is confirmed; only a background record written since
+    // (running-xacts, a few dozen bytes) can lie past it.
+    assert!(backlog <= 1024.0, "backlog after consuming: {backlog}");
+
+    // Background WAL without a transaction: the slot's consumer has nothing to receive, so
+    // the backlog grows by the checkpoint record while the lag stays 0.
+    setup
+        .db
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+    let metrics = wait_for(
+        "the checkpoint record in the backlog",
+        Duration::from_secs(5),
+        || async {
+            let metrics = daemon.metrics().await;
+            (metrics.get(BACKLOG, &labels).unwrap_or(0.0) > 0.0).then_some(metrics)
+        },
+    )
+    .await;
+    let idle_backlog = metrics.get(BACKLOG, &labels).expect("backlog");
+    let idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(5) {
+        let metrics = daemon.metrics().await;
+        assert_eq!(
+            metrics.get(LAG, &labels),
+            Some(0.0),
+            "background WAL is not lag ({:?} after the checkpoint)",
+            idle_since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let probe = daemon.probe(&budget, "slot").await;
+    let detail = probe["detail"].as_str().expect("detail").to_owned();
+    println!("idle after CHECKPOINT: lag 0 for 5 s, backlog {idle_backlog} bytes; {detail}");
+    assert!(detail.contains("no transaction committed"), "{detail}");
+    assert_eq!(daemon.state(&budget).await, "ok");
+
+    let check = check_connect(&daemon).await;
+    assert!(
+        check.starts_with("ok: slot ") && check.contains("found"),
+        "{check}"
+    );
+    setup
+        .db
+        .query_one("SELECT pg_drop_replication_slot($1)", &[&setup.slot])
+        .await
+        .expect("drop slot");
+    let probe = wait_for("the probe to fail", Duration::from_secs(5), || async {
+        let probe = daemon.probe(&budget, "slot").await;
+        probe["error"].is_object().then_some(probe)
+    })
+    .await;
+    println!("dropped: {}", probe["error"]);
+    assert_eq!(probe["error"]["reason"], "no_data");
+    assert_eq!(
+        probe["error"]["message"],
+        format!("slot {} does not exist", setup.slot)
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(metrics.get("lagbudget_probe_up", &labels), Some(0.0));
+    let no_data = [
+        ("budget", budget.as_str()),
+        ("probe", "slot"),
+        ("reason", "no_data"),
+    ];
+    assert!(metrics.get("lagbudget_probe_errors_total", &no_data) >= Some(1.0));
+    let check = check_connect(&daemon).await;
+    assert_eq!(
+        check,
+        format!("no_data: slot {} does not exist", setup.slot)
+    );
+    daemon
+        .wait_for_state(&budget, "unknown", Duration::from_secs(6))
+        .await;
+    let metrics = daemon.metrics().await;
+    assert!(!metrics.has_series(LAG, &labels), "stale: no lag series");
+    daemon.stop().await;
+}
+
+/// A daemon that starts while the slot is already behind cannot know when those changes were
+/// written: unknown (`no_data`), never 0, until the consumer confirms past its first sample;
+/// from then on the map covers the slot and lag is measured.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_daemon_on_a_slot_already_behind_is_unknown_until_covered() {
+    let setup = Setup::new().await;
+    setup.insert().await;
+    setup.insert().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let budget = unique("cdc_restart");
+    let labels = labels(&budget);
+    let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
+    wait_for("three runs", Duration::from_secs(8), || async {
+        (daemon.runs(&budget, "slot").await >= 3).then_some(())
+    })
+    .await;
+    let probe = daemon.probe(&budget, "slot").await;
+    println!("fresh daemon, slot behind: {}", probe["error"]);
+    assert_eq!(probe["error"]["reason"], "no_data");
+    let message = probe["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("does not cover the backlog yet"),
+        "{message}"
+    );
+    let metrics = daemon.metrics().await;
+    assert!(!metrics.has_series(LAG, &labels), "never a lag for unknown");
+    assert_eq!(daemon.state(&budget).await, "unknown");
+
+    // The consumer catches up: caught up needs no map.
+    setup.consume().await;
+    wait_caught_up(&daemon, &setup, &budget).await;
+    // Now the map covers the slot's position: new changes are measured.
+    let runs = daemon.runs(&budget, "slot").await;
+    wait_for("another run", Duration::from_secs(5), || async {
+        (daemon.runs(&budget, "slot").await > runs).then_some(())
+    })
+    .await;
+    let committed = setup.insert().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = daemon.metrics().await;
+    let lag = metrics.get(LAG, &labels).expect("lag once covered");
+    let last_success = metrics
+        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+        .expect("last success");
+    let expected = last_success - committed;
+    println!("covered: measured lag {lag:.3} s, expected {expected:.3} s");
+    assert!(
+        (lag - expected).abs() <= 2.0,
+        "lag {lag} not within ±2 s of {expected}"
+    );
+    daemon.stop().await;
+}
+
+/// `pg_recvlogical` streaming with a 1 s status interval.
+struct Streamer(Child);
+
+impl Streamer {
+    fn start(setup: &Setup, out: &std::path::Path) -> Streamer {
+        let child = Command::new(postgres_bin_dir().join("pg_recvlogical"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &setup.server.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-S",
+                &setup.slot,
+                "--start",
+                "--no-loop",
+                "-s",
+                "1",
+                "-F",
+                "1",
+                "-f",
+            ])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pg_recvlogical (installed with the PostgreSQL server binaries)");
+        Streamer(child)
+    }
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A streaming consumer confirms what it received every status interval and, on an idle
+/// primary, confirms background WAL when the server's keepalive reaches it: lag stays within
+/// a few seconds while it keeps up, and stays 0 across a checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
+    let setup = Setup::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _streamer = Streamer::start(&setup, &dir.path().join("changes.txt"));
+    let budget = unique("cdc_stream");
+    let labels = labels(&budget);
+    let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
+    wait_for(
+        "the slot to read caught up",
+        Duration::from_secs(15),
+        || async { (daemon.metrics().await.get(LAG, &labels) == Some(0.0)).then_some(()) },
+    )
+    .await;
+    let detail = daemon.probe(&budget, "slot").await["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        detail.contains("slot") && detail.contains(" active"),
+        "{detail}"
+    );
+
+    setup.insert().await;
+    let inserted = Instant::now();
+    let mut max_lag: f64 = 0.0;
+    let mut zero_again = None;
+    while inserted.elapsed() < Duration::from_secs(8) {
+        let lag = daemon.metrics().await.get(LAG, &labels).unwrap_or(0.0);
+        max_lag = max_lag.max(lag);
+        if lag == 0.0 && max_lag > 0.0 && zero_again.is_none() {
+            zero_again = Some(inserted.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "streaming consumer: max lag {max_lag:.3} s after one insert, 0 again after {zero_again:?}"
+    );
+    assert!(
+        max_lag <= 4.0,
+        "a consumer confirming every second stays within status interval + probe interval: \
+         {max_lag}"
+    );
+    assert_eq!(daemon.metrics().await.get(LAG, &labels), Some(0.0));
+
+    setup
+        .db
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+    let checkpointed = Instant::now();
+    let mut backlog_seen: f64 = 0.0;
+    let mut confirmed_after = None;
+    while checkpointed.elapsed() < Duration::from_secs(15) && confirmed_after.is_none() {
+        let metrics = daemon.metrics().await;
+        assert_eq!(
+            metrics.get(LAG, &labels),
+            Some(0.0),
+            "background WAL is not lag ({:?} after the checkpoint)",
+            checkpointed.elapsed()
+        );
+        let backlog = metrics.get(BACKLOG, &labels).unwrap_or(0.0);
+        backlog_seen = backlog_seen.max(backlog);
+        if backlog_seen > 0.0 && backlog == 0.0 {
+            confirmed_after = Some(checkpointed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "streaming consumer, idle: lag 0 throughout; checkpoint backlog {backlog_seen} bytes, \
+         confirmed after {confirmed_after:?}"
+    );
+    // The consumer confirms background WAL when the server's keepalive reaches it.
+    wait_for("backlog 0", Duration::from_secs(5), || async {
+        (daemon.metrics().await.get(BACKLOG, &labels) == Some(0.0)).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+}
