@@ -1148,6 +1148,8 @@ mod tests {
             metrics::BUILD_INFO,
             metrics::RELOAD_SUCCESSFUL,
             metrics::RELOAD_SUCCESS_TIMESTAMP,
+            // Matched as a prefix (`__name__=~"lagbudget_backlog_.+"`): the unit is in the name.
+            metrics::BACKLOG_PREFIX,
         ];
         let text = render(&RulesOptions::default(), RulesFormat::Prometheus);
         let records: Vec<String> = load(&text)["groups"]
