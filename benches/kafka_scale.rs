@@ -151,7 +151,7 @@ fn main() {
                 match result {
                     Ok(sample) => {
                         ok += 1;
-                        if sample.lag_seconds > 0.0 {
+                        if sample.lag_seconds.is_some_and(|lag| lag > 0.0) {
                             behind += 1;
                         }
                     }

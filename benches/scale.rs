@@ -86,7 +86,7 @@ fn render_benchmark() {
     for (probe, id) in diff.start {
         let key = lagbudget::state::probe_key(&probe);
         let sample = Sample {
-            lag_seconds: 1.5,
+            lag_seconds: Some(1.5),
             backlog: Some(Backlog {
                 unit: BacklogUnit::Rows,
                 value: 12.0,

@@ -134,7 +134,8 @@ impl ProbeHistory {
         let Some(sample) = self.fresh_sample(now, interval_secs) else {
             return false;
         };
-        let behind = sample.lag_seconds > 0.0 || sample.backlog.is_some_and(|b| b.value > 0.0);
+        let behind = sample.lag_seconds.is_some_and(|lag| lag > 0.0)
+            || sample.backlog.is_some_and(|b| b.value > 0.0);
         match self.progress_at {
             Some(at) if behind && sample.position.is_some() => now - at >= stall_after_secs,
             _ => false,
@@ -148,7 +149,8 @@ impl ProbeHistory {
 pub fn used_ratio(probe: &Probe, sample: &Sample) -> f64 {
     let lag_ratio = probe
         .max_lag
-        .map(|max| sample.lag_seconds / max.as_secs_f64())
+        .zip(sample.lag_seconds)
+        .map(|(max, lag)| lag / max.as_secs_f64())
         .unwrap_or(0.0);
     let backlog_ratio = match (probe.max_backlog, sample.backlog) {
         (Some(0), Some(Backlog { value, .. })) if value > 0.0 => 1.0 + value,
@@ -328,7 +330,7 @@ mod tests {
 
     fn sample(lag: f64) -> Sample {
         Sample {
-            lag_seconds: lag,
+            lag_seconds: Some(lag),
             ..Sample::default()
         }
     }
@@ -340,7 +342,7 @@ mod tests {
     #[test]
     fn used_ratio_takes_the_larger_of_lag_and_backlog() {
         let with_backlog = |lag: f64, value: f64| Sample {
-            lag_seconds: lag,
+            lag_seconds: Some(lag),
             backlog: Some(Backlog {
                 unit: BacklogUnit::Rows,
                 value,
@@ -440,7 +442,7 @@ mod tests {
     fn stall_needs_behind_and_no_progress() {
         let at = |lag: f64, pos: &str| {
             Outcome::Success(Sample {
-                lag_seconds: lag,
+                lag_seconds: Some(lag),
                 position: Some(pos.into()),
                 ..Sample::default()
             })

@@ -335,7 +335,9 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
                 budget_seconds.push(labels, max.as_secs_f64());
             }
             if let Some(sample) = history.fresh_sample(now, probe.interval_secs()) {
-                lag.push(labels, sample.lag_seconds);
+                if let Some(seconds) = sample.lag_seconds {
+                    lag.push(labels, seconds);
+                }
                 if let Some(r) = probe.fresh_ratio(now) {
                     ratio.push(labels, r);
                 }

@@ -55,6 +55,7 @@ pub struct Source {
 pub enum SourceKind {
     Postgres(PostgresSource),
     Kafka(KafkaSource),
+    Rabbitmq(RabbitmqSource),
 }
 
 impl SourceKind {
@@ -63,6 +64,7 @@ impl SourceKind {
         match self {
             SourceKind::Postgres(_) => "postgres",
             SourceKind::Kafka(_) => "kafka",
+            SourceKind::Rabbitmq(_) => "rabbitmq",
         }
     }
 }
@@ -83,6 +85,26 @@ impl fmt::Debug for KafkaSource {
         f.debug_struct("KafkaSource")
             .field("brokers", &self.brokers)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A RabbitMQ node's management HTTP API.
+#[derive(Clone, PartialEq)]
+pub struct RabbitmqSource {
+    /// The management API's base URL (`http://rabbit:15672`), without credentials; requests go
+    /// to `{url}/api/…`.
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl fmt::Debug for RabbitmqSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitmqSource")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password)
             .finish()
     }
 }
@@ -232,7 +254,8 @@ impl Probe {
         match &self.kind {
             ProbeKind::SqlWatermark(_)
             | ProbeKind::KafkaConsumerGroup(_)
-            | ProbeKind::PostgresLogical(_) => false,
+            | ProbeKind::PostgresLogical(_)
+            | ProbeKind::RabbitmqQueue(_) => false,
         }
     }
 
@@ -242,6 +265,7 @@ impl Probe {
             ProbeKind::SqlWatermark(w) => &w.source,
             ProbeKind::KafkaConsumerGroup(k) => &k.source,
             ProbeKind::PostgresLogical(l) => &l.source,
+            ProbeKind::RabbitmqQueue(q) => &q.source,
         }
     }
 }
@@ -251,6 +275,7 @@ pub enum ProbeKind {
     SqlWatermark(SqlWatermark),
     KafkaConsumerGroup(KafkaConsumerGroup),
     PostgresLogical(PostgresLogical),
+    RabbitmqQueue(RabbitmqQueue),
 }
 
 impl ProbeKind {
@@ -259,8 +284,21 @@ impl ProbeKind {
             ProbeKind::SqlWatermark(_) => "sql_watermark",
             ProbeKind::KafkaConsumerGroup(_) => "kafka_consumer_group",
             ProbeKind::PostgresLogical(_) => "postgres_logical",
+            ProbeKind::RabbitmqQueue(_) => "rabbitmq_queue",
         }
     }
+}
+
+/// One RabbitMQ queue, read through the management API: its depth, consumers and the age of
+/// its head message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RabbitmqQueue {
+    pub source: String,
+    pub queue: String,
+    pub vhost: String,
+    /// Whether the queue's messages carry the AMQP `timestamp` property. `false` declares a
+    /// backlog-only probe, which validation keeps away from `max_lag`.
+    pub timestamps: bool,
 }
 
 /// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or

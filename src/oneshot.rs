@@ -77,7 +77,8 @@ pub fn format_table(results: &[ProbeResult]) -> String {
     for r in results {
         let (lag, backlog, outcome) = match &r.result {
             Ok(s) => (
-                format!("{:.3}s", s.lag_seconds),
+                s.lag_seconds
+                    .map_or_else(|| "-".into(), |lag| format!("{lag:.3}s")),
                 s.backlog
                     .map(|b| format!("{} {}", b.value, b.unit.as_str()))
                     .unwrap_or_else(|| "-".into()),

@@ -164,8 +164,8 @@ impl ProbeStatus {
             stale: probe.is_stale(now),
             stalled: probe.is_stalled(now),
             runs: history.runs,
-            lag_seconds: fresh.map(|s| s.lag_seconds),
-            last_lag_seconds: last.map(|s| s.lag_seconds),
+            lag_seconds: fresh.and_then(|s| s.lag_seconds),
+            last_lag_seconds: last.and_then(|s| s.lag_seconds),
             budget_seconds: probe.spec.max_lag.map(|d| d.as_secs_f64()),
             used_ratio: probe.fresh_ratio(now),
             backlog: fresh.and_then(|s| s.backlog).map(|b| BacklogStatus {

@@ -14,8 +14,8 @@ use super::values::{
     SLOT_RULE, TOPIC_RULE, check_broker, is_valid_slot_name, is_valid_topic_name, regex_problem,
 };
 use crate::model::{
-    HttpSettings, KafkaSource, NoCommitPolicy, Objective, PostgresSource, Secret, SourceKind,
-    TopicSelector, WatermarkMode,
+    HttpSettings, KafkaSource, NoCommitPolicy, Objective, PostgresSource, RabbitmqSource, Secret,
+    SourceKind, TopicSelector, WatermarkMode,
 };
 
 /// Keys of the main file that an included file may not set.
@@ -124,6 +124,13 @@ pub(crate) enum RawProbeKind {
         source: String,
         slot: String,
     },
+    RabbitmqQueue {
+        source: String,
+        queue: String,
+        vhost: String,
+        /// Where `timestamps` was written, when it was: a `false` there cannot go with max_lag.
+        timestamps: Option<Spanned<bool>>,
+    },
 }
 
 /// Decodes one file. Main-file-only keys are rejected in included files.
@@ -228,6 +235,30 @@ fn decode_source(
                 })
             });
         }
+        Some(("rabbitmq", rabbitmq)) => {
+            raw.kind_key = Some("rabbitmq");
+            let max_connections = rabbitmq.integer_or_default(ctx, "max_connections");
+            // The table bounds it to 1..=64, so the conversion cannot fail in practice.
+            raw.max_connections = usize::try_from(max_connections).unwrap_or(1);
+            let url = rabbitmq
+                .text(ctx, "url")
+                .and_then(|url| decode_management_url(ctx, &url));
+            let username = rabbitmq.text(ctx, "username");
+            let password = rabbitmq.text(ctx, "password");
+            if let Some(password) = &password {
+                ctx.secrets.insert(&password.value);
+            }
+            raw.kind = match (url, username, password) {
+                (Some(url), Some(username), Some(password)) => {
+                    Some(SourceKind::Rabbitmq(RabbitmqSource {
+                        url,
+                        username: username.value,
+                        password: Secret::new(password.value),
+                    }))
+                }
+                _ => None,
+            };
+        }
         Some((other, _)) => {
             debug_assert!(false, "source kind `{other}` has a table but no decoder");
         }
@@ -270,6 +301,42 @@ fn decode_dsn(ctx: &mut Ctx<'_>, dsn: &Text) -> Option<PostgresSource> {
         dsn: Secret::new(dsn.value.clone()),
         redacted: redact(&config),
     })
+}
+
+/// Checks a management API base URL: http or https, a host, no credentials (they belong in
+/// `username` and `password`, where they are kept secret), no query or fragment. Returns it
+/// without a trailing slash, ready for `/api/…` to be appended.
+fn decode_management_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
+    let problem = match reqwest::Url::parse(&url.value) {
+        Err(error) => Some(error.to_string()),
+        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
+            Some(format!("scheme {:?} is not http or https", parsed.scheme()))
+        }
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            Some("it holds credentials; put them in `username` and `password`".to_owned())
+        }
+        Ok(parsed) if parsed.query().is_some() || parsed.fragment().is_some() => {
+            Some("it has a query or fragment".to_owned())
+        }
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("no host".to_owned()),
+        Ok(_) => None,
+    };
+    match problem {
+        Some(problem) => {
+            // An interpolated URL is never echoed, and the parser's message does not quote it.
+            ctx.error(
+                url.span,
+                &url.path,
+                format!(
+                    "invalid management API url {}: {problem}; expected such as \
+                     http://rabbit:15672",
+                    url.quoted()
+                ),
+            );
+            None
+        }
+        None => Some(url.value.trim_end_matches('/').to_owned()),
+    }
 }
 
 /// Checks every entry of a `brokers` list and returns the list as librdkafka will get it.
@@ -459,6 +526,11 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             let kind = decode_postgres_logical(ctx, &logical, &source);
             (source, kind)
         }
+        Some(("rabbitmq_queue", queue)) => {
+            let source = probe_source(ctx, &queue, "rabbitmq_queue", "rabbitmq");
+            let kind = decode_rabbitmq_queue(ctx, &queue, &source);
+            (source, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
             (None, None)
@@ -615,6 +687,29 @@ fn decode_postgres_logical(
     Some(RawProbeKind::PostgresLogical {
         source: source.as_ref()?.name.value.clone(),
         slot: slot?,
+    })
+}
+
+fn decode_rabbitmq_queue(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    source: &Option<ProbeSource>,
+) -> Option<RawProbeKind> {
+    let queue = fields.text(ctx, "queue");
+    let vhost = match fields.text(ctx, "vhost") {
+        Some(vhost) => Some(vhost.value),
+        None if fields.has("vhost") => None,
+        None => Some(fields.text_or_default(ctx, "vhost")),
+    };
+    let timestamps = fields.boolean(ctx, "timestamps");
+    if fields.has("timestamps") && timestamps.is_none() {
+        return None;
+    }
+    Some(RawProbeKind::RabbitmqQueue {
+        source: source.as_ref()?.name.value.clone(),
+        queue: queue?.value,
+        vhost: vhost?,
+        timestamps,
     })
 }
 

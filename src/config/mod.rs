@@ -141,8 +141,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        KafkaConsumerGroup, NoCommitPolicy, Objective, ProbeKind, SourceKind, SqlWatermark,
-        TopicSelector, WatermarkMode,
+        KafkaConsumerGroup, NoCommitPolicy, Objective, ProbeKind, RabbitmqQueue, SourceKind,
+        SqlWatermark, TopicSelector, WatermarkMode,
     };
 
     #[test]
@@ -182,6 +182,7 @@ mod tests {
                 { "required": ["sql_watermark"] },
                 { "required": ["kafka_consumer_group"] },
                 { "required": ["postgres_logical"] },
+                { "required": ["rabbitmq_queue"] },
             ])
         );
         assert_eq!(
@@ -190,8 +191,16 @@ mod tests {
         );
         assert_eq!(
             schema["$defs"]["source"]["oneOf"],
-            serde_json::json!([{ "required": ["postgres"] }, { "required": ["kafka"] }])
+            serde_json::json!([
+                { "required": ["postgres"] },
+                { "required": ["kafka"] },
+                { "required": ["rabbitmq"] },
+            ])
         );
+        let queue = &schema["$defs"]["rabbitmq_queue"];
+        assert_eq!(queue["required"], serde_json::json!(["source", "queue"]));
+        assert_eq!(queue["properties"]["vhost"]["default"], "/");
+        assert_eq!(queue["properties"]["timestamps"]["default"], true);
         let kafka = &schema["$defs"]["kafka"];
         assert_eq!(kafka["required"], serde_json::json!(["brokers"]));
         assert_eq!(
@@ -670,6 +679,98 @@ budgets:
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
         assert!(!actual.iter().any(|line| line.contains("kafka-secret")));
+    }
+
+    #[test]
+    fn rabbitmq_sources_and_queue_probes_resolve_to_the_model() {
+        let text = r#"
+sources:
+  broker:
+    rabbitmq: { url: "https://rabbit.example.com/mgmt/", username: lagbudget, password: "${RABBIT_PASSWORD}" }
+  local: { rabbitmq: { url: "http://127.0.0.1:15672", username: guest, password: guest, max_connections: 2 } }
+budgets:
+  - name: mails
+    max_backlog: 0
+    probes:
+      - name: queue
+        max_lag: 1m
+        rabbitmq_queue: { source: broker, queue: order-emails }
+      - name: dead-letters
+        rabbitmq_queue: { source: local, queue: "mails.dlq", vhost: shop, timestamps: false }
+"#;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, text).expect("config");
+        let env = |name: &str| (name == "RABBIT_PASSWORD").then(|| "rabbit-secret-pw".to_owned());
+        let config = load_with(&path, &env).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"));
+        let broker = &config.sources["broker"];
+        assert_eq!(broker.max_connections, 4);
+        let SourceKind::Rabbitmq(rabbit) = &broker.kind else {
+            panic!("broker is not a rabbitmq source");
+        };
+        // Ready for `/api/…` to be appended.
+        assert_eq!(rabbit.url, "https://rabbit.example.com/mgmt");
+        assert_eq!(rabbit.username, "lagbudget");
+        assert_eq!(rabbit.password.expose(), "rabbit-secret-pw");
+        assert!(!format!("{rabbit:?}").contains("rabbit-secret-pw"));
+        assert_eq!(config.secrets.scrub("pw rabbit-secret-pw"), "pw ***");
+        assert_eq!(config.sources["local"].max_connections, 2);
+        let probes = &config.budgets[0].probes;
+        assert_eq!(
+            probes[0].kind,
+            ProbeKind::RabbitmqQueue(RabbitmqQueue {
+                source: "broker".to_owned(),
+                queue: "order-emails".to_owned(),
+                vhost: "/".to_owned(),
+                timestamps: true,
+            })
+        );
+        assert_eq!(probes[0].kind_key(), "rabbitmq_queue");
+        assert_eq!(probes[1].source_name(), "local");
+        assert_eq!(probes[1].max_lag, None);
+        assert_eq!(probes[1].max_backlog, Some(0));
+        assert_eq!(
+            probes[1].kind,
+            ProbeKind::RabbitmqQueue(RabbitmqQueue {
+                source: "local".to_owned(),
+                queue: "mails.dlq".to_owned(),
+                vhost: "shop".to_owned(),
+                timestamps: false,
+            })
+        );
+    }
+
+    #[test]
+    fn rabbitmq_mistakes_are_reported_where_they_are_written() {
+        let text = r#"
+sources:
+  a: { rabbitmq: { url: "ftp://rabbit", username: u, password: p } }
+  b: { rabbitmq: { url: "http://rabbit:15672/?x=1", username: "", password: p, vhost: "/" } }
+  c: { rabbitmq: { url: "${RABBIT_URL}", username: u } }
+  d: { rabbitmq: { url: "not a url", username: u, password: p, max_connections: 0 } }
+budgets:
+  - name: b
+    max_lag: 1m
+    probes:
+      - name: q
+        rabbitmq_queue: { source: a, queue: "", timestamps: "no" }
+"#;
+        let env = |name: &str| (name == "RABBIT_URL").then(|| "http://u:rabbit-pw@x".to_owned());
+        let expected = [
+            "3:25: sources.a.rabbitmq.url: invalid management API url \"ftp://rabbit\": scheme \"ftp\" is not http or https; expected such as http://rabbit:15672",
+            "4:25: sources.b.rabbitmq.url: invalid management API url \"http://rabbit:15672/?x=1\": it has a query or fragment; expected such as http://rabbit:15672",
+            "4:63: sources.b.rabbitmq.username: must not be empty",
+            "4:80: sources.b.rabbitmq.vhost: unknown key `vhost`; valid keys: url, username, password, max_connections",
+            "5:18: sources.c.rabbitmq: missing required key `password`",
+            "5:25: sources.c.rabbitmq.url: invalid management API url \"${RABBIT_URL}\": it holds credentials; put them in `username` and `password`; expected such as http://rabbit:15672",
+            "6:25: sources.d.rabbitmq.url: invalid management API url \"not a url\": relative URL without a base; expected such as http://rabbit:15672",
+            "6:81: sources.d.rabbitmq.max_connections: must be between 1 and 64, found 0",
+            "12:45: budgets[0].probes[0].rabbitmq_queue.queue: must not be empty",
+            "12:61: budgets[0].probes[0].rabbitmq_queue.timestamps: expected true or false, found the string \"no\"",
+        ];
+        let actual = errors_of(text, &env);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
+        assert!(!actual.iter().any(|line| line.contains("rabbit-pw")));
     }
 
     #[test]

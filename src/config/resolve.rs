@@ -10,8 +10,8 @@ use super::decode::{Ctx, Spanned};
 use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, KafkaConsumerGroup, PostgresLogical, Probe, ProbeKind, Source,
-    SqlWatermark, format_duration,
+    Budget, Config, HttpSettings, KafkaConsumerGroup, PostgresLogical, Probe, ProbeKind,
+    RabbitmqQueue, Source, SqlWatermark, format_duration,
 };
 
 /// One setting at the levels it can be written at, most specific first.
@@ -355,6 +355,30 @@ fn resolve_probe(
             ProbeKind::PostgresLogical(PostgresLogical {
                 source: source.clone(),
                 slot: slot.clone(),
+            })
+        }
+        RawProbeKind::RabbitmqQueue {
+            source,
+            queue,
+            vhost,
+            timestamps,
+        } => {
+            if let (Some(declared), Some(max_lag)) = (timestamps, max_lag) {
+                if !declared.value {
+                    let message = format!(
+                        "`timestamps: false` gives this queue no message times, so max_lag {} \
+                         cannot be measured: use max_backlog, and set max_lag only on probes \
+                         that can measure it",
+                        max_lag.shown
+                    );
+                    ctx.error_in(file, declared.span, &declared.path, message);
+                }
+            }
+            ProbeKind::RabbitmqQueue(RabbitmqQueue {
+                source: source.clone(),
+                queue: queue.clone(),
+                vhost: vhost.clone(),
+                timestamps: timestamps.as_ref().is_none_or(|declared| declared.value),
             })
         }
     };

@@ -258,6 +258,11 @@ pub(crate) static SOURCE_KINDS: Kinds = Kinds {
             Type::Table(&KAFKA),
             "A Kafka cluster, reached through its bootstrap brokers.",
         ),
+        key(
+            "rabbitmq",
+            Type::Table(&RABBITMQ),
+            "A RabbitMQ node, read through its management HTTP API.",
+        ),
     ],
 };
 
@@ -350,6 +355,38 @@ pub(crate) static KAFKA: Table = Table {
              enable.auto.offset.store, isolation.level, bootstrap.servers, \
              metadata.broker.list, auto.offset.reset and enable.partition.eof are set by \
              lagbudget and rejected here.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static RABBITMQ: Table = Table {
+    id: "rabbitmq",
+    doc: "A RabbitMQ node, read through its management HTTP API (the rabbitmq_management \
+          plugin). Needs a user tagged `monitoring` (or `management` with access to the \
+          probed vhosts).",
+    keys: &[
+        required(
+            "url",
+            NON_EMPTY_TEXT,
+            "Base URL of the management API, such as http://rabbit:15672 (http or https, \
+             optionally with a path prefix); without credentials.",
+        ),
+        required("username", NON_EMPTY_TEXT, "User of the management API."),
+        required(
+            "password",
+            TEXT,
+            "Password of that user; put it in ${VAR} or ${file:/path}. Never printed.",
+        ),
+        defaulted(
+            "max_connections",
+            Type::Integer {
+                min: 1,
+                max: Some(64),
+            },
+            DefaultValue::Integer(4),
+            "Requests in flight at once, shared by every probe of this source.",
         ),
     ],
     kinds: None,
@@ -517,7 +554,45 @@ pub(crate) static PROBE_KINDS: Kinds = Kinds {
             "A logical replication slot: backlog in bytes, and lag from an LSN-to-time map \
              lagbudget builds from its own samples.",
         ),
+        key(
+            "rabbitmq_queue",
+            Type::Table(&RABBITMQ_QUEUE),
+            "A RabbitMQ queue: depth, consumers and the age of its head message.",
+        ),
     ],
+};
+
+pub(crate) static RABBITMQ_QUEUE: Table = Table {
+    id: "rabbitmq_queue",
+    doc: "A RabbitMQ queue read through the management API: backlog is its depth (ready and \
+          unacknowledged messages); lag is the age of its head message, from the message's \
+          AMQP `timestamp` property (whole seconds), 0 when the queue is empty. Only classic \
+          queues report a head timestamp; for other queues, or messages without timestamps, \
+          use max_backlog (dead-letter queues: max_backlog: 0). The management statistics \
+          behind every figure refresh every few seconds (collect_statistics_interval).",
+    keys: &[
+        required(
+            "source",
+            NON_EMPTY_TEXT,
+            "Name of the rabbitmq source to read.",
+        ),
+        required("queue", NON_EMPTY_TEXT, "The queue's name."),
+        defaulted(
+            "vhost",
+            NON_EMPTY_TEXT,
+            DefaultValue::Str("/"),
+            "The queue's virtual host.",
+        ),
+        defaulted(
+            "timestamps",
+            Type::Bool,
+            DefaultValue::Bool(true),
+            "Whether the queue's messages carry the AMQP timestamp property. `false`: \
+             backlog only; max_lag is then rejected.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
 };
 
 pub(crate) static SQL_WATERMARK: Table = Table {

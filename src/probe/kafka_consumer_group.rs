@@ -129,7 +129,7 @@ impl KafkaConsumerGroupProbe {
         let partitions = sample.kafka.as_ref().map_or(0, |k| k.partitions_total);
         Ok(format!(
             "group offsets readable on {partitions} partitions, lag {:.3}s",
-            sample.lag_seconds
+            sample.lag_seconds.unwrap_or_default()
         ))
     }
 }
@@ -468,7 +468,7 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
         detail_partitions = sorted;
     }
     Sample {
-        lag_seconds: lag,
+        lag_seconds: Some(lag),
         backlog: Some(Backlog {
             unit: BacklogUnit::Messages,
             value: measured.backlog as f64,

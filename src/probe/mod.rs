@@ -7,6 +7,8 @@ mod kafka_admin;
 pub mod kafka_consumer_group;
 pub mod postgres;
 pub mod postgres_logical;
+pub mod rabbitmq;
+pub mod rabbitmq_queue;
 pub mod sql_watermark;
 
 use std::collections::BTreeMap;
@@ -19,8 +21,11 @@ use crate::model::{Config, Probe, ProbeKind, SecretSet, Source, SourceKind};
 /// One successful measurement.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
-    /// Age of the oldest change not yet visible, in seconds, clamped at 0.
-    pub lag_seconds: f64,
+    /// Age of the oldest change not yet visible, in seconds, clamped at 0. `None` when the
+    /// probe can only count (a queue whose messages carry no timestamp): unknown is never 0,
+    /// so no lag is exported for that sample, only its backlog. A probe with a `max_lag` never
+    /// returns `None`: it fails instead.
+    pub lag_seconds: Option<f64>,
     pub backlog: Option<Backlog>,
     /// The view's position (watermark, offset, LSN…) as text, to detect progress.
     pub position: Option<String>,
@@ -198,6 +203,7 @@ impl ProbeError {
 pub enum SourceHandle {
     Postgres(Arc<postgres::PgPool>),
     Kafka(Arc<kafka::KafkaClient>),
+    Rabbitmq(Arc<rabbitmq::RabbitmqClient>),
 }
 
 impl SourceHandle {
@@ -210,6 +216,9 @@ impl SourceHandle {
                 &source.name,
                 spec,
             )?))),
+            SourceKind::Rabbitmq(spec) => Ok(SourceHandle::Rabbitmq(Arc::new(
+                rabbitmq::RabbitmqClient::new(&source.name, spec, source.max_connections)?,
+            ))),
         }
     }
 
@@ -225,6 +234,7 @@ impl SourceHandle {
                     .map_err(|e| ProbeError::new(ErrorReason::Connect, e.to_string()))?
                     .map(|topics| format!("cluster answers, {} topics", topics.partitions.len()))
             }
+            SourceHandle::Rabbitmq(client) => client.check(deadline).await,
         }
     }
 }
@@ -272,6 +282,7 @@ pub enum ProbeRunner {
     SqlWatermark(sql_watermark::SqlWatermarkProbe),
     KafkaConsumerGroup(Box<kafka_consumer_group::KafkaConsumerGroupProbe>),
     PostgresLogical(postgres_logical::PostgresLogicalProbe),
+    RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe),
 }
 
 impl ProbeRunner {
@@ -299,6 +310,13 @@ impl ProbeRunner {
                     postgres_logical::PostgresLogicalProbe::new(spec.clone(), pool.clone()),
                 ))
             }
+            (ProbeKind::RabbitmqQueue(spec), SourceHandle::Rabbitmq(client)) => Ok(
+                ProbeRunner::RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe::new(
+                    spec.clone(),
+                    client.clone(),
+                    probe.max_lag.is_some(),
+                )),
+            ),
             // Validation guarantees each kind reads a source of its own kind.
             (kind, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
@@ -313,6 +331,7 @@ impl ProbeRunner {
             ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await,
             ProbeRunner::KafkaConsumerGroup(probe) => probe.run(deadline).await,
             ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await,
+            ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await,
         }
     }
 
@@ -326,6 +345,7 @@ impl ProbeRunner {
                 .map(|()| "queries accepted".to_owned()),
             ProbeRunner::KafkaConsumerGroup(probe) => probe.check(deadline).await,
             ProbeRunner::PostgresLogical(probe) => probe.check(deadline).await,
+            ProbeRunner::RabbitmqQueue(probe) => probe.check(deadline).await,
         }
     }
 }

@@ -121,7 +121,7 @@ impl PostgresLogicalProbe {
             detail.push_str("; WAL position went back, LSN-to-time map restarted");
         }
         Ok(Sample {
-            lag_seconds,
+            lag_seconds: Some(lag_seconds),
             backlog: Some(Backlog {
                 unit: BacklogUnit::Bytes,
                 value: backlog_bytes as f64,

@@ -173,7 +173,7 @@ async fn measure(
                 None => format!("watermark {position}"),
             };
             Sample {
-                lag_seconds: lag,
+                lag_seconds: Some(lag),
                 backlog,
                 position: Some(position),
                 detail: Some(detail),
@@ -195,7 +195,7 @@ async fn measure(
             let now = db_now(&tx, &watermark.ty).await?;
             let (lag, clamped) = seconds_between(at, now);
             Sample {
-                lag_seconds: lag,
+                lag_seconds: Some(lag),
                 backlog: None,
                 detail: Some(format!("watermark {position}")),
                 position: Some(position),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use lagbudget::config;
 use lagbudget::model::{
-    KafkaConsumerGroup, NoCommitPolicy, ProbeKind, SourceKind, TopicSelector, WatermarkMode,
+    KafkaConsumerGroup, NoCommitPolicy, ProbeKind, RabbitmqQueue, SourceKind, TopicSelector,
+    WatermarkMode,
 };
 
 /// Prefixes a fixture's path as errors display it: relative to the package root, which is the
@@ -83,7 +84,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "unknown_source_kind.yaml",
             bad!(
-                "unknown_source_kind.yaml:3:12: sources.cache.redis: unknown source kind `redis`; supported: postgres, kafka"
+                "unknown_source_kind.yaml:3:12: sources.cache.redis: unknown source kind `redis`; supported: postgres, kafka, rabbitmq"
             ),
         ),
         (
@@ -159,13 +160,13 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue"
             ),
         ),
         (
@@ -231,6 +232,34 @@ fn each_broken_config_reports_exactly_where_and_what() {
             "kafka_probe_on_postgres_source.yaml",
             bad!(
                 "kafka_probe_on_postgres_source.yaml:9:41: budgets[0].probes[0].kafka_consumer_group.source: source \"orders-db\" is a postgres source; kafka_consumer_group needs kafka"
+            ),
+        ),
+        (
+            "rabbitmq_credentials_in_url.yaml",
+            concat!(
+                bad!(
+                    "rabbitmq_credentials_in_url.yaml:3:22: sources.broker.rabbitmq.url: invalid management API url \"http://guest:guest@rabbit:15672\": it holds credentials; put them in `username` and `password`; expected such as http://rabbit:15672\n"
+                ),
+                bad!(
+                    "rabbitmq_credentials_in_url.yaml:3:88: sources.broker.rabbitmq.password: environment variable RABBIT_PASSWORD is not set"
+                ),
+            ),
+        ),
+        (
+            "rabbitmq_timestamps_false_with_max_lag.yaml",
+            bad!(
+                "rabbitmq_timestamps_false_with_max_lag.yaml:11:74: budgets[0].probes[1].rabbitmq_queue.timestamps: `timestamps: false` gives this queue no message times, so max_lag 30s cannot be measured: use max_backlog, and set max_lag only on probes that can measure it"
+            ),
+        ),
+        (
+            "rabbitmq_queue_on_kafka_source.yaml",
+            concat!(
+                bad!(
+                    "rabbitmq_queue_on_kafka_source.yaml:8:35: budgets[0].probes[0].rabbitmq_queue.source: source \"events\" is a kafka source; rabbitmq_queue needs rabbitmq\n"
+                ),
+                bad!(
+                    "rabbitmq_queue_on_kafka_source.yaml:8:65: budgets[0].probes[0].rabbitmq_queue.vhost: must not be empty"
+                ),
             ),
         ),
         (
@@ -300,7 +329,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_stream_group: unknown probe kind `redis_stream_group`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -552,17 +581,22 @@ fn the_minimal_config_loads() {
 /// keep covering every probe kind that exists (and its modes).
 #[test]
 fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
-    let env = |name: &str| (name == "ORDERS_DB_PASSWORD").then(|| "example-password".to_owned());
+    let env = |name: &str| match name {
+        "ORDERS_DB_PASSWORD" | "RABBITMQ_PASSWORD" => Some("example-password".to_owned()),
+        _ => None,
+    };
     let example = config::load_with(Path::new("config/example.yaml"), &env)
         .unwrap_or_else(|e| panic!("config/example.yaml:\n{e}"));
     let mut modes: Vec<WatermarkMode> = Vec::new();
     let mut kafka_groups: Vec<&KafkaConsumerGroup> = Vec::new();
     let mut slots: Vec<&String> = Vec::new();
+    let mut queues: Vec<&RabbitmqQueue> = Vec::new();
     for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
         match &probe.kind {
             ProbeKind::SqlWatermark(w) => modes.push(w.mode),
             ProbeKind::KafkaConsumerGroup(k) => kafka_groups.push(k),
             ProbeKind::PostgresLogical(l) => slots.push(&l.slot),
+            ProbeKind::RabbitmqQueue(q) => queues.push(q),
         }
     }
     assert_eq!(slots, ["debezium_orders"]);
@@ -579,6 +613,9 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
             && k.no_commit == Some(NoCommitPolicy::Earliest)
             && k.partition_detail
     }));
+    // A queue with timestamps and a backlog-only dead-letter queue.
+    assert!(queues.iter().any(|q| q.timestamps && q.vhost == "/"));
+    assert!(queues.iter().any(|q| !q.timestamps));
     config::load_with(Path::new("config/quickstart.yaml"), &no_env)
         .unwrap_or_else(|e| panic!("config/quickstart.yaml:\n{e}"));
 }
