@@ -179,7 +179,7 @@ fn sample_from(
         return Err(ProbeError::new(
             ErrorReason::NoData,
             format!(
-                "queue {:?} holds {} messages but {why}, so their age is unknown",
+                "queue {:?} is not empty ({} messages) but {why}, so its age is unknown",
                 spec.queue, stats.messages
             ),
         ));
@@ -405,7 +405,8 @@ mod tests {
     fn lag_is_the_head_age_zero_when_empty_and_unknown_without_times() {
         let now = 1_000.5;
         // (spec timestamps, stats, has max_lag) => Ok(lag) or Err(reason)
-        let cases: [(bool, QueueStats, bool, Result<Option<f64>, ErrorReason>); 8] = [
+        type Expected = Result<Option<f64>, ErrorReason>;
+        let cases: [(bool, QueueStats, bool, Expected); 8] = [
             (true, stats("classic", 2, Some(980)), true, Ok(Some(20.5))),
             (true, stats("classic", 0, None), true, Ok(Some(0.0))),
             // A head without the timestamp property: unknown, not 0.

@@ -8,6 +8,7 @@ mod demo;
 mod kafka;
 mod logical;
 mod paging;
+mod rabbitmq;
 mod rules;
 mod support;
 mod watermark;
