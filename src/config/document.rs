@@ -319,6 +319,11 @@ fn decode_management_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
             Some("it has a query or fragment".to_owned())
         }
         Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("no host".to_owned()),
+        // Requests go to `{url}/api/…`: a url that already ends in /api would ask for
+        // /api/api/… and read every queue as missing.
+        Ok(parsed) if parsed.path().trim_end_matches('/').ends_with("/api") => {
+            Some("it ends in /api; give the base url, lagbudget adds /api/…".to_owned())
+        }
         Ok(_) => None,
     };
     match problem {

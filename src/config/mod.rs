@@ -748,6 +748,7 @@ sources:
   b: { rabbitmq: { url: "http://rabbit:15672/?x=1", username: "", password: p, vhost: "/" } }
   c: { rabbitmq: { url: "${RABBIT_URL}", username: u } }
   d: { rabbitmq: { url: "not a url", username: u, password: p, max_connections: 0 } }
+  e: { rabbitmq: { url: "http://rabbit:15672/api/", username: u, password: p } }
 budgets:
   - name: b
     max_lag: 1m
@@ -765,8 +766,9 @@ budgets:
             "5:25: sources.c.rabbitmq.url: invalid management API url \"${RABBIT_URL}\": it holds credentials; put them in `username` and `password`; expected such as http://rabbit:15672",
             "6:25: sources.d.rabbitmq.url: invalid management API url \"not a url\": relative URL without a base; expected such as http://rabbit:15672",
             "6:81: sources.d.rabbitmq.max_connections: must be between 1 and 64, found 0",
-            "12:45: budgets[0].probes[0].rabbitmq_queue.queue: must not be empty",
-            "12:61: budgets[0].probes[0].rabbitmq_queue.timestamps: expected true or false, found the string \"no\"",
+            "7:25: sources.e.rabbitmq.url: invalid management API url \"http://rabbit:15672/api/\": it ends in /api; give the base url, lagbudget adds /api/…; expected such as http://rabbit:15672",
+            "13:45: budgets[0].probes[0].rabbitmq_queue.queue: must not be empty",
+            "13:61: budgets[0].probes[0].rabbitmq_queue.timestamps: expected true or false, found the string \"no\"",
         ];
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
