@@ -56,6 +56,8 @@ pub enum SourceKind {
     Postgres(PostgresSource),
     Kafka(KafkaSource),
     Rabbitmq(RabbitmqSource),
+    Redis(RedisSource),
+    Nats(NatsSource),
 }
 
 impl SourceKind {
@@ -65,6 +67,8 @@ impl SourceKind {
             SourceKind::Postgres(_) => "postgres",
             SourceKind::Kafka(_) => "kafka",
             SourceKind::Rabbitmq(_) => "rabbitmq",
+            SourceKind::Redis(_) => "redis",
+            SourceKind::Nats(_) => "nats",
         }
     }
 }
@@ -122,6 +126,41 @@ impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSource")
             .field("dsn", &self.redacted)
+            .finish()
+    }
+}
+
+/// A Redis server, reached through one multiplexed connection per source.
+#[derive(Clone, PartialEq)]
+pub struct RedisSource {
+    /// `redis://[user:password@]host:port[/db]` after interpolation. It may hold a password, so
+    /// it is never printed: use `redacted` for humans.
+    pub url: Secret,
+    /// The URL with its password replaced by `***`.
+    pub redacted: String,
+}
+
+impl fmt::Debug for RedisSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSource")
+            .field("url", &self.redacted)
+            .finish()
+    }
+}
+
+/// A NATS server (or cluster entry point) with JetStream, reached through one client per source.
+#[derive(Clone, PartialEq)]
+pub struct NatsSource {
+    /// `nats://[user:password@]host:port` after interpolation; never printed.
+    pub url: Secret,
+    /// The URL with its password replaced by `***`.
+    pub redacted: String,
+}
+
+impl fmt::Debug for NatsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSource")
+            .field("url", &self.redacted)
             .finish()
     }
 }
@@ -256,6 +295,7 @@ impl Probe {
             | ProbeKind::KafkaConsumerGroup(_)
             | ProbeKind::PostgresLogical(_)
             | ProbeKind::RabbitmqQueue(_) => false,
+            ProbeKind::RedisStreamGroup(_) | ProbeKind::NatsConsumer(_) => false,
         }
     }
 
@@ -266,6 +306,8 @@ impl Probe {
             ProbeKind::KafkaConsumerGroup(k) => &k.source,
             ProbeKind::PostgresLogical(l) => &l.source,
             ProbeKind::RabbitmqQueue(q) => &q.source,
+            ProbeKind::RedisStreamGroup(r) => &r.source,
+            ProbeKind::NatsConsumer(n) => &n.source,
         }
     }
 }
@@ -276,6 +318,8 @@ pub enum ProbeKind {
     KafkaConsumerGroup(KafkaConsumerGroup),
     PostgresLogical(PostgresLogical),
     RabbitmqQueue(RabbitmqQueue),
+    RedisStreamGroup(RedisStreamGroup),
+    NatsConsumer(NatsConsumer),
 }
 
 impl ProbeKind {
@@ -285,6 +329,8 @@ impl ProbeKind {
             ProbeKind::KafkaConsumerGroup(_) => "kafka_consumer_group",
             ProbeKind::PostgresLogical(_) => "postgres_logical",
             ProbeKind::RabbitmqQueue(_) => "rabbitmq_queue",
+            ProbeKind::RedisStreamGroup(_) => "redis_stream_group",
+            ProbeKind::NatsConsumer(_) => "nats_consumer",
         }
     }
 }
@@ -299,6 +345,29 @@ pub struct RabbitmqQueue {
     /// Whether the queue's messages carry the AMQP `timestamp` property. `false` declares a
     /// backlog-only probe, which validation keeps away from `max_lag`.
     pub timestamps: bool,
+}
+
+/// A Redis stream consumer group: lag is the age of the oldest entry the group has not
+/// acknowledged (pending) or not yet delivered, from its ID's milliseconds on Redis' clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisStreamGroup {
+    pub source: String,
+    /// The stream's key.
+    pub stream: String,
+    /// The consumer group (lagbudget never reads through it, so it delivers nothing).
+    pub group: String,
+    /// Entry IDs are Redis' time-based IDs (`<milliseconds>-<seq>`), so their age is lag. With
+    /// explicit non-time IDs the probe reports backlog only.
+    pub id_time: bool,
+}
+
+/// A NATS JetStream consumer: lag is the age of its first unacknowledged message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsConsumer {
+    pub source: String,
+    pub stream: String,
+    /// The durable consumer's name.
+    pub consumer: String,
 }
 
 /// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or

@@ -14,8 +14,8 @@ use super::values::{
     SLOT_RULE, TOPIC_RULE, check_broker, is_valid_slot_name, is_valid_topic_name, regex_problem,
 };
 use crate::model::{
-    HttpSettings, KafkaSource, NoCommitPolicy, Objective, PostgresSource, RabbitmqSource, Secret,
-    SourceKind, TopicSelector, WatermarkMode,
+    HttpSettings, KafkaSource, NatsSource, NoCommitPolicy, Objective, PostgresSource,
+    RabbitmqSource, RedisSource, Secret, SourceKind, TopicSelector, WatermarkMode,
 };
 
 /// Keys of the main file that an included file may not set.
@@ -130,6 +130,18 @@ pub(crate) enum RawProbeKind {
         vhost: String,
         /// Where `timestamps` was written, when it was: a `false` there cannot go with max_lag.
         timestamps: Option<Spanned<bool>>,
+    },
+    RedisStreamGroup {
+        source: String,
+        stream: String,
+        group: String,
+        /// `false` only when written so; its span, for the "backlog only" checks of `resolve`.
+        id_time: Spanned<bool>,
+    },
+    NatsConsumer {
+        source: String,
+        stream: String,
+        consumer: String,
     },
 }
 
@@ -259,6 +271,24 @@ fn decode_source(
                 _ => None,
             };
         }
+        Some(("redis", redis)) => {
+            raw.kind_key = Some("redis");
+            // One multiplexed connection per source, shared by every probe that reads it.
+            raw.max_connections = 1;
+            raw.kind = redis
+                .text(ctx, "url")
+                .and_then(|url| decode_redis_url(ctx, &url))
+                .map(SourceKind::Redis);
+        }
+        Some(("nats", nats)) => {
+            raw.kind_key = Some("nats");
+            // One client per source, shared by every probe that reads it.
+            raw.max_connections = 1;
+            raw.kind = nats
+                .text(ctx, "url")
+                .and_then(|url| decode_nats_url(ctx, &url))
+                .map(SourceKind::Nats);
+        }
         Some((other, _)) => {
             debug_assert!(false, "source kind `{other}` has a table but no decoder");
         }
@@ -341,6 +371,126 @@ fn decode_management_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
             None
         }
         None => Some(url.value.trim_end_matches('/').to_owned()),
+    }
+}
+
+/// Validates a Redis URL and remembers its password as a secret. The parser's messages never
+/// contain the URL; an interpolated URL is not quoted either.
+fn decode_redis_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<RedisSource> {
+    use redis::IntoConnectionInfo as _;
+    // Remember the password before anything can fail, so that no later message shows it.
+    remember_url_password(ctx, &url.value);
+    if url.value.starts_with("rediss://") {
+        ctx.error(
+            url.span,
+            &url.path,
+            "TLS (rediss://) is not supported yet; use redis:// on a trusted network",
+        );
+        return None;
+    }
+    let info = match url.value.as_str().into_connection_info() {
+        Ok(info) => info,
+        Err(error) => {
+            // The client's text is "<what> - <kind>[: detail]"; the kind is noise here.
+            let text = error.to_string();
+            let what = text.split(" - ").next().unwrap_or_default();
+            let problem = match error.detail() {
+                Some(detail) => format!("{what}: {detail}"),
+                None => what.to_owned(),
+            };
+            ctx.error(
+                url.span,
+                &url.path,
+                format!(
+                    "invalid Redis URL {}: {problem}; expected \
+                     redis://[user:password@]host[:port][/db]",
+                    url.quoted(),
+                ),
+            );
+            return None;
+        }
+    };
+    let settings = info.redis_settings();
+    if let Some(password) = settings.password() {
+        ctx.secrets.insert(password);
+    }
+    let user = settings
+        .username()
+        .map(|user| format!("{user}:***@"))
+        .or_else(|| settings.password().map(|_| ":***@".to_owned()))
+        .unwrap_or_default();
+    let redacted = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => {
+            format!("redis://{user}{host}:{port}/{}", settings.db())
+        }
+        redis::ConnectionAddr::Unix(path) => format!("unix://{}", path.display()),
+        other => format!("{other}"),
+    };
+    Some(RedisSource {
+        url: Secret::new(url.value.clone()),
+        redacted,
+    })
+}
+
+/// Validates a NATS URL and remembers its password as a secret.
+fn decode_nats_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<NatsSource> {
+    remember_url_password(ctx, &url.value);
+    let addr = match url.value.parse::<async_nats::ServerAddr>() {
+        Ok(addr) if !url.value.contains("://") || url.value.starts_with("nats://") => addr,
+        Ok(_) => {
+            ctx.error(
+                url.span,
+                &url.path,
+                format!(
+                    "invalid NATS URL {}: only nats:// is supported (no TLS or websockets yet)",
+                    url.quoted()
+                ),
+            );
+            return None;
+        }
+        Err(_) => {
+            ctx.error(
+                url.span,
+                &url.path,
+                format!(
+                    "invalid NATS URL {}; expected nats://[user:password@]host[:port]",
+                    url.quoted()
+                ),
+            );
+            return None;
+        }
+    };
+    if let Some(password) = addr.password() {
+        ctx.secrets.insert(password);
+    }
+    let user = match (addr.username(), addr.password()) {
+        (Some(user), Some(_)) => format!("{user}:***@"),
+        // A user without a password is how NATS URLs carry a token.
+        (Some(_), None) => "***@".to_owned(),
+        _ => String::new(),
+    };
+    if let (Some(token), None) = (addr.username(), addr.password()) {
+        ctx.secrets.insert(token);
+    }
+    Some(NatsSource {
+        url: Secret::new(url.value.clone()),
+        redacted: format!("nats://{user}{}:{}", addr.host(), addr.port()),
+    })
+}
+
+/// The password part of a URL's user info, as written (percent-encoded or not), joins the
+/// secrets, so that no message quoting the URL can show it.
+fn remember_url_password(ctx: &mut Ctx<'_>, url: &str) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((user_info, _)) = authority.rsplit_once('@') else {
+        return;
+    };
+    match user_info.split_once(':') {
+        Some((_, password)) => ctx.secrets.insert(password),
+        None => ctx.secrets.insert(user_info),
     }
 }
 
@@ -536,6 +686,29 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             let kind = decode_rabbitmq_queue(ctx, &queue, &source);
             (source, kind)
         }
+        Some(("redis_stream_group", group)) => {
+            let source = probe_source(ctx, &group, "redis_stream_group", "redis");
+            let kind = decode_redis_stream_group(ctx, &group, &source);
+            (source, kind)
+        }
+        Some(("nats_consumer", consumer)) => {
+            let source = probe_source(ctx, &consumer, "nats_consumer", "nats");
+            // Both names are checked before either is required, so both are reported.
+            let stream = consumer
+                .text(ctx, "stream")
+                .and_then(|name| nats_name(ctx, name, "stream"));
+            let name = consumer
+                .text(ctx, "consumer")
+                .and_then(|name| nats_name(ctx, name, "consumer"));
+            let kind = (|| {
+                Some(RawProbeKind::NatsConsumer {
+                    source: source.as_ref()?.name.value.clone(),
+                    stream: stream?,
+                    consumer: name?,
+                })
+            })();
+            (source, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
             (None, None)
@@ -569,6 +742,55 @@ fn probe_source(
         needs,
         name,
     })
+}
+
+fn decode_redis_stream_group(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    source: &Option<ProbeSource>,
+) -> Option<RawProbeKind> {
+    let stream = fields.text(ctx, "stream");
+    let group = fields.text(ctx, "group");
+    let id_time = match fields.boolean(ctx, "id_time") {
+        Some(id_time) => id_time,
+        None if fields.has("id_time") => return None,
+        None => Spanned {
+            value: true,
+            span: fields.span,
+            path: format!("{}.id_time", fields.path),
+            shown: "true".to_owned(),
+        },
+    };
+    Some(RawProbeKind::RedisStreamGroup {
+        source: source.as_ref()?.name.value.clone(),
+        stream: stream?.value,
+        group: group?.value,
+        id_time,
+    })
+}
+
+/// A JetStream stream or consumer name: the server rejects names with spaces, dots, `*`, `>`
+/// or path separators, and a request subject built from one would be wrong, so say so here.
+fn nats_name(ctx: &mut Ctx<'_>, name: Text, what: &str) -> Option<String> {
+    let bad = name
+        .value
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+    match bad {
+        Some(c) => {
+            ctx.error(
+                name.span,
+                &name.path,
+                format!(
+                    "invalid {what} name {}: JetStream names may not contain {c:?} \
+                     (no whitespace, '.', '*', '>', '/' or '\\')",
+                    name.quoted()
+                ),
+            );
+            None
+        }
+        None => Some(name.value),
+    }
 }
 
 fn decode_sql_watermark(

@@ -141,8 +141,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        KafkaConsumerGroup, NoCommitPolicy, Objective, ProbeKind, RabbitmqQueue, SourceKind,
-        SqlWatermark, TopicSelector, WatermarkMode,
+        KafkaConsumerGroup, NatsConsumer, NoCommitPolicy, Objective, ProbeKind, RabbitmqQueue,
+        RedisStreamGroup, SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
     };
 
     #[test]
@@ -183,6 +183,8 @@ mod tests {
                 { "required": ["kafka_consumer_group"] },
                 { "required": ["postgres_logical"] },
                 { "required": ["rabbitmq_queue"] },
+                { "required": ["redis_stream_group"] },
+                { "required": ["nats_consumer"] },
             ])
         );
         assert_eq!(
@@ -195,6 +197,8 @@ mod tests {
                 { "required": ["postgres"] },
                 { "required": ["kafka"] },
                 { "required": ["rabbitmq"] },
+                { "required": ["redis"] },
+                { "required": ["nats"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];
@@ -679,6 +683,139 @@ budgets:
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
         assert!(!actual.iter().any(|line| line.contains("kafka-secret")));
+    }
+
+    const QUEUES: &str = r#"
+sources:
+  cache: { redis: { url: "redis://lagbudget:${REDIS_PASSWORD}@cache-1:6380/2" } }
+  local: { redis: { url: "redis://127.0.0.1" } }
+  bus: { nats: { url: "nats://reader:${NATS_PASSWORD}@nats-1:4222" } }
+budgets:
+  - name: mail
+    max_lag: 30s
+    probes:
+      - name: outbox
+        redis_stream_group: { source: cache, stream: "outbox:mail", group: mailer }
+      - name: audit-log
+        max_backlog: 100
+        redis_stream_group: { source: local, stream: audit, group: archiver, id_time: false }
+      - name: invoices
+        nats_consumer: { source: bus, stream: INVOICES, consumer: mailer }
+"#;
+
+    #[test]
+    fn redis_and_nats_sources_and_probes_resolve_to_the_model() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, QUEUES).expect("config");
+        let env = |name: &str| match name {
+            "REDIS_PASSWORD" => Some("redis-secret-password".to_owned()),
+            "NATS_PASSWORD" => Some("nats-secret-password".to_owned()),
+            _ => None,
+        };
+        let config = match load_with(&path, &env) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        };
+        let SourceKind::Redis(cache) = &config.sources["cache"].kind else {
+            panic!("cache is not a redis source");
+        };
+        assert_eq!(cache.redacted, "redis://lagbudget:***@cache-1:6380/2");
+        assert_eq!(
+            cache.url.expose(),
+            "redis://lagbudget:redis-secret-password@cache-1:6380/2"
+        );
+        assert_eq!(config.sources["cache"].max_connections, 1);
+        assert_eq!(config.sources["cache"].kind.key(), "redis");
+        let SourceKind::Redis(local) = &config.sources["local"].kind else {
+            panic!("local is not a redis source");
+        };
+        assert_eq!(local.redacted, "redis://127.0.0.1:6379/0");
+        let SourceKind::Nats(bus) = &config.sources["bus"].kind else {
+            panic!("bus is not a nats source");
+        };
+        assert_eq!(bus.redacted, "nats://reader:***@nats-1:4222");
+        assert_eq!(config.sources["bus"].kind.key(), "nats");
+        for secret in ["redis-secret-password", "nats-secret-password"] {
+            assert_eq!(config.secrets.scrub(secret), "***");
+            assert!(!format!("{config:?}").contains(secret));
+        }
+
+        let probes = &config.budgets[0].probes;
+        assert_eq!(
+            probes[0].kind,
+            ProbeKind::RedisStreamGroup(RedisStreamGroup {
+                source: "cache".to_owned(),
+                stream: "outbox:mail".to_owned(),
+                group: "mailer".to_owned(),
+                id_time: true,
+            })
+        );
+        assert_eq!(probes[0].kind_key(), "redis_stream_group");
+        assert_eq!(probes[0].max_lag, Some(Duration::from_secs(30)));
+        // Backlog only: the budget's max_lag does not apply, nor shorten its interval.
+        assert_eq!(probes[1].max_lag, None);
+        assert_eq!(probes[1].max_backlog, Some(100));
+        assert_eq!(probes[1].interval, Duration::from_secs(10));
+        assert_eq!(
+            probes[2].kind,
+            ProbeKind::NatsConsumer(NatsConsumer {
+                source: "bus".to_owned(),
+                stream: "INVOICES".to_owned(),
+                consumer: "mailer".to_owned(),
+            })
+        );
+        assert_eq!(probes[2].kind_key(), "nats_consumer");
+        assert_eq!(probes[2].source_name(), "bus");
+    }
+
+    #[test]
+    fn redis_and_nats_mistakes_are_reported_where_they_are_written() {
+        let text = r#"
+sources:
+  cache: { redis: { url: "redis://:hunter2-secret@cache-1:x" } }
+  tls: { redis: { url: "rediss://cache-2:6380", max_connections: 2 } }
+  env: { redis: { url: "${REDIS_URL}" } }
+  bus: { nats: { url: "tls://nats-1:4222" } }
+  db: { postgres: { dsn: host=db } }
+budgets:
+  - name: b
+    max_lag: 1m
+    probes:
+      - name: lag-on-ids
+        max_lag: 10s
+        redis_stream_group: { source: cache, stream: s, group: g, id_time: false }
+      - name: no-backlog
+        redis_stream_group: { source: cache, stream: s, group: g, id_time: false }
+      - name: quoted
+        redis_stream_group: { source: db, stream: s, group: g, id_time: "false" }
+      - name: missing
+        redis_stream_group: { source: cache, group: g }
+      - name: bad-names
+        nats_consumer: { source: bus, stream: "orders.new", consumer: "a b" }
+      - name: nats-on-redis
+        nats_consumer: { source: cache, stream: S, consumer: C }
+"#;
+        let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:env-secret@".to_owned());
+        let expected = [
+            "3:26: sources.cache.redis.url: invalid Redis URL \"redis://:***@cache-1:x\": Redis URL did not parse; expected redis://[user:password@]host[:port][/db]",
+            "4:24: sources.tls.redis.url: TLS (rediss://) is not supported yet; use redis:// on a trusted network",
+            "4:49: sources.tls.redis.max_connections: unknown key `max_connections`; valid keys: url",
+            "5:24: sources.env.redis.url: invalid Redis URL \"${REDIS_URL}\": Redis URL did not parse; expected redis://[user:password@]host[:port][/db]",
+            "6:23: sources.bus.nats.url: invalid NATS URL \"tls://nats-1:4222\": only nats:// is supported (no TLS or websockets yet)",
+            "13:18: budgets[0].probes[0].max_lag: max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so this probe reports backlog only; use max_backlog",
+            "14:76: budgets[0].probes[0].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
+            "16:76: budgets[0].probes[1].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
+            "18:39: budgets[0].probes[2].redis_stream_group.source: source \"db\" is a postgres source; redis_stream_group needs redis",
+            "18:73: budgets[0].probes[2].redis_stream_group.id_time: expected true or false, found the string \"false\": remove the quotes",
+            "20:29: budgets[0].probes[3].redis_stream_group: missing required key `stream`",
+            "22:47: budgets[0].probes[4].nats_consumer.stream: invalid stream name \"orders.new\": JetStream names may not contain '.' (no whitespace, '.', '*', '>', '/' or '\\')",
+            "22:71: budgets[0].probes[4].nats_consumer.consumer: invalid consumer name \"a b\": JetStream names may not contain ' ' (no whitespace, '.', '*', '>', '/' or '\\')",
+            "24:34: budgets[0].probes[5].nats_consumer.source: source \"cache\" is a redis source; nats_consumer needs nats",
+        ];
+        let actual = errors_of(text, &env);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
+        assert!(!actual.iter().any(|line| line.contains("secret")));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::decode::{Ctx, Spanned};
 use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, KafkaConsumerGroup, PostgresLogical, Probe, ProbeKind,
-    RabbitmqQueue, Source, SqlWatermark, format_duration,
+    Budget, Config, HttpSettings, KafkaConsumerGroup, NatsConsumer, PostgresLogical, Probe,
+    ProbeKind, RabbitmqQueue, RedisStreamGroup, Source, SqlWatermark, format_duration,
 };
 
 /// One setting at the levels it can be written at, most specific first.
@@ -276,7 +276,14 @@ fn resolve_probe(
         check_source(ctx, file, source, source_kinds);
     }
 
-    let max_lag = nearest(&raw.max_lag, &budget.max_lag);
+    let backlog_only = backlog_only(ctx, file, budget, raw);
+    // A backlog-only probe has no seconds to hold against a budget's max_lag; it counts toward
+    // the budget through max_backlog alone (its own max_lag is an error, reported above).
+    let max_lag = if backlog_only {
+        None
+    } else {
+        nearest(&raw.max_lag, &budget.max_lag)
+    };
     let layers = |probe: &Option<Spanned<Duration>>,
                   budget: &Option<Spanned<Duration>>,
                   defaults: &Option<Spanned<Duration>>| Layers {
@@ -381,6 +388,26 @@ fn resolve_probe(
                 timestamps: timestamps.as_ref().is_none_or(|declared| declared.value),
             })
         }
+        RawProbeKind::RedisStreamGroup {
+            source,
+            stream,
+            group,
+            id_time,
+        } => ProbeKind::RedisStreamGroup(RedisStreamGroup {
+            source: source.clone(),
+            stream: stream.clone(),
+            group: group.clone(),
+            id_time: id_time.value,
+        }),
+        RawProbeKind::NatsConsumer {
+            source,
+            stream,
+            consumer,
+        } => ProbeKind::NatsConsumer(NatsConsumer {
+            source: source.clone(),
+            stream: stream.clone(),
+            consumer: consumer.clone(),
+        }),
     };
     Some(Probe {
         budget: budget.name.as_ref()?.value.clone(),
@@ -393,6 +420,38 @@ fn resolve_probe(
         replica: None,
         kind,
     })
+}
+
+/// Whether the probe reports backlog only (a Redis stream with `id_time: false`), reporting a
+/// `max_lag` written on it and a missing `max_backlog`.
+fn backlog_only(ctx: &mut Ctx<'_>, file: usize, budget: &RawBudget, raw: &RawProbe) -> bool {
+    let Some(RawProbeKind::RedisStreamGroup { id_time, .. }) = &raw.kind else {
+        return false;
+    };
+    if id_time.value {
+        return false;
+    }
+    if let Some(max_lag) = &raw.max_lag {
+        ctx.error_in(
+            file,
+            max_lag.span,
+            &max_lag.path,
+            "max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so \
+             this probe reports backlog only; use max_backlog",
+        );
+    }
+    let has_max_backlog = raw.max_backlog.is_some() || budget.max_backlog.is_some();
+    // Without any limit the budget-level message already says what is missing.
+    if !has_max_backlog && (raw.has_limit || budget.has_limit) {
+        ctx.error_in(
+            file,
+            id_time.span,
+            &id_time.path,
+            "`id_time: false` reports backlog only: set max_backlog on this probe or its budget \
+             (a max_lag does not apply to it)",
+        );
+    }
+    true
 }
 
 /// Reports a probe whose source does not exist or is of a kind the probe cannot read.

@@ -263,6 +263,12 @@ pub(crate) static SOURCE_KINDS: Kinds = Kinds {
             Type::Table(&RABBITMQ),
             "A RabbitMQ node, read through its management HTTP API.",
         ),
+        key("redis", Type::Table(&REDIS), "A Redis server."),
+        key(
+            "nats",
+            Type::Table(&NATS),
+            "A NATS server with JetStream, reached through the client protocol.",
+        ),
     ],
 };
 
@@ -389,6 +395,33 @@ pub(crate) static RABBITMQ: Table = Table {
             "Requests in flight at once, shared by every probe of this source.",
         ),
     ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static REDIS: Table = Table {
+    id: "redis",
+    doc: "A Redis server (7.0 or later), reached through one multiplexed connection shared by \
+          every probe of the source.",
+    keys: &[required(
+        "url",
+        NON_EMPTY_TEXT,
+        "redis://[user:password@]host[:port][/db]. Put the password in ${VAR} or ${file:/path}. \
+         TLS (rediss://) is not supported yet.",
+    )],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static NATS: Table = Table {
+    id: "nats",
+    doc: "A NATS server with JetStream, reached through the client protocol with one client \
+          shared by every probe of the source.",
+    keys: &[required(
+        "url",
+        NON_EMPTY_TEXT,
+        "nats://[user:password@]host[:port]. Put the password in ${VAR} or ${file:/path}.",
+    )],
     kinds: None,
     one_of: &[],
 };
@@ -559,6 +592,17 @@ pub(crate) static PROBE_KINDS: Kinds = Kinds {
             Type::Table(&RABBITMQ_QUEUE),
             "A RabbitMQ queue: depth, consumers and the age of its head message.",
         ),
+        key(
+            "redis_stream_group",
+            Type::Table(&REDIS_STREAM_GROUP),
+            "A Redis stream consumer group: lag is the age of the oldest entry it has not \
+             acknowledged or not yet been delivered.",
+        ),
+        key(
+            "nats_consumer",
+            Type::Table(&NATS_CONSUMER),
+            "A NATS JetStream consumer: lag is the age of its first unacknowledged message.",
+        ),
     ],
 };
 
@@ -691,6 +735,51 @@ pub(crate) static POSTGRES_LOGICAL: Table = Table {
             "slot",
             NON_EMPTY_TEXT,
             "Name of the logical replication slot, as in pg_replication_slots.slot_name.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static REDIS_STREAM_GROUP: Table = Table {
+    id: "redis_stream_group",
+    doc: "A Redis stream consumer group. Lag is Redis TIME minus the milliseconds of the oldest \
+          entry the group has not acknowledged (XPENDING) or not yet delivered (the first entry \
+          after its last-delivered-id), read in one read-only script; backlog is pending plus \
+          undelivered entries. lagbudget never reads through the group, so it delivers nothing.",
+    keys: &[
+        required(
+            "source",
+            NON_EMPTY_TEXT,
+            "Name of the redis source to read.",
+        ),
+        required("stream", NON_EMPTY_TEXT, "The stream's key."),
+        required("group", NON_EMPTY_TEXT, "The consumer group."),
+        defaulted(
+            "id_time",
+            Type::Bool,
+            DefaultValue::Bool(true),
+            "Entry IDs are Redis' time-based IDs (<milliseconds>-<seq>), so an entry's age is \
+             known. Set false for streams written with explicit non-time IDs: the probe then \
+             reports backlog only, and needs max_backlog rather than max_lag.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static NATS_CONSUMER: Table = Table {
+    id: "nats_consumer",
+    doc: "A NATS JetStream consumer. Lag is the age of the first unacknowledged message (read by \
+          sequence from ack_floor.stream_seq + 1, through the stream's get-message API); backlog \
+          is num_pending plus num_ack_pending.",
+    keys: &[
+        required("source", NON_EMPTY_TEXT, "Name of the nats source to read."),
+        required("stream", NON_EMPTY_TEXT, "The JetStream stream."),
+        required(
+            "consumer",
+            NON_EMPTY_TEXT,
+            "The durable consumer whose progress is measured.",
         ),
     ],
     kinds: None,

@@ -5,10 +5,14 @@ pub mod heartbeat;
 pub mod kafka;
 mod kafka_admin;
 pub mod kafka_consumer_group;
+pub mod nats;
+pub mod nats_consumer;
 pub mod postgres;
 pub mod postgres_logical;
 pub mod rabbitmq;
 pub mod rabbitmq_queue;
+pub mod redis;
+pub mod redis_stream_group;
 pub mod sql_watermark;
 
 use std::collections::BTreeMap;
@@ -204,6 +208,8 @@ pub enum SourceHandle {
     Postgres(Arc<postgres::PgPool>),
     Kafka(Arc<kafka::KafkaClient>),
     Rabbitmq(Arc<rabbitmq::RabbitmqClient>),
+    Redis(Arc<redis::RedisClient>),
+    Nats(Arc<nats::NatsClient>),
 }
 
 impl SourceHandle {
@@ -219,6 +225,14 @@ impl SourceHandle {
             SourceKind::Rabbitmq(spec) => Ok(SourceHandle::Rabbitmq(Arc::new(
                 rabbitmq::RabbitmqClient::new(&source.name, spec, source.max_connections)?,
             ))),
+            SourceKind::Redis(spec) => Ok(SourceHandle::Redis(Arc::new(redis::RedisClient::new(
+                &source.name,
+                spec,
+            )?))),
+            SourceKind::Nats(spec) => Ok(SourceHandle::Nats(Arc::new(nats::NatsClient::new(
+                &source.name,
+                spec,
+            )))),
         }
     }
 
@@ -235,6 +249,8 @@ impl SourceHandle {
                     .map(|topics| format!("cluster answers, {} topics", topics.partitions.len()))
             }
             SourceHandle::Rabbitmq(client) => client.check(deadline).await,
+            SourceHandle::Redis(client) => client.check(deadline).await,
+            SourceHandle::Nats(client) => client.check(deadline).await,
         }
     }
 }
@@ -283,6 +299,8 @@ pub enum ProbeRunner {
     KafkaConsumerGroup(Box<kafka_consumer_group::KafkaConsumerGroupProbe>),
     PostgresLogical(postgres_logical::PostgresLogicalProbe),
     RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe),
+    RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe),
+    NatsConsumer(nats_consumer::NatsConsumerProbe),
 }
 
 impl ProbeRunner {
@@ -317,6 +335,18 @@ impl ProbeRunner {
                     probe.max_lag.is_some(),
                 )),
             ),
+            (ProbeKind::RedisStreamGroup(spec), SourceHandle::Redis(client)) => Ok(
+                ProbeRunner::RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe::new(
+                    spec.clone(),
+                    client.clone(),
+                    probe.max_backlog.is_some(),
+                )),
+            ),
+            (ProbeKind::NatsConsumer(spec), SourceHandle::Nats(client)) => {
+                Ok(ProbeRunner::NatsConsumer(
+                    nats_consumer::NatsConsumerProbe::new(spec.clone(), client.clone()),
+                ))
+            }
             // Validation guarantees each kind reads a source of its own kind.
             (kind, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
@@ -332,6 +362,8 @@ impl ProbeRunner {
             ProbeRunner::KafkaConsumerGroup(probe) => probe.run(deadline).await,
             ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await,
             ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await,
+            ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await,
+            ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await,
         }
     }
 
@@ -346,6 +378,8 @@ impl ProbeRunner {
             ProbeRunner::KafkaConsumerGroup(probe) => probe.check(deadline).await,
             ProbeRunner::PostgresLogical(probe) => probe.check(deadline).await,
             ProbeRunner::RabbitmqQueue(probe) => probe.check(deadline).await,
+            ProbeRunner::RedisStreamGroup(probe) => probe.check(deadline).await,
+            ProbeRunner::NatsConsumer(probe) => probe.check(deadline).await,
         }
     }
 }

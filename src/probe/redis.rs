@@ -1,0 +1,165 @@
+//! The Redis connection of one `redis` source: a single multiplexed connection shared by every
+//! probe of the source, opened lazily and dropped after a failed call so that the next run
+//! reconnects.
+//!
+//! A multiplexed connection rather than a pool: Redis answers one command at a time per
+//! connection anyway, each probe sends one short script per run, and pipelining many probes'
+//! requests over one socket is what the protocol is built for.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout_at};
+
+use super::{ErrorReason, ProbeError};
+use crate::model::RedisSource;
+
+pub struct RedisClient {
+    source: String,
+    client: redis::Client,
+    /// The live connection, if any. Locked while connecting, so concurrent probes wait for one
+    /// connection instead of each opening their own.
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisClient {
+    /// Parses the URL; connects to nothing.
+    pub fn new(source: &str, spec: &RedisSource) -> Result<Self, ProbeError> {
+        let client = redis::Client::open(spec.url.expose()).map_err(|_| {
+            // Validation parsed this URL already; never echo it, it may hold a password.
+            ProbeError::new(ErrorReason::Connect, "invalid Redis URL")
+        })?;
+        Ok(Self {
+            source: source.to_owned(),
+            client,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// The shared connection, opened by `deadline` if there is none.
+    pub async fn connection(&self, deadline: Instant) -> Result<MultiplexedConnection, ProbeError> {
+        let mut slot = timeout_at(deadline, self.connection.lock())
+            .await
+            .map_err(|_| {
+                ProbeError::new(
+                    ErrorReason::PoolTimeout,
+                    format!(
+                        "connecting to source {} took until the deadline",
+                        self.source
+                    ),
+                )
+            })?;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProbeError::new(
+                ErrorReason::Timeout,
+                "no time left to connect",
+            ));
+        }
+        // The client's own timeouts bound the handshake; `timeout_at` bounds everything else.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(left))
+            .set_response_timeout(Some(left.max(Duration::from_secs(1))));
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let connection = match timeout_at(deadline, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(connect_error(&error)),
+            Err(_) => {
+                return Err(ProbeError::new(
+                    ErrorReason::Timeout,
+                    "connecting did not complete before the deadline",
+                ));
+            }
+        };
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Forgets the shared connection after a failed call, so that the next run reconnects
+    /// instead of reusing a socket in an unknown state.
+    pub async fn discard(&self) {
+        *self.connection.lock().await = None;
+    }
+
+    /// Connects and reads the server's version: the `check --connect` answer for this source.
+    /// The probes need Redis 7.0 (read-only scripts, `XINFO GROUPS` lag), so older servers fail.
+    pub async fn check(&self, deadline: Instant) -> Result<String, ProbeError> {
+        let mut connection = self.connection(deadline).await?;
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let answer: Result<String, ProbeError> =
+            match timeout_at(deadline, info.query_async::<String>(&mut connection)).await {
+                Ok(Ok(text)) => Ok(text),
+                Ok(Err(error)) => Err(call_error(&error)),
+                Err(_) => Err(ProbeError::new(ErrorReason::Timeout, "INFO timed out")),
+            };
+        let text = match answer {
+            Ok(text) => text,
+            Err(error) => {
+                self.discard().await;
+                return Err(error);
+            }
+        };
+        let version = text
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::trim)
+            .ok_or_else(|| ProbeError::new(ErrorReason::Decode, "INFO has no redis_version"))?;
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(ProbeError::new(
+                ErrorReason::Query,
+                format!("Redis {version}: redis_stream_group needs Redis 7.0 or later"),
+            ));
+        }
+        Ok(format!("Redis {version}"))
+    }
+}
+
+/// Maps an error from connecting: everything is `connect` except a timeout.
+pub fn connect_error(error: &RedisError) -> ProbeError {
+    if error.is_timeout() {
+        return ProbeError::new(ErrorReason::Timeout, "connecting timed out");
+    }
+    ProbeError::new(ErrorReason::Connect, error_text(error))
+}
+
+/// Maps an error from a call: a broken socket is `connect`, a timeout `timeout`, an answer the
+/// client cannot parse `decode`, anything the server refused (permissions, unknown command)
+/// `query`.
+pub fn call_error(error: &RedisError) -> ProbeError {
+    let reason = if error.is_timeout() {
+        ErrorReason::Timeout
+    } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
+    {
+        ErrorReason::Connect
+    } else if matches!(
+        error.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        ErrorReason::Decode
+    } else {
+        ErrorReason::Query
+    };
+    ProbeError::new(reason, error_text(error))
+}
+
+/// The error's own words on one line; the client never puts the URL or password in them.
+fn error_text(error: &RedisError) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
