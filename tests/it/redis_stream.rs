@@ -73,12 +73,16 @@ async fn deliver(
         .expect("XREADGROUP");
 }
 
-async fn delete(con: &mut MultiplexedConnection, keys: &[&str]) {
-    let _: i64 = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(con)
-        .await
-        .expect("DEL");
+/// Deletes the test's keys when dropped, so that a failing assertion leaves nothing behind.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // A synchronous connection: `Drop` cannot await.
+        if let Ok(mut con) = redis::Client::open(REDIS_URL).and_then(|c| c.get_connection()) {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&self.0).query(&mut con);
+        }
+    }
 }
 
 fn probe_yaml(name: &str, key: &str, group: &str, extra: &str) -> String {
@@ -107,6 +111,12 @@ async fn stream_group_lag_and_backlog_match_injected_ages() {
     let pending = unique("lb_pending");
     let empty = unique("lb_empty");
     let counters = unique("lb_counters");
+    let _cleanup = Cleanup(vec![
+        undelivered.clone(),
+        pending.clone(),
+        empty.clone(),
+        counters.clone(),
+    ]);
     let now = redis_now_ms(&mut con).await;
 
     // Three entries 30, 20 and 10 s old, none delivered yet.
@@ -260,7 +270,6 @@ budgets:
     assert!((lag - expected).abs() <= 1.0, "lag {lag} vs {expected}");
 
     daemon.stop().await;
-    delete(&mut con, &[&undelivered, &pending, &empty, &counters]).await;
 }
 
 /// `lagbudget probe` and `check --connect` through the library: the source answers with its
@@ -269,6 +278,7 @@ budgets:
 async fn check_connect_and_one_shot_runs_read_the_stream() {
     let mut con = redis().await;
     let key = unique("lb_check");
+    let _cleanup = Cleanup(vec![key.clone()]);
     let now = redis_now_ms(&mut con).await;
     xadd(&mut con, &key, &format!("{}-0", now - 3_000)).await;
     create_group(&mut con, &key, "g", "0").await;
@@ -332,7 +342,6 @@ budgets:
     let lag = sample.lag_seconds.expect("time-based IDs give a lag");
     assert!((lag - 3.0).abs() <= 1.0, "lag {lag} for an entry 3 s old");
     assert_eq!(sample.backlog.map(|b| b.value), Some(1.0));
-    delete(&mut con, &[&key]).await;
 }
 
 /// A port that answers garbage and a port nobody listens on: each probe reports a bounded
