@@ -58,6 +58,7 @@ pub enum SourceKind {
     Rabbitmq(RabbitmqSource),
     Redis(RedisSource),
     Nats(NatsSource),
+    Mysql(MysqlSource),
 }
 
 impl SourceKind {
@@ -69,6 +70,7 @@ impl SourceKind {
             SourceKind::Rabbitmq(_) => "rabbitmq",
             SourceKind::Redis(_) => "redis",
             SourceKind::Nats(_) => "nats",
+            SourceKind::Mysql(_) => "mysql",
         }
     }
 }
@@ -160,6 +162,23 @@ pub struct NatsSource {
 impl fmt::Debug for NatsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSource")
+            .field("url", &self.redacted)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub struct MysqlSource {
+    /// The `mysql://` URL after interpolation. It may hold a password, so it is never printed:
+    /// use `redacted` for humans.
+    pub url: Secret,
+    /// `mysql://user@host:port/database`, without the password, for logs and `check`.
+    pub redacted: String,
+}
+
+impl fmt::Debug for MysqlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MysqlSource")
             .field("url", &self.redacted)
             .finish()
     }
@@ -296,6 +315,7 @@ impl Probe {
             | ProbeKind::PostgresLogical(_)
             | ProbeKind::RabbitmqQueue(_) => false,
             ProbeKind::RedisStreamGroup(_) | ProbeKind::NatsConsumer(_) => false,
+            ProbeKind::MysqlReplica(m) => m.ryw_delay.is_some(),
         }
     }
 
@@ -308,6 +328,15 @@ impl Probe {
             ProbeKind::RabbitmqQueue(q) => &q.source,
             ProbeKind::RedisStreamGroup(r) => &r.source,
             ProbeKind::NatsConsumer(n) => &n.source,
+            ProbeKind::MysqlReplica(m) => &m.replica,
+        }
+    }
+
+    /// Every source this probe reads or writes: a replica probe also writes its primary.
+    pub fn source_names(&self) -> Vec<&str> {
+        match &self.kind {
+            ProbeKind::MysqlReplica(m) => vec![m.primary.as_str(), m.replica.as_str()],
+            _ => vec![self.source_name()],
         }
     }
 }
@@ -320,6 +349,7 @@ pub enum ProbeKind {
     RabbitmqQueue(RabbitmqQueue),
     RedisStreamGroup(RedisStreamGroup),
     NatsConsumer(NatsConsumer),
+    MysqlReplica(MysqlReplica),
 }
 
 impl ProbeKind {
@@ -331,6 +361,7 @@ impl ProbeKind {
             ProbeKind::RabbitmqQueue(_) => "rabbitmq_queue",
             ProbeKind::RedisStreamGroup(_) => "redis_stream_group",
             ProbeKind::NatsConsumer(_) => "nats_consumer",
+            ProbeKind::MysqlReplica(_) => "mysql_replica",
         }
     }
 }
@@ -368,6 +399,25 @@ pub struct NatsConsumer {
     pub stream: String,
     /// The durable consumer's name.
     pub consumer: String,
+}
+
+/// One MySQL or MariaDB replica, measured with a heartbeat the daemon writes on the primary.
+/// A configured `mysql_replica` probe with several `replicas` becomes one `Probe` per replica,
+/// all sharing one heartbeat writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlReplica {
+    /// The mysql source the heartbeat is written to.
+    pub primary: String,
+    /// The mysql source of the replica this entry measures (also `Probe::replica`).
+    pub replica: String,
+    /// How often the heartbeat is written.
+    pub write_period: Duration,
+    /// Database (schema) of the heartbeat table; a plain identifier (checked at load).
+    pub database: String,
+    /// This daemon's row key; `None`: the host name, read when the writer starts.
+    pub instance: Option<String>,
+    /// Read-your-writes check delay; `None`: no check.
+    pub ryw_delay: Option<Duration>,
 }
 
 /// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or

@@ -14,9 +14,12 @@ use super::values::{
     SLOT_RULE, TOPIC_RULE, check_broker, is_valid_slot_name, is_valid_topic_name, regex_problem,
 };
 use crate::model::{
-    HttpSettings, KafkaSource, NatsSource, NoCommitPolicy, Objective, PostgresSource,
+    HttpSettings, KafkaSource, MysqlSource, NatsSource, NoCommitPolicy, Objective, PostgresSource,
     RabbitmqSource, RedisSource, Secret, SourceKind, TopicSelector, WatermarkMode,
 };
+
+/// The longest `ryw_delay`: the writer remembers when each write returned for that long.
+pub(crate) const MAX_RYW_DELAY: Duration = Duration::from_secs(600);
 
 /// Keys of the main file that an included file may not set.
 const MAIN_ONLY: [&str; 4] = ["listen", "include", "defaults", "http"];
@@ -92,6 +95,8 @@ pub(crate) struct RawProbe {
     pub stall_after: Option<Spanned<Duration>>,
     /// The source the probe reads, checked even when the rest of its kind is invalid.
     pub source: Option<ProbeSource>,
+    /// Further sources of a probe that reads several (a replica probe's replicas).
+    pub other_sources: Vec<ProbeSource>,
     pub kind: Option<RawProbeKind>,
 }
 
@@ -142,6 +147,14 @@ pub(crate) enum RawProbeKind {
         source: String,
         stream: String,
         consumer: String,
+    },
+    MysqlReplica {
+        primary: String,
+        replicas: Vec<String>,
+        write_period: Option<Spanned<Duration>>,
+        database: String,
+        instance: Option<String>,
+        ryw_delay: Option<Duration>,
     },
 }
 
@@ -288,6 +301,16 @@ fn decode_source(
                 .text(ctx, "url")
                 .and_then(|url| decode_nats_url(ctx, &url))
                 .map(SourceKind::Nats);
+        }
+        Some(("mysql", mysql)) => {
+            raw.kind_key = Some("mysql");
+            let max_connections = mysql.integer_or_default(ctx, "max_connections");
+            // The table bounds it to 1..=64, so the conversion cannot fail in practice.
+            raw.max_connections = usize::try_from(max_connections).unwrap_or(1);
+            raw.kind = mysql
+                .text(ctx, "url")
+                .and_then(|url| decode_mysql_url(ctx, &url))
+                .map(SourceKind::Mysql);
         }
         Some((other, _)) => {
             debug_assert!(false, "source kind `{other}` has a table but no decoder");
@@ -494,6 +517,74 @@ fn remember_url_password(ctx: &mut Ctx<'_>, url: &str) {
     }
 }
 
+/// Validates a `mysql://` URL and remembers its password as a secret.
+fn decode_mysql_url(ctx: &mut Ctx<'_>, url: &Text) -> Option<MysqlSource> {
+    // The password is remembered before anything is reported, raw (percent-encoded) and
+    // decoded, so no message can carry either form. Not `remember_url_password`: a MySQL user
+    // without a password is a user name, not a token, and must stay readable in messages.
+    if let Some(password) = url_password(&url.value) {
+        ctx.secrets.insert(password);
+    }
+    let opts = match mysql_async::Opts::from_url(&url.value) {
+        Ok(opts) => opts,
+        Err(error) => {
+            ctx.error(
+                url.span,
+                &url.path,
+                format!("invalid MySQL URL: {}", mysql_url_problem(&error)),
+            );
+            return None;
+        }
+    };
+    if let Some(password) = opts.pass() {
+        ctx.secrets.insert(password);
+    }
+    let user = opts
+        .user()
+        .map(|user| format!("{user}@"))
+        .unwrap_or_default();
+    let database = opts.db_name().unwrap_or_default();
+    Some(MysqlSource {
+        url: Secret::new(url.value.clone()),
+        redacted: format!(
+            "mysql://{user}{}:{}/{database}",
+            opts.ip_or_hostname(),
+            opts.tcp_port()
+        ),
+    })
+}
+
+/// The password part of `scheme://user:password@host…`, as written.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// What is wrong with a URL, without repeating any of its values.
+fn mysql_url_problem(error: &mysql_async::UrlError) -> String {
+    use mysql_async::UrlError;
+    match error {
+        UrlError::UnsupportedScheme { scheme } => {
+            format!(
+                "scheme {scheme:?} is not supported; expected mysql://user:password@host:3306/database"
+            )
+        }
+        UrlError::UnknownParameter { param } => format!("unknown parameter {param:?}"),
+        UrlError::InvalidParamValue { param, .. } => {
+            format!("invalid value of parameter {param:?}")
+        }
+        UrlError::FeatureRequired { param, .. } => {
+            format!("parameter {param:?} is not supported by this build")
+        }
+        UrlError::Parse(parse) => {
+            format!("{parse}; expected mysql://user:password@host:3306/database")
+        }
+        _ => "expected mysql://user:password@host:3306/database".to_owned(),
+    }
+}
+
 /// Checks every entry of a `brokers` list and returns the list as librdkafka will get it.
 fn decode_brokers(ctx: &mut Ctx<'_>, brokers: &Text) -> Option<String> {
     let entries: Vec<&str> = brokers.value.split(',').map(str::trim).collect();
@@ -663,6 +754,7 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
     let max_lag = fields.duration(ctx, "max_lag");
     let max_backlog = backlog(fields.integer(ctx, "max_backlog"));
     let stall_after = fields.duration(ctx, "stall_after");
+    let mut other_sources = Vec::new();
     // Each kind names the source kind it reads; the source is read first so that it is
     // checked even when the rest of the kind is invalid.
     let (source, kind) = match fields.variant(ctx) {
@@ -709,6 +801,25 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             })();
             (source, kind)
         }
+        Some(("mysql_replica", replica)) => {
+            let primary = replica.text(ctx, "primary").map(|name| ProbeSource {
+                probe_kind: "mysql_replica",
+                needs: "mysql",
+                name,
+            });
+            let replicas: Vec<ProbeSource> = replica
+                .strings(ctx, "replicas")
+                .into_iter()
+                .map(|name| ProbeSource {
+                    probe_kind: "mysql_replica",
+                    needs: "mysql",
+                    name,
+                })
+                .collect();
+            let kind = decode_mysql_replica(ctx, &replica, &primary, &replicas);
+            other_sources = replicas;
+            (primary, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
             (None, None)
@@ -726,6 +837,7 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
         has_limit: fields.has("max_lag") || fields.has("max_backlog"),
         stall_after,
         source,
+        other_sources,
         kind,
     }
 }
@@ -937,6 +1049,101 @@ fn decode_rabbitmq_queue(
         queue: queue?.value,
         vhost: vhost?,
         timestamps,
+    })
+}
+
+fn decode_mysql_replica(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    primary: &Option<ProbeSource>,
+    replicas: &[ProbeSource],
+) -> Option<RawProbeKind> {
+    let mut ok = true;
+    let mut names: Vec<&str> = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        let name = &replica.name;
+        if primary
+            .as_ref()
+            .is_some_and(|primary| primary.name.value == name.value)
+        {
+            ctx.error(
+                name.span,
+                &name.path,
+                format!(
+                    "replica {} is the primary: a server cannot be measured against itself",
+                    name.quoted()
+                ),
+            );
+            ok = false;
+        } else if names.contains(&name.value.as_str()) {
+            ctx.error(
+                name.span,
+                &name.path,
+                format!("duplicate replica {}", name.quoted()),
+            );
+            ok = false;
+        }
+        names.push(&name.value);
+    }
+    let write_period = fields.duration(ctx, "write_period");
+    let database = fields.text(ctx, "database");
+    let database = match database {
+        Some(database) => {
+            let valid = database.value.len() <= 64
+                && database
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+            if !valid {
+                ctx.error(
+                    database.span,
+                    &database.path,
+                    format!(
+                        "invalid database {}: use letters, digits, `_` and `$`, at most 64 \
+                         characters",
+                        database.quoted()
+                    ),
+                );
+                None
+            } else {
+                Some(database.value)
+            }
+        }
+        None if fields.has("database") => None,
+        None => fields.choice_default("database").map(str::to_owned),
+    };
+    let instance = fields.text(ctx, "instance");
+    if let Some(instance) = &instance {
+        if instance.value.len() > 255 {
+            ctx.error(
+                instance.span,
+                &instance.path,
+                "instance is longer than 255 characters",
+            );
+            ok = false;
+        }
+    }
+    let ryw_delay = fields.duration(ctx, "ryw_delay");
+    if let Some(delay) = &ryw_delay {
+        if delay.value > MAX_RYW_DELAY {
+            ctx.error(
+                delay.span,
+                &delay.path,
+                format!("ryw_delay {} is above the maximum of 10m", delay.shown),
+            );
+            ok = false;
+        }
+    }
+    if !ok || (fields.has("instance") && instance.is_none()) || replicas.is_empty() {
+        return None;
+    }
+    Some(RawProbeKind::MysqlReplica {
+        primary: primary.as_ref()?.name.value.clone(),
+        replicas: replicas.iter().map(|r| r.name.value.clone()).collect(),
+        write_period,
+        database: database?,
+        instance: instance.map(|text| text.value),
+        ryw_delay: ryw_delay.map(|delay| delay.value),
     })
 }
 

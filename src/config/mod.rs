@@ -141,8 +141,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        KafkaConsumerGroup, NatsConsumer, NoCommitPolicy, Objective, ProbeKind, RabbitmqQueue,
-        RedisStreamGroup, SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
+        KafkaConsumerGroup, MysqlReplica, NatsConsumer, NoCommitPolicy, Objective, ProbeKind,
+        RabbitmqQueue, RedisStreamGroup, SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
     };
 
     #[test]
@@ -185,6 +185,7 @@ mod tests {
                 { "required": ["rabbitmq_queue"] },
                 { "required": ["redis_stream_group"] },
                 { "required": ["nats_consumer"] },
+                { "required": ["mysql_replica"] },
             ])
         );
         assert_eq!(
@@ -199,12 +200,19 @@ mod tests {
                 { "required": ["rabbitmq"] },
                 { "required": ["redis"] },
                 { "required": ["nats"] },
+                { "required": ["mysql"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];
         assert_eq!(queue["required"], serde_json::json!(["source", "queue"]));
         assert_eq!(queue["properties"]["vhost"]["default"], "/");
         assert_eq!(queue["properties"]["timestamps"]["default"], true);
+        let replica = &schema["$defs"]["mysql_replica"];
+        assert_eq!(
+            replica["required"],
+            serde_json::json!(["primary", "replicas"])
+        );
+        assert_eq!(replica["properties"]["database"]["default"], "lagbudget");
         let kafka = &schema["$defs"]["kafka"];
         assert_eq!(kafka["required"], serde_json::json!(["brokers"]));
         assert_eq!(
@@ -910,6 +918,151 @@ budgets:
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
         assert!(!actual.iter().any(|line| line.contains("rabbit-pw")));
+    }
+
+    const MYSQL: &str = r#"
+sources:
+  primary: { mysql: { url: "mysql://lagbudget:${MYSQL_PASSWORD}@db-1:3307/shop" } }
+  replica-a: { mysql: { url: "mysql://lagbudget:${MYSQL_PASSWORD}@db-2/shop", max_connections: 2 } }
+  replica-b: { mysql: { url: "mysql://db-3" } }
+budgets:
+  - name: reads
+    max_lag: 5s
+    probes:
+      - name: replicas
+        mysql_replica: { primary: primary, replicas: [replica-a, replica-b] }
+      - name: tuned
+        max_lag: 60s
+        mysql_replica:
+          primary: primary
+          replicas: [replica-b]
+          write_period: 250ms
+          database: lb_heartbeat
+          instance: eu-1
+          ryw_delay: 2s
+      - name: slow-budget
+        max_lag: 1h
+        mysql_replica: { primary: primary, replicas: [replica-a] }
+"#;
+
+    #[test]
+    fn mysql_replica_probes_expand_to_one_probe_per_replica() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, MYSQL).expect("config");
+        let env = |name: &str| (name == "MYSQL_PASSWORD").then(|| "mysql-secret-pw".to_owned());
+        let config = match load_with(&path, &env) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        };
+        let SourceKind::Mysql(primary) = &config.sources["primary"].kind else {
+            panic!("primary is not a mysql source");
+        };
+        assert_eq!(primary.redacted, "mysql://lagbudget@db-1:3307/shop");
+        assert!(!format!("{:?}", config.sources).contains("mysql-secret-pw"));
+        assert_eq!(config.secrets.scrub("pw mysql-secret-pw"), "pw ***");
+        assert_eq!(config.sources["primary"].max_connections, 4);
+        assert_eq!(config.sources["replica-a"].max_connections, 2);
+
+        let probes = &config.budgets[0].probes;
+        let entries: Vec<(&str, Option<&str>)> = probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.replica.as_deref()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("replicas", Some("replica-a")),
+                ("replicas", Some("replica-b")),
+                ("tuned", Some("replica-b")),
+                ("slow-budget", Some("replica-a")),
+            ]
+        );
+        let expected = |replica: &str, period_ms: u64| MysqlReplica {
+            primary: "primary".to_owned(),
+            replica: replica.to_owned(),
+            // max_lag / 10, between 100ms and 1s.
+            write_period: Duration::from_millis(period_ms),
+            database: "lagbudget".to_owned(),
+            instance: None,
+            ryw_delay: None,
+        };
+        assert_eq!(
+            probes[0].kind,
+            ProbeKind::MysqlReplica(expected("replica-a", 500))
+        );
+        assert_eq!(
+            probes[1].kind,
+            ProbeKind::MysqlReplica(expected("replica-b", 500))
+        );
+        assert_eq!(probes[0].source_names(), ["primary", "replica-a"]);
+        assert_eq!(probes[0].kind_key(), "mysql_replica");
+        assert_eq!(
+            probes[2].kind,
+            ProbeKind::MysqlReplica(MysqlReplica {
+                write_period: Duration::from_millis(250),
+                database: "lb_heartbeat".to_owned(),
+                instance: Some("eu-1".to_owned()),
+                ryw_delay: Some(Duration::from_secs(2)),
+                ..expected("replica-b", 0)
+            })
+        );
+        assert_eq!(
+            probes[3].kind,
+            ProbeKind::MysqlReplica(expected("replica-a", 1000))
+        );
+    }
+
+    #[test]
+    fn mysql_mistakes_are_reported_where_they_are_written() {
+        let text = r#"
+sources:
+  primary: { mysql: { url: "postgres://u:topsecret@db/x" } }
+  bad-url: { mysql: { url: "mysql://u:${PW}@db:99999/x" } }
+  bad-param: { mysql: { url: "mysql://db/x?frobnicate=1" } }
+  replica: { mysql: { url: "mysql://db-2/x", dsn: x } }
+  pg: { postgres: { dsn: host=pg } }
+budgets:
+  - name: b
+    max_lag: 4s
+    probes:
+      - name: self
+        mysql_replica: { primary: replica, replicas: [replica, pg, nowhere, pg] }
+      - name: settings
+        mysql_replica:
+          primary: pg
+          replicas: []
+          write_period: 3s
+          database: "lag-budget"
+          ryw_delay: 11m
+          instance: ""
+      - name: missing
+        mysql_replica: { replicas: [replica] }
+      - name: period
+        mysql_replica: { primary: primary, replicas: [replica], write_period: 3s }
+"#;
+        let env = |name: &str| (name == "PW").then(|| "env-secret".to_owned());
+        let expected = [
+            "3:28: sources.primary.mysql.url: invalid MySQL URL: scheme \"postgres\" is not supported; expected mysql://user:password@host:3306/database",
+            "4:28: sources.bad-url.mysql.url: invalid MySQL URL: invalid port number; expected mysql://user:password@host:3306/database",
+            "5:30: sources.bad-param.mysql.url: invalid MySQL URL: unknown parameter \"frobnicate\"",
+            "6:46: sources.replica.mysql.dsn: unknown key `dsn`; valid keys: url, max_connections",
+            "13:55: budgets[0].probes[0].mysql_replica.replicas[0]: replica \"replica\" is the primary: a server cannot be measured against itself",
+            "13:64: budgets[0].probes[0].mysql_replica.replicas[1]: source \"pg\" is a postgres source; mysql_replica needs mysql",
+            "13:68: budgets[0].probes[0].mysql_replica.replicas[2]: unknown source \"nowhere\"; defined sources: bad-param, bad-url, pg, primary, replica",
+            "13:77: budgets[0].probes[0].mysql_replica.replicas[3]: duplicate replica \"pg\"",
+            "13:77: budgets[0].probes[0].mysql_replica.replicas[3]: source \"pg\" is a postgres source; mysql_replica needs mysql",
+            "16:20: budgets[0].probes[1].mysql_replica.primary: source \"pg\" is a postgres source; mysql_replica needs mysql",
+            "17:21: budgets[0].probes[1].mysql_replica.replicas: must list at least one item",
+            "19:21: budgets[0].probes[1].mysql_replica.database: invalid database \"lag-budget\": use letters, digits, `_` and `$`, at most 64 characters",
+            "20:22: budgets[0].probes[1].mysql_replica.ryw_delay: ryw_delay 11m is above the maximum of 10m",
+            "21:21: budgets[0].probes[1].mysql_replica.instance: must not be empty",
+            "23:24: budgets[0].probes[2].mysql_replica: missing required key `primary`",
+            "25:79: budgets[0].probes[3].mysql_replica.write_period: write_period 3s is above half of max_lag 4s: lag is only measured to within one write period",
+        ];
+        let actual = errors_of(text, &env);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
+        assert!(!actual.iter().any(|line| line.contains("secret")));
     }
 
     #[test]

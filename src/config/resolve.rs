@@ -10,9 +10,14 @@ use super::decode::{Ctx, Spanned};
 use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, KafkaConsumerGroup, NatsConsumer, PostgresLogical, Probe,
-    ProbeKind, RabbitmqQueue, RedisStreamGroup, Source, SqlWatermark, format_duration,
+    Budget, Config, HttpSettings, KafkaConsumerGroup, MysqlReplica, NatsConsumer, PostgresLogical,
+    Probe, ProbeKind, RabbitmqQueue, RedisStreamGroup, Source, SqlWatermark, format_duration,
 };
+
+/// The longest heartbeat write period chosen by default, and the shortest: lag is measured to
+/// within one period, and writing more often than 10 times a second gains little.
+const DEFAULT_WRITE_PERIOD_MAX: Duration = Duration::from_secs(1);
+const DEFAULT_WRITE_PERIOD_MIN: Duration = Duration::from_millis(100);
 
 /// One setting at the levels it can be written at, most specific first.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -231,9 +236,11 @@ fn resolve_budget(
                 probe_names.insert(&name.value, name.span.line);
             }
         }
-        if let Some(probe) = resolve_probe(ctx, raw, probe, defaults, source_kinds) {
-            probes.push(Arc::new(probe));
-        }
+        probes.extend(
+            resolve_probe(ctx, raw, probe, defaults, source_kinds)
+                .into_iter()
+                .map(Arc::new),
+        );
     }
 
     Some(Budget {
@@ -264,15 +271,17 @@ fn nearest<'a, T>(
     probe.as_ref().or(budget.as_ref())
 }
 
+/// A configured probe to the model: one `Probe`, or one per replica for replica probes
+/// (same name, `replica` set). Empty when anything about it is invalid.
 fn resolve_probe(
     ctx: &mut Ctx<'_>,
     budget: &RawBudget,
     raw: &RawProbe,
     defaults: &RawDefaults,
     source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
-) -> Option<Probe> {
+) -> Vec<Probe> {
     let file = budget.file;
-    if let Some(source) = &raw.source {
+    for source in raw.source.iter().chain(&raw.other_sources) {
         check_source(ctx, file, source, source_kinds);
     }
 
@@ -333,7 +342,10 @@ fn resolve_probe(
         }
     }
 
-    let kind = match raw.kind.as_ref()? {
+    let Some(raw_kind) = raw.kind.as_ref() else {
+        return Vec::new();
+    };
+    let kind = match raw_kind {
         RawProbeKind::SqlWatermark {
             source,
             watermark,
@@ -408,18 +420,90 @@ fn resolve_probe(
             stream: stream.clone(),
             consumer: consumer.clone(),
         }),
+        RawProbeKind::MysqlReplica {
+            primary,
+            replicas,
+            write_period,
+            database,
+            instance,
+            ryw_delay,
+        } => {
+            let max_lag = max_lag.map(|max_lag| max_lag.value);
+            let write_period = resolve_write_period(ctx, file, write_period.as_ref(), max_lag);
+            let base = |replica: &String| {
+                let kind = ProbeKind::MysqlReplica(MysqlReplica {
+                    primary: primary.clone(),
+                    replica: replica.clone(),
+                    write_period,
+                    database: database.clone(),
+                    instance: instance.clone(),
+                    ryw_delay: *ryw_delay,
+                });
+                (kind, Some(replica.clone()))
+            };
+            return expand(budget, raw, timing, max_lag, replicas.iter().map(base));
+        }
     };
-    Some(Probe {
-        budget: budget.name.as_ref()?.value.clone(),
-        name: raw.name.as_ref()?.value.clone(),
-        interval: timing.interval,
-        timeout: timing.timeout,
-        max_lag: max_lag.map(|max_lag| max_lag.value),
-        max_backlog: value(&raw.max_backlog).or(value(&budget.max_backlog)),
-        stall_after: timing.stall_after,
-        replica: None,
-        kind,
-    })
+    let max_lag = max_lag.map(|max_lag| max_lag.value);
+    expand(budget, raw, timing, max_lag, [(kind, None)])
+}
+
+/// The model probes of one configured probe: one per `(kind, replica)` given, sharing name
+/// and schedule. Replica probes are expanded into one entry per replica, so that each has its
+/// own task, history and `replica` label.
+fn expand(
+    budget: &RawBudget,
+    raw: &RawProbe,
+    timing: Timing,
+    max_lag: Option<Duration>,
+    entries: impl IntoIterator<Item = (ProbeKind, Option<String>)>,
+) -> Vec<Probe> {
+    let (Some(budget_name), Some(name)) = (&budget.name, &raw.name) else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .map(|(kind, replica)| Probe {
+            budget: budget_name.value.clone(),
+            name: name.value.clone(),
+            interval: timing.interval,
+            timeout: timing.timeout,
+            max_lag,
+            max_backlog: value(&raw.max_backlog).or(value(&budget.max_backlog)),
+            stall_after: timing.stall_after,
+            kind,
+            replica,
+        })
+        .collect()
+}
+
+/// A heartbeat's write period: the configured one, which must be at most `max_lag / 2`
+/// (lag is measured to within one period), or `max_lag / 10` between 100ms and 1s.
+fn resolve_write_period(
+    ctx: &mut Ctx<'_>,
+    file: usize,
+    configured: Option<&Spanned<Duration>>,
+    max_lag: Option<Duration>,
+) -> Duration {
+    match (configured, max_lag) {
+        (Some(period), Some(max_lag)) => {
+            if period.value > max_lag / 2 {
+                let message = format!(
+                    "write_period {} is above half of max_lag {}: lag is only measured to within \
+                     one write period",
+                    period.shown,
+                    format_duration(max_lag)
+                );
+                ctx.error_in(file, period.span, &period.path, message);
+            }
+            period.value
+        }
+        (Some(period), None) => period.value,
+        (None, Some(max_lag)) => {
+            (max_lag / 10).clamp(DEFAULT_WRITE_PERIOD_MIN, DEFAULT_WRITE_PERIOD_MAX)
+        }
+        (None, None) => DEFAULT_WRITE_PERIOD_MAX,
+    }
 }
 
 /// Whether the probe reports backlog only (a Redis stream with `id_time: false`), reporting a

@@ -269,6 +269,7 @@ pub(crate) static SOURCE_KINDS: Kinds = Kinds {
             Type::Table(&NATS),
             "A NATS server with JetStream, reached through the client protocol.",
         ),
+        key("mysql", Type::Table(&MYSQL), "A MySQL or MariaDB server."),
     ],
 };
 
@@ -281,6 +282,30 @@ pub(crate) static POSTGRES: Table = Table {
             NON_EMPTY_TEXT,
             "libpq-style connection string (`host=… user=… dbname=…`) or URL. Put the password \
              in ${VAR} or ${file:/path}.",
+        ),
+        defaulted(
+            "max_connections",
+            Type::Integer {
+                min: 1,
+                max: Some(64),
+            },
+            DefaultValue::Integer(4),
+            "Connections shared by every probe of this source, at most.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static MYSQL: Table = Table {
+    id: "mysql",
+    doc: "A MySQL or MariaDB server.",
+    keys: &[
+        required(
+            "url",
+            NON_EMPTY_TEXT,
+            "Connection URL: mysql://user:password@host:3306/database. Put the password in \
+             ${VAR} or ${file:/path}.",
         ),
         defaulted(
             "max_connections",
@@ -603,6 +628,12 @@ pub(crate) static PROBE_KINDS: Kinds = Kinds {
             Type::Table(&NATS_CONSUMER),
             "A NATS JetStream consumer: lag is the age of its first unacknowledged message.",
         ),
+        key(
+            "mysql_replica",
+            Type::Table(&MYSQL_REPLICA),
+            "MySQL or MariaDB replicas: lag of each replica, measured with a heartbeat the \
+             daemon writes on the primary.",
+        ),
     ],
 };
 
@@ -780,6 +811,55 @@ pub(crate) static NATS_CONSUMER: Table = Table {
             "consumer",
             NON_EMPTY_TEXT,
             "The durable consumer whose progress is measured.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+pub(crate) static MYSQL_REPLICA: Table = Table {
+    id: "mysql_replica",
+    doc: "MySQL or MariaDB replicas. The daemon writes a heartbeat row (instance, probe, seq, \
+          written_at) into a table of its own database on the primary every write_period and \
+          reads the highest visible seq on each replica: lag is the age of the oldest \
+          heartbeat not yet visible there, on the daemon's clock. Each replica is measured \
+          on its own, labelled `replica` with its source name.",
+    keys: &[
+        required(
+            "primary",
+            NON_EMPTY_TEXT,
+            "Name of the mysql source the heartbeat is written to.",
+        ),
+        required(
+            "replicas",
+            NON_EMPTY_STRINGS,
+            "Names of the mysql sources of the replicas to measure.",
+        ),
+        key(
+            "write_period",
+            POSITIVE_DURATION,
+            "How often the heartbeat is written; lag is measured to within one period. At \
+             most max_lag / 2. Default: max_lag / 10, between 100ms and 1s.",
+        ),
+        defaulted(
+            "database",
+            NON_EMPTY_TEXT,
+            DefaultValue::Str("lagbudget"),
+            "Database (schema) of the heartbeat table on the primary; created if missing. \
+             Letters, digits, `_` and `$`, at most 64 characters.",
+        ),
+        key(
+            "instance",
+            NON_EMPTY_TEXT,
+            "This daemon's name in the heartbeat table, so that several daemons never share a \
+             row. Default: the host name.",
+        ),
+        key(
+            "ryw_delay",
+            POSITIVE_DURATION,
+            "Check read-your-writes: each run reads, on the replica, the newest heartbeat \
+             whose write at the primary returned at least this long ago, and counts a miss \
+             when it is not visible. At most 10m. Unset: no check.",
         ),
     ],
     kinds: None,

@@ -5,6 +5,8 @@ pub mod heartbeat;
 pub mod kafka;
 mod kafka_admin;
 pub mod kafka_consumer_group;
+pub mod mysql;
+pub mod mysql_replica;
 pub mod nats;
 pub mod nats_consumer;
 pub mod postgres;
@@ -52,6 +54,21 @@ pub struct Sample {
     /// Seconds since a standby's WAL receiver last heard from its primary, on the standby's
     /// own clock: liveness that "caught up" alone cannot show.
     pub receiver_last_message_age_seconds: Option<f64>,
+    /// What only a MySQL or MariaDB replica probe knows.
+    pub mysql: Option<Arc<MysqlReplicaDetail>>,
+}
+
+/// A MySQL or MariaDB replica's own report of its replication threads: a secondary signal
+/// beside the heartbeat lag, never the lag itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MysqlReplicaDetail {
+    /// `Slave_IO_Running` / `Replica_IO_Running` is `Yes`.
+    pub io_running: bool,
+    /// `Slave_SQL_Running` / `Replica_SQL_Running` is `Yes`.
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master` / `_Source`, only while both threads run: it is NULL when a
+    /// thread stopped (which is "down", never 0) and reads 0 while the IO thread is behind.
+    pub seconds_behind_source: Option<f64>,
 }
 
 /// One read-your-writes check: a read at a replica `ryw_delay` after a write at the primary.
@@ -210,6 +227,7 @@ pub enum SourceHandle {
     Rabbitmq(Arc<rabbitmq::RabbitmqClient>),
     Redis(Arc<redis::RedisClient>),
     Nats(Arc<nats::NatsClient>),
+    Mysql(Arc<mysql::MysqlPool>),
 }
 
 impl SourceHandle {
@@ -233,6 +251,11 @@ impl SourceHandle {
                 &source.name,
                 spec,
             )))),
+            SourceKind::Mysql(spec) => Ok(SourceHandle::Mysql(Arc::new(mysql::MysqlPool::new(
+                &source.name,
+                spec,
+                source.max_connections,
+            )?))),
         }
     }
 
@@ -251,6 +274,7 @@ impl SourceHandle {
             SourceHandle::Rabbitmq(client) => client.check(deadline).await,
             SourceHandle::Redis(client) => client.check(deadline).await,
             SourceHandle::Nats(client) => client.check(deadline).await,
+            SourceHandle::Mysql(pool) => pool.check(deadline).await,
         }
     }
 }
@@ -301,10 +325,30 @@ pub enum ProbeRunner {
     RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe),
     RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe),
     NatsConsumer(nats_consumer::NatsConsumerProbe),
+    MysqlReplica(Box<mysql_replica::MysqlReplicaProbe>),
 }
 
 impl ProbeRunner {
     pub fn new(probe: &Probe, sources: &SourceHandles) -> Result<Self, ProbeError> {
+        if let ProbeKind::MysqlReplica(spec) = &probe.kind {
+            // Validation guarantees both are mysql sources; this guards a reload race only.
+            let pool = |name: &str| match sources.get(name) {
+                Some(SourceHandle::Mysql(pool)) => Ok(pool.clone()),
+                _ => Err(ProbeError::new(
+                    ErrorReason::Connect,
+                    format!("source {name} is not a configured mysql source"),
+                )),
+            };
+            return Ok(ProbeRunner::MysqlReplica(Box::new(
+                mysql_replica::MysqlReplicaProbe::new(
+                    &probe.budget,
+                    &probe.name,
+                    spec.clone(),
+                    pool(&spec.primary)?,
+                    pool(&spec.replica)?,
+                ),
+            )));
+        }
         let source = sources.get(probe.source_name()).ok_or_else(|| {
             // Validation guarantees the source exists; this guards a reload race only.
             ProbeError::new(ErrorReason::Connect, "source is not configured")
@@ -364,6 +408,7 @@ impl ProbeRunner {
             ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await,
             ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await,
             ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await,
+            ProbeRunner::MysqlReplica(probe) => probe.run(deadline).await,
         }
     }
 
@@ -380,6 +425,7 @@ impl ProbeRunner {
             ProbeRunner::RabbitmqQueue(probe) => probe.check(deadline).await,
             ProbeRunner::RedisStreamGroup(probe) => probe.check(deadline).await,
             ProbeRunner::NatsConsumer(probe) => probe.check(deadline).await,
+            ProbeRunner::MysqlReplica(probe) => probe.check(deadline).await,
         }
     }
 }

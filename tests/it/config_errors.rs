@@ -84,7 +84,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "unknown_source_kind.yaml",
             bad!(
-                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats"
+                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats, mysql"
             ),
         ),
         (
@@ -160,13 +160,13 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
             ),
         ),
         (
@@ -329,7 +329,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -593,6 +593,7 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     let mut queues: Vec<&RabbitmqQueue> = Vec::new();
     let mut redis_id_time: Vec<bool> = Vec::new();
     let mut nats_consumers = 0;
+    let mut mysql_replicas: Vec<(&str, Option<&str>)> = Vec::new();
     for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
         match &probe.kind {
             ProbeKind::SqlWatermark(w) => modes.push(w.mode),
@@ -601,12 +602,24 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
             ProbeKind::RabbitmqQueue(q) => queues.push(q),
             ProbeKind::RedisStreamGroup(r) => redis_id_time.push(r.id_time),
             ProbeKind::NatsConsumer(_) => nats_consumers += 1,
+            ProbeKind::MysqlReplica(m) => {
+                assert!(m.ryw_delay.is_some() && m.instance.is_some());
+                mysql_replicas.push((probe.name.as_str(), probe.replica.as_deref()));
+            }
         }
     }
     assert_eq!(slots, ["debezium_orders"]);
     // Both kinds of Redis stream IDs, and a JetStream consumer.
     assert!(redis_id_time.contains(&true) && redis_id_time.contains(&false));
     assert!(nats_consumers > 0);
+    // One entry per configured replica, each labelled with its source name.
+    assert_eq!(
+        mysql_replicas,
+        [
+            ("catalog-replicas", Some("catalog-replica-1")),
+            ("catalog-replicas", Some("catalog-replica-2"))
+        ]
+    );
     assert!(modes.contains(&WatermarkMode::OldestPending));
     assert!(modes.contains(&WatermarkMode::SinceWatermark));
     // Both ways of choosing topics, and the optional keys set away from their defaults.
