@@ -1,5 +1,6 @@
 //! The integration suite: one binary, one module per area, against real services
-//! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL servers it starts).
+//! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL and MariaDB servers it
+//! starts).
 
 mod config_errors;
 mod daemon;
@@ -7,6 +8,8 @@ mod dashboards;
 mod demo;
 mod kafka;
 mod logical;
+mod mariadb_support;
+mod mysql;
 mod nats;
 mod paging;
 mod rabbitmq;
