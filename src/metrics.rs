@@ -37,6 +37,8 @@ pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
 pub const CLOCK_SKEW: &str = "lagbudget_clock_skew_seconds";
 pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_total";
 pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
+pub const MYSQL_REPLICATION_RUNNING: &str = "lagbudget_mysql_replication_running";
+pub const MYSQL_SECONDS_BEHIND_SOURCE: &str = "lagbudget_mysql_seconds_behind_source";
 pub const RECEIVER_LAST_MESSAGE_AGE: &str = "lagbudget_replica_receiver_last_message_age_seconds";
 pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
 pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
@@ -318,6 +320,15 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         READ_YOUR_WRITES_MISSES,
         "Reads at a replica a set delay after a write at the primary that did not see it.",
     );
+    let mut mysql_running = gauge(
+        MYSQL_REPLICATION_RUNNING,
+        "1 while the replica's replication thread (thread=\"io\" or \"sql\") runs; absent while stale.",
+    );
+    let mut mysql_behind = gauge(
+        MYSQL_SECONDS_BEHIND_SOURCE,
+        "The replica's own Seconds_Behind_Master/_Source, only while both replication threads \
+         run (NULL is down, not 0); a secondary signal, the heartbeat lag is the lag.",
+    );
     let mut kafka = KafkaFamilies::new();
 
     for budget in budgets {
@@ -354,6 +365,16 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
                 }
                 if let Some(age) = sample.receiver_last_message_age_seconds {
                     receiver_age.push(labels, age);
+                }
+                if let Some(mysql) = &sample.mysql {
+                    for (thread, running) in [("io", mysql.io_running), ("sql", mysql.sql_running)]
+                    {
+                        mysql_running
+                            .push(&with_label(labels, ("thread", thread)), bool_value(running));
+                    }
+                    if let Some(behind) = mysql.seconds_behind_source {
+                        mysql_behind.push(labels, behind);
+                    }
                 }
             }
             up.push(labels, bool_value(history.is_up()));
@@ -402,6 +423,8 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
         receiver_age,
         ryw_checks,
         ryw_misses,
+        mysql_running,
+        mysql_behind,
     ] {
         family.finish(out);
     }

@@ -101,10 +101,14 @@ impl DaemonState {
                 .unwrap_or_default();
             let mut probes = Vec::with_capacity(budget.probes.len());
             for probe in &budget.probes {
+                // Every source the probe reads (a replica probe reads its primary too) must be
+                // unchanged for its task and history to carry over.
                 let reusable = old_probes.remove(&probe_key(probe)).filter(|entry| {
                     entry.spec == *probe
-                        && old_config.sources.get(probe.source_name())
-                            == config.sources.get(probe.source_name())
+                        && probe
+                            .source_names()
+                            .iter()
+                            .all(|name| old_config.sources.get(*name) == config.sources.get(*name))
                 });
                 match reusable {
                     Some(entry) => {

@@ -17,11 +17,12 @@ use crate::evaluate::BudgetState;
 use crate::metrics::{
     BACKLOG_PREFIX, BUDGET_INFO, BUDGET_SECONDS, BUDGET_USED_RATIO, BUILD_INFO, CLOCK_SKEW,
     EVALUATED_SECONDS, KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, LAG_SECONDS,
-    NEGATIVE_LAG, OBJECTIVE_RATIO, OBJECTIVE_WINDOW, OVER_SECONDS, PARTITION_BACKLOG,
-    PARTITION_LAG, POSITION_REGRESSIONS, PROBE_DURATION, PROBE_ERRORS, PROBE_LAST_DURATION,
-    PROBE_LAST_SUCCESS, PROBE_STALE, PROBE_UP, PROGRESS_TIMESTAMP, READ_YOUR_WRITES_CHECKS,
-    READ_YOUR_WRITES_MISSES, RECEIVER_LAST_MESSAGE_AGE, RELOAD_SUCCESS_TIMESTAMP,
-    RELOAD_SUCCESSFUL, STALLED, STATE, STATE_SINCE,
+    MYSQL_REPLICATION_RUNNING, MYSQL_SECONDS_BEHIND_SOURCE, NEGATIVE_LAG, OBJECTIVE_RATIO,
+    OBJECTIVE_WINDOW, OVER_SECONDS, PARTITION_BACKLOG, PARTITION_LAG, POSITION_REGRESSIONS,
+    PROBE_DURATION, PROBE_ERRORS, PROBE_LAST_DURATION, PROBE_LAST_SUCCESS, PROBE_STALE, PROBE_UP,
+    PROGRESS_TIMESTAMP, READ_YOUR_WRITES_CHECKS, READ_YOUR_WRITES_MISSES,
+    RECEIVER_LAST_MESSAGE_AGE, RELOAD_SUCCESS_TIMESTAMP, RELOAD_SUCCESSFUL, STALLED, STATE,
+    STATE_SINCE,
 };
 use crate::probe::BacklogUnit;
 
@@ -861,6 +862,50 @@ fn budget_dashboard() -> Value {
                         "{{probe}} {{replica}}",
                     )],
                     "percentunit",
+                ),
+            ),
+        ],
+    );
+
+    layout.line(
+        7,
+        vec![
+            (
+                12,
+                state_timeline(
+                    "MySQL replication threads",
+                    "Whether each `mysql_replica` replica's IO and SQL threads run \
+                     (`lagbudget_mysql_replication_running`). A stopped thread makes \
+                     Seconds_Behind_Master NULL; lagbudget then reports it absent, never 0, \
+                     while the heartbeat lag keeps measuring.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, replica, thread) \
+                             ({MYSQL_REPLICATION_RUNNING}{{{PROBE_MATCH}}})"
+                        ),
+                        "{{probe}} {{replica}} {{thread}}",
+                    )],
+                    mappings(&[(0.0, "stopped", "red"), (1.0, "running", "green")]),
+                ),
+            ),
+            (
+                12,
+                timeseries(
+                    "Seconds_Behind_Source (secondary signal)",
+                    "The replica's own Seconds_Behind_Master/_Source \
+                     (`lagbudget_mysql_seconds_behind_source`), only while both replication \
+                     threads run. It reads 0 while the IO thread is behind and is not lag as \
+                     lagbudget defines it: compare with the heartbeat lag above.",
+                    vec![range_target(
+                        "A",
+                        &format!(
+                            "max by (probe, replica) \
+                             ({MYSQL_SECONDS_BEHIND_SOURCE}{{{PROBE_MATCH}}})"
+                        ),
+                        "{{probe}} {{replica}}",
+                    )],
+                    "s",
                 ),
             ),
         ],

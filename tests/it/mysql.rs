@@ -176,6 +176,28 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
     // The secondary signal says "down", never 0 seconds behind.
     assert!(detail.contains("SQL thread stopped"), "{detail}");
     assert!(detail.contains("Seconds_Behind_Source NULL"), "{detail}");
+    // And in /metrics: the SQL thread is reported stopped and Seconds_Behind_Source is absent,
+    // not 0, while the IO thread still runs.
+    let thread = |name: &str| {
+        metrics.get(
+            "lagbudget_mysql_replication_running",
+            &[
+                ("budget", budget.as_str()),
+                ("probe", PROBE),
+                ("thread", name),
+            ],
+        )
+    };
+    assert_eq!(thread("sql"), Some(0.0), "SQL thread reported stopped");
+    assert_eq!(thread("io"), Some(1.0), "IO thread reported running");
+    assert_eq!(
+        metrics.get(
+            "lagbudget_mysql_seconds_behind_source",
+            &[("budget", budget.as_str())]
+        ),
+        None,
+        "Seconds_Behind_Source is absent while a thread is stopped, never 0"
+    );
     assert_eq!(
         probe["up"], true,
         "heartbeat lag is measured, so the probe is up"
@@ -203,6 +225,13 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
     let probe = daemon.probe(&budget, PROBE).await;
     let detail = probe["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("SQL thread running"), "{detail}");
+    let metrics_after = daemon.metrics().await;
+    let behind = metrics_after.get(
+        "lagbudget_mysql_seconds_behind_source",
+        &[("budget", budget.as_str()), ("probe", PROBE)],
+    );
+    eprintln!("Seconds_Behind_Source after START SLAVE: {behind:?}");
+    assert!(behind.is_some(), "reported again while both threads run");
     // Caught up, read-your-writes checks stop missing.
     let (checks_caught_up, misses_caught_up) = ryw_counters(&daemon.metrics().await, &budget);
     tokio::time::sleep(Duration::from_secs(3)).await;
