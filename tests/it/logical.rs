@@ -448,20 +448,21 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
     let budget = unique("cdc_stream");
     let labels = labels(&budget);
     let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
-    wait_for(
-        "the slot to read caught up",
+    // pg_recvlogical connects on its own schedule: a caught-up slot can read 0 before it is
+    // active, so wait for both rather than assume the order.
+    let detail = wait_for(
+        "the slot to read caught up with pg_recvlogical connected",
         Duration::from_secs(15),
-        || async { (daemon.metrics().await.get(LAG, &labels) == Some(0.0)).then_some(()) },
+        || async {
+            let caught_up = daemon.metrics().await.get(LAG, &labels) == Some(0.0);
+            let detail = daemon.probe(&budget, "slot").await["detail"]
+                .as_str()
+                .map(str::to_owned)?;
+            (caught_up && detail.contains(" active")).then_some(detail)
+        },
     )
     .await;
-    let detail = daemon.probe(&budget, "slot").await["detail"]
-        .as_str()
-        .expect("detail")
-        .to_owned();
-    assert!(
-        detail.contains("slot") && detail.contains(" active"),
-        "{detail}"
-    );
+    assert!(detail.contains("slot"), "{detail}");
 
     setup.insert().await;
     let inserted = Instant::now();
