@@ -55,7 +55,9 @@ pub async fn run_probes_once(
 async fn run_once(probe: &Probe, sources: &SourceHandles, secrets: &SecretSet) -> ProbeResult {
     let started = Instant::now();
     let result = match ProbeRunner::new(probe, sources) {
-        Ok(mut runner) => runner.run(started + probe.timeout).await,
+        Ok(mut runner) => {
+            crate::probe::require_lag(probe, runner.run(started + probe.timeout).await)
+        }
         Err(e) => Err(e),
     };
     ProbeResult {

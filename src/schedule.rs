@@ -72,7 +72,7 @@ async fn probe_loop(
         let deadline = started + probe.timeout;
         let outcome = match &mut runner {
             Ok(runner) => match timeout_at(deadline + DEADLINE_GRACE, runner.run(deadline)).await {
-                Ok(result) => result,
+                Ok(result) => crate::probe::require_lag(&probe, result),
                 Err(_) => Err(ProbeError::new(
                     ErrorReason::Timeout,
                     format!("run exceeded its {:?} timeout", probe.timeout),

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::daemon::{ReloadRequest, Shared};
 use crate::metrics;
 use crate::schedule::unix_now;
-use crate::status::{BudgetList, BudgetStatus};
+use crate::status::{BacklogStatus, BudgetList, BudgetStatus};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -187,6 +187,16 @@ fn seconds(value: Option<f64>) -> String {
     value.map_or_else(|| "unknown".to_owned(), human_duration)
 }
 
+/// A probe's lag on the status page; a fresh probe that only counts shows its backlog, never
+/// "unknown" (it is not) and never 0 (it did not measure one).
+fn probe_lag(lag: Option<f64>, backlog: Option<&BacklogStatus>) -> String {
+    match (lag, backlog) {
+        (Some(lag), _) => human_duration(lag),
+        (None, Some(backlog)) => format!("backlog {} {}", backlog.value, backlog.unit),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
 /// `12.3 s` under a minute; `5 m 20 s`, `2 h 5 m` or `3 d 4 h` above, to read at a glance.
 fn human_duration(seconds: f64) -> String {
     if seconds < 60.0 {
@@ -234,7 +244,18 @@ pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String 
                 "unknown <small>(last seen {})</small>",
                 human_duration(last)
             ),
+            // Fresh probes that only count (a queue without message times): no lag to show,
+            // and "unknown" would be false.
+            (None, None)
+                if !b.probes.is_empty() && b.probes.iter().all(|p| p.backlog.is_some()) =>
+            {
+                "backlog only".to_owned()
+            }
             (lag, _) => seconds(lag),
+        };
+        let budget = match (b.max_lag_seconds, b.max_backlog) {
+            (None, Some(max)) => format!("max backlog {max}"),
+            (max_lag, _) => seconds(max_lag),
         };
         let _ = write!(
             html,
@@ -243,7 +264,7 @@ pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String 
             escape(&b.name),
             escape(b.owner.as_deref().unwrap_or("")),
             escape(&b.since),
-            seconds(b.max_lag_seconds),
+            budget,
         );
         for p in &b.probes {
             let freshness = match (p.stale, p.up, p.stalled) {
@@ -260,7 +281,7 @@ pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String 
                     .as_deref()
                     .map(|r| format!(" → {}", escape(r)))
                     .unwrap_or_default(),
-                seconds(p.lag_seconds)
+                probe_lag(p.lag_seconds, p.backlog.as_ref())
             );
             if let Some(e) = &p.error {
                 let _ = write!(
@@ -292,7 +313,18 @@ impl crate::status::ErrorStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::{BacklogStatus, human_duration, probe_lag};
+
+    #[test]
+    fn a_backlog_only_probe_shows_its_backlog_not_unknown_or_zero() {
+        let backlog = BacklogStatus {
+            unit: "messages",
+            value: 3.0,
+        };
+        assert_eq!(probe_lag(Some(2.5), Some(&backlog)), "2.5 s");
+        assert_eq!(probe_lag(None, Some(&backlog)), "backlog 3 messages");
+        assert_eq!(probe_lag(None, None), "unknown");
+    }
 
     #[test]
     fn durations_read_at_a_glance() {

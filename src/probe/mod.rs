@@ -219,6 +219,25 @@ impl ProbeError {
     }
 }
 
+/// Holds every probe kind to `Sample::lag_seconds`' promise: a probe with a `max_lag` that
+/// measured no lag fails with `no_data`, since the budget would otherwise count the missing
+/// lag as 0 (`used_ratio`). Each kind already fails itself in that case; this keeps a future
+/// kind, or a missed path, from turning unknown into "within budget".
+pub fn require_lag(
+    probe: &Probe,
+    result: Result<Sample, ProbeError>,
+) -> Result<Sample, ProbeError> {
+    match result {
+        Ok(sample) if probe.max_lag.is_some() && sample.lag_seconds.is_none() => {
+            Err(ProbeError::new(
+                ErrorReason::NoData,
+                "the probe measured no lag, and it has a max_lag to enforce",
+            ))
+        }
+        other => other,
+    }
+}
+
 /// A live connection handle per configured source, shared by every probe that reads it.
 #[derive(Clone)]
 pub enum SourceHandle {

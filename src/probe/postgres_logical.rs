@@ -24,6 +24,7 @@ use super::postgres::{PgPool, query_error};
 use super::sql_watermark::begin;
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::model::PostgresLogical;
+use crate::schedule::unix_now;
 
 /// Samples kept at most; beyond that the map is thinned (see [`WalTimeMap::thin`]). At a 1 s
 /// interval this covers more than an hour at full resolution, and any backlog after that at
@@ -120,6 +121,10 @@ impl PostgresLogicalProbe {
         if reset {
             detail.push_str("; WAL position went back, LSN-to-time map restarted");
         }
+        // Nothing waits for the consumer when it is caught up or only background WAL lies past
+        // it: that is not a stall, however long the slot stays put (the backlog still shows
+        // those bytes, which alone would read as "behind and not moving").
+        let progress_at = matches!(lag, MapLag::CaughtUp | MapLag::Idle).then(unix_now);
         Ok(Sample {
             lag_seconds: Some(lag_seconds),
             backlog: Some(Backlog {
@@ -129,6 +134,7 @@ impl PostgresLogicalProbe {
             position: Some(PgLsn::from(confirmed).to_string()),
             detail: Some(detail),
             position_regressed,
+            progress_at,
             // Both ends of the lag are the daemon's monotonic clock: no second clock to skew.
             ..Sample::default()
         })

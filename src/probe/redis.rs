@@ -6,8 +6,6 @@
 //! connection anyway, each probe sends one short script per run, and pipelining many probes'
 //! requests over one socket is what the protocol is built for.
 
-use std::time::Duration;
-
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::sync::Mutex;
@@ -61,10 +59,13 @@ impl RedisClient {
                 "no time left to connect",
             ));
         }
-        // The client's own timeouts bound the handshake; `timeout_at` bounds everything else.
+        // The client's own timeout bounds the handshake. Calls get no client-side response
+        // timeout: the connection outlives this run, and a timeout fixed now (from this run's
+        // time left, or the client's 500 ms default) would cut later runs short of their own
+        // deadlines; each call is bounded by `timeout_at` on its run's deadline instead.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(left))
-            .set_response_timeout(Some(left.max(Duration::from_secs(1))));
+            .set_response_timeout(None);
         let connecting = self
             .client
             .get_multiplexed_async_connection_with_config(&config);
@@ -84,8 +85,14 @@ impl RedisClient {
 
     /// Forgets the shared connection after a failed call, so that the next run reconnects
     /// instead of reusing a socket in an unknown state.
-    pub async fn discard(&self) {
-        *self.connection.lock().await = None;
+    ///
+    /// Never waits: the lock is held for long only while another run connects, and then the
+    /// slot is empty already. Waiting there would hold this run past its deadline (the
+    /// scheduler would replace its error by a generic timeout).
+    pub fn discard(&self) {
+        if let Ok(mut slot) = self.connection.try_lock() {
+            *slot = None;
+        }
     }
 
     /// Connects and reads the server's version: the `check --connect` answer for this source.
@@ -103,7 +110,7 @@ impl RedisClient {
         let text = match answer {
             Ok(text) => text,
             Err(error) => {
-                self.discard().await;
+                self.discard();
                 return Err(error);
             }
         };

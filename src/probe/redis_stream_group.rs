@@ -182,13 +182,13 @@ impl RedisStreamGroupProbe {
             Ok(Err(error)) => {
                 let error = call_error(&error);
                 if error.reason != ErrorReason::Query {
-                    self.client.discard().await;
+                    self.client.discard();
                 }
                 return Err(error);
             }
             Err(_) => {
                 // The answer may still arrive on the shared socket; a new one is cleaner.
-                self.client.discard().await;
+                self.client.discard();
                 return Err(ProbeError::new(
                     ErrorReason::Timeout,
                     "the snapshot script did not answer before the deadline",

@@ -281,6 +281,68 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
     daemon.stop().await;
 }
 
+/// Idle is not a stall: background WAL past a consumed slot is backlog in bytes, but nothing
+/// waits for the consumer, so the probe must not read as stalled however long the slot stays
+/// put. A commit nobody consumes is behind and not moving: that one stalls.
+#[tokio::test(flavor = "multi_thread")]
+async fn background_wal_on_an_idle_primary_is_not_a_stall() {
+    let setup = Setup::new().await;
+    let budget = unique("cdc_idle");
+    let labels = labels(&budget);
+    let yaml = config(&setup.server.dsn(), &budget, &setup.slot)
+        .replace("interval: 1s", "interval: 1s\n        stall_after: 2s");
+    let daemon = Daemon::start(&yaml).await;
+    wait_caught_up(&daemon, &setup, &budget).await;
+    setup
+        .db
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+    wait_for(
+        "the checkpoint record in the backlog",
+        Duration::from_secs(5),
+        || async {
+            let backlog = daemon.metrics().await.get(BACKLOG, &labels).unwrap_or(0.0);
+            (backlog > 0.0).then_some(())
+        },
+    )
+    .await;
+    // Three stall periods with the slot put and its backlog above 0.
+    let idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(6) {
+        let metrics = daemon.metrics().await;
+        let backlog = metrics.get(BACKLOG, &labels).unwrap_or(0.0);
+        assert_eq!(
+            (
+                metrics.get(LAG, &labels),
+                metrics.get("lagbudget_stalled", &labels)
+            ),
+            (Some(0.0), Some(0.0)),
+            "idle with {backlog} bytes of background WAL, {:?} after the checkpoint",
+            idle_since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("idle: lag 0 and not stalled for 6 s (stall_after 2 s)");
+
+    setup.insert().await;
+    let inserted = Instant::now();
+    wait_for(
+        "the unconsumed commit to stall",
+        Duration::from_secs(15),
+        || async {
+            let stalled = daemon.metrics().await.get("lagbudget_stalled", &labels);
+            (stalled == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "unconsumed commit: stalled after {:?} (stall_after 2 s)",
+        inserted.elapsed()
+    );
+    daemon.stop().await;
+}
+
 /// A daemon that starts while the slot is already behind cannot know when those changes were
 /// written: unknown (`no_data`), never 0, until the consumer confirms past its first sample;
 /// from then on the map covers the slot and lag is measured.
@@ -386,20 +448,21 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
     let budget = unique("cdc_stream");
     let labels = labels(&budget);
     let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
-    wait_for(
-        "the slot to read caught up",
+    // pg_recvlogical connects on its own schedule: a caught-up slot can read 0 before it is
+    // active, so wait for both rather than assume the order.
+    let detail = wait_for(
+        "the slot to read caught up with pg_recvlogical connected",
         Duration::from_secs(15),
-        || async { (daemon.metrics().await.get(LAG, &labels) == Some(0.0)).then_some(()) },
+        || async {
+            let caught_up = daemon.metrics().await.get(LAG, &labels) == Some(0.0);
+            let detail = daemon.probe(&budget, "slot").await["detail"]
+                .as_str()
+                .map(str::to_owned)?;
+            (caught_up && detail.contains(" active")).then_some(detail)
+        },
     )
     .await;
-    let detail = daemon.probe(&budget, "slot").await["detail"]
-        .as_str()
-        .expect("detail")
-        .to_owned();
-    assert!(
-        detail.contains("slot") && detail.contains(" active"),
-        "{detail}"
-    );
+    assert!(detail.contains("slot"), "{detail}");
 
     setup.insert().await;
     let inserted = Instant::now();
