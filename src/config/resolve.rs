@@ -381,25 +381,12 @@ fn resolve_probe(
             queue,
             vhost,
             timestamps,
-        } => {
-            if let (Some(declared), Some(max_lag)) = (timestamps, max_lag) {
-                if !declared.value {
-                    let message = format!(
-                        "`timestamps: false` gives this queue no message times, so max_lag {} \
-                         cannot be measured: use max_backlog, and set max_lag only on probes \
-                         that can measure it",
-                        max_lag.shown
-                    );
-                    ctx.error_in(file, declared.span, &declared.path, message);
-                }
-            }
-            ProbeKind::RabbitmqQueue(RabbitmqQueue {
-                source: source.clone(),
-                queue: queue.clone(),
-                vhost: vhost.clone(),
-                timestamps: timestamps.as_ref().is_none_or(|declared| declared.value),
-            })
-        }
+        } => ProbeKind::RabbitmqQueue(RabbitmqQueue {
+            source: source.clone(),
+            queue: queue.clone(),
+            vhost: vhost.clone(),
+            timestamps: timestamps.as_ref().is_none_or(|declared| declared.value),
+        }),
         RawProbeKind::RedisStreamGroup {
             source,
             stream,
@@ -506,22 +493,36 @@ fn resolve_write_period(
     }
 }
 
-/// Whether the probe reports backlog only (a Redis stream with `id_time: false`), reporting a
-/// `max_lag` written on it and a missing `max_backlog`.
+/// Whether the probe reports backlog only (a Redis stream with `id_time: false`, a RabbitMQ
+/// queue with `timestamps: false`), reporting a `max_lag` written on it and a missing
+/// `max_backlog`. A budget-level `max_lag` does not apply to such a probe, so that one budget
+/// can hold a work queue with an age limit and its dead-letter queue with `max_backlog: 0`.
 fn backlog_only(ctx: &mut Ctx<'_>, file: usize, budget: &RawBudget, raw: &RawProbe) -> bool {
-    let Some(RawProbeKind::RedisStreamGroup { id_time, .. }) = &raw.kind else {
-        return false;
+    let (flag, key, why) = match &raw.kind {
+        Some(RawProbeKind::RedisStreamGroup { id_time, .. }) if !id_time.value => (
+            id_time,
+            "id_time",
+            "with `id_time: false` entry IDs carry no time",
+        ),
+        Some(RawProbeKind::RabbitmqQueue {
+            timestamps: Some(timestamps),
+            ..
+        }) if !timestamps.value => (
+            timestamps,
+            "timestamps",
+            "with `timestamps: false` messages carry no time",
+        ),
+        _ => return false,
     };
-    if id_time.value {
-        return false;
-    }
     if let Some(max_lag) = &raw.max_lag {
         ctx.error_in(
             file,
             max_lag.span,
             &max_lag.path,
-            "max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so \
-             this probe reports backlog only; use max_backlog",
+            format!(
+                "max_lag cannot be measured here: {why}, so this probe reports backlog only; \
+                 use max_backlog"
+            ),
         );
     }
     let has_max_backlog = raw.max_backlog.is_some() || budget.max_backlog.is_some();
@@ -529,10 +530,12 @@ fn backlog_only(ctx: &mut Ctx<'_>, file: usize, budget: &RawBudget, raw: &RawPro
     if !has_max_backlog && (raw.has_limit || budget.has_limit) {
         ctx.error_in(
             file,
-            id_time.span,
-            &id_time.path,
-            "`id_time: false` reports backlog only: set max_backlog on this probe or its budget \
-             (a max_lag does not apply to it)",
+            flag.span,
+            &flag.path,
+            format!(
+                "`{key}: false` reports backlog only: set max_backlog on this probe or its \
+                 budget (a max_lag does not apply to it)"
+            ),
         );
     }
     true

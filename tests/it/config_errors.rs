@@ -248,7 +248,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "rabbitmq_timestamps_false_with_max_lag.yaml",
             bad!(
-                "rabbitmq_timestamps_false_with_max_lag.yaml:11:74: budgets[0].probes[1].rabbitmq_queue.timestamps: `timestamps: false` gives this queue no message times, so max_lag 30s cannot be measured: use max_backlog, and set max_lag only on probes that can measure it"
+                "rabbitmq_timestamps_false_with_max_lag.yaml:10:18: budgets[0].probes[1].max_lag: max_lag cannot be measured here: with `timestamps: false` messages carry no time, so this probe reports backlog only; use max_backlog"
             ),
         ),
         (
