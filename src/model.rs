@@ -316,6 +316,9 @@ impl Probe {
             | ProbeKind::RabbitmqQueue(_) => false,
             ProbeKind::RedisStreamGroup(_) | ProbeKind::NatsConsumer(_) => false,
             ProbeKind::MysqlReplica(m) => m.ryw_delay.is_some(),
+            ProbeKind::PostgresReplica(r) => {
+                matches!(&r.method, ReplicaMethod::Heartbeat(h) if h.ryw_delay.is_some())
+            }
         }
     }
 
@@ -329,6 +332,7 @@ impl Probe {
             ProbeKind::RedisStreamGroup(r) => &r.source,
             ProbeKind::NatsConsumer(n) => &n.source,
             ProbeKind::MysqlReplica(m) => &m.replica,
+            ProbeKind::PostgresReplica(r) => &r.standby,
         }
     }
 
@@ -336,6 +340,7 @@ impl Probe {
     pub fn source_names(&self) -> Vec<&str> {
         match &self.kind {
             ProbeKind::MysqlReplica(m) => vec![m.primary.as_str(), m.replica.as_str()],
+            ProbeKind::PostgresReplica(r) => vec![r.standby.as_str(), r.primary.as_str()],
             _ => vec![self.source_name()],
         }
     }
@@ -350,6 +355,7 @@ pub enum ProbeKind {
     RedisStreamGroup(RedisStreamGroup),
     NatsConsumer(NatsConsumer),
     MysqlReplica(MysqlReplica),
+    PostgresReplica(PostgresReplica),
 }
 
 impl ProbeKind {
@@ -362,6 +368,7 @@ impl ProbeKind {
             ProbeKind::RedisStreamGroup(_) => "redis_stream_group",
             ProbeKind::NatsConsumer(_) => "nats_consumer",
             ProbeKind::MysqlReplica(_) => "mysql_replica",
+            ProbeKind::PostgresReplica(_) => "postgres_replica",
         }
     }
 }
@@ -497,6 +504,54 @@ impl WatermarkMode {
             WatermarkMode::SinceWatermark => "since_watermark",
         }
     }
+}
+
+/// A PostgreSQL streaming standby's lag behind its primary. A configured probe with several
+/// `standbys` becomes one `Probe` per standby (same name, `replica` set), each with this kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresReplica {
+    /// The primary's source name.
+    pub primary: String,
+    /// The standby's source name; also the probe's `replica` label.
+    pub standby: String,
+    pub method: ReplicaMethod,
+}
+
+/// How a replica probe turns positions into seconds; chosen in the config, never switched at
+/// run time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMethod {
+    /// The daemon writes heartbeat rows on the primary and looks for them on the standby.
+    Heartbeat(HeartbeatSettings),
+    /// Read-only: LSNs sampled with the daemon's time into an LSN→time map.
+    Passive {
+        /// The WAL receiver silent (no message from the primary) for longer than this is down.
+        receiver_silence_limit: Duration,
+    },
+}
+
+impl ReplicaMethod {
+    pub fn key(&self) -> &'static str {
+        match self {
+            ReplicaMethod::Heartbeat(_) => "heartbeat",
+            ReplicaMethod::Passive { .. } => "passive",
+        }
+    }
+}
+
+/// What the heartbeat writer of one replica probe writes, where and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatSettings {
+    /// How often the heartbeat is written (default min(1 s, max_lag / 10)).
+    pub period: Duration,
+    /// The schema of the heartbeat table on the primary.
+    pub schema: String,
+    /// This daemon's name in the heartbeat rows (default: the host name), so that several
+    /// daemons writing to one primary never collide.
+    pub instance: String,
+    /// When set, each run checks that the newest heartbeat written at least this long before
+    /// the read is visible on the standby (read-your-writes).
+    pub ryw_delay: Option<Duration>,
 }
 
 /// Formats a duration the way configs write it (`500ms`, `30s`, `5m`, `2h`, `28d`), choosing

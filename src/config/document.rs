@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::decode::{Ctx, Fields, Spanned, Text};
 use super::syntax::{Node, Span};
-use super::tables::ROOT;
+use super::tables::{DEFAULT_HEARTBEAT_SCHEMA, DEFAULT_RECEIVER_SILENCE_LIMIT, ROOT};
 use super::values::{
     SLOT_RULE, TOPIC_RULE, check_broker, is_valid_slot_name, is_valid_topic_name, regex_problem,
 };
@@ -155,6 +155,26 @@ pub(crate) enum RawProbeKind {
         database: String,
         instance: Option<String>,
         ryw_delay: Option<Duration>,
+    },
+    PostgresReplica {
+        primary: String,
+        standbys: Vec<String>,
+        method: RawReplicaMethod,
+    },
+}
+
+/// A replica probe's method with what was written for it; defaults that need `max_lag` are
+/// resolved later.
+#[derive(Debug)]
+pub(crate) enum RawReplicaMethod {
+    Heartbeat {
+        period: Option<Spanned<Duration>>,
+        schema: String,
+        instance: String,
+        ryw_delay: Option<Duration>,
+    },
+    Passive {
+        receiver_silence_limit: Duration,
     },
 }
 
@@ -820,6 +840,25 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             other_sources = replicas;
             (primary, kind)
         }
+        Some(("postgres_replica", replica)) => {
+            let primary = replica.text(ctx, "primary").map(|name| ProbeSource {
+                probe_kind: "postgres_replica",
+                needs: "postgres",
+                name,
+            });
+            let standbys: Vec<ProbeSource> = replica
+                .strings(ctx, "standbys")
+                .into_iter()
+                .map(|name| ProbeSource {
+                    probe_kind: "postgres_replica",
+                    needs: "postgres",
+                    name,
+                })
+                .collect();
+            let kind = decode_postgres_replica(ctx, &replica, &primary, &standbys);
+            other_sources = standbys;
+            (primary, kind)
+        }
         Some((other, _)) => {
             debug_assert!(false, "probe kind `{other}` has a table but no decoder");
             (None, None)
@@ -1145,6 +1184,143 @@ fn decode_mysql_replica(
         instance: instance.map(|text| text.value),
         ryw_delay: ryw_delay.map(|delay| delay.value),
     })
+}
+
+fn decode_postgres_replica(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    primary: &Option<ProbeSource>,
+    standbys: &[ProbeSource],
+) -> Option<RawProbeKind> {
+    let mut ok = fields.has("standbys") && !standbys.is_empty();
+    let mut names: Vec<String> = Vec::with_capacity(standbys.len());
+    for standby in standbys {
+        let name = &standby.name;
+        if primary
+            .as_ref()
+            .is_some_and(|primary| primary.name.value == name.value)
+        {
+            ctx.error(
+                name.span,
+                &name.path,
+                format!(
+                    "standby {} is the primary: a server cannot be its own standby",
+                    name.quoted()
+                ),
+            );
+            ok = false;
+        } else if names.contains(&name.value) {
+            ctx.error(
+                name.span,
+                &name.path,
+                format!("duplicate standby {}", name.quoted()),
+            );
+            ok = false;
+        } else {
+            names.push(name.value.clone());
+        }
+    }
+    let method = fields.choice(ctx, "method");
+    let period = fields.duration(ctx, "write_period");
+    let schema = fields.text(ctx, "schema");
+    let instance = fields.text(ctx, "instance");
+    let ryw_delay = fields.duration(ctx, "ryw_delay");
+    let silence = fields.duration(ctx, "receiver_silence_limit");
+    if let Some(schema) = &schema {
+        if !is_plain_identifier(&schema.value) {
+            ctx.error(
+                schema.span,
+                &schema.path,
+                format!(
+                    "invalid schema {}: use lower-case letters, digits and _, starting with a \
+                     letter or _, at most 63 characters",
+                    schema.quoted()
+                ),
+            );
+            ok = false;
+        }
+    }
+    let method = match method?.value {
+        "heartbeat" => {
+            if let Some(span) = fields.key_span("receiver_silence_limit") {
+                ctx.error(
+                    span,
+                    &super::path::key(&fields.path, "receiver_silence_limit"),
+                    "`receiver_silence_limit` needs `method: passive`; with heartbeat a silent \
+                     receiver shows as growing lag",
+                );
+                ok = false;
+            }
+            RawReplicaMethod::Heartbeat {
+                period,
+                schema: schema.map_or_else(|| DEFAULT_HEARTBEAT_SCHEMA.to_owned(), |s| s.value),
+                instance: match instance {
+                    Some(instance) => instance.value,
+                    None => default_instance(),
+                },
+                ryw_delay: ryw_delay.map(|delay| delay.value),
+            }
+        }
+        _ => {
+            for (key, why) in [
+                ("write_period", "passive writes nothing"),
+                ("schema", "passive writes nothing"),
+                ("instance", "passive writes nothing"),
+                (
+                    "ryw_delay",
+                    "a read-your-writes check needs a write, and passive writes nothing",
+                ),
+            ] {
+                if let Some(span) = fields.key_span(key) {
+                    ctx.error(
+                        span,
+                        &super::path::key(&fields.path, key),
+                        format!("`{key}` needs `method: heartbeat`: {why}"),
+                    );
+                    ok = false;
+                }
+            }
+            RawReplicaMethod::Passive {
+                receiver_silence_limit: silence
+                    .map_or(DEFAULT_RECEIVER_SILENCE_LIMIT, |limit| limit.value),
+            }
+        }
+    };
+    if !ok {
+        return None;
+    }
+    Some(RawProbeKind::PostgresReplica {
+        primary: primary.as_ref()?.name.value.clone(),
+        standbys: names,
+        method,
+    })
+}
+
+/// A schema name that needs no quoting and means the same to every client: lower-case.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// This machine's host name, the default `instance` of heartbeat rows.
+fn default_instance() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            let name = std::fs::read_to_string(path).ok()?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| name.to_owned())
+        })
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "lagbudget".to_owned())
 }
 
 /// The `topics` list, when it was given and every topic name in it is valid.

@@ -141,8 +141,9 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        KafkaConsumerGroup, MysqlReplica, NatsConsumer, NoCommitPolicy, Objective, ProbeKind,
-        RabbitmqQueue, RedisStreamGroup, SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
+        HeartbeatSettings, KafkaConsumerGroup, MysqlReplica, NatsConsumer, NoCommitPolicy,
+        Objective, PostgresReplica, ProbeKind, RabbitmqQueue, RedisStreamGroup, ReplicaMethod,
+        SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
     };
 
     #[test]
@@ -186,6 +187,7 @@ mod tests {
                 { "required": ["redis_stream_group"] },
                 { "required": ["nats_consumer"] },
                 { "required": ["mysql_replica"] },
+                { "required": ["postgres_replica"] },
             ])
         );
         assert_eq!(
@@ -1063,6 +1065,136 @@ budgets:
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
         assert!(!actual.iter().any(|line| line.contains("secret")));
+    }
+
+    #[test]
+    fn replica_probes_expand_into_one_probe_per_standby_with_defaults() {
+        let text = r#"
+sources:
+  orders-db: { postgres: { dsn: host=primary } }
+  replica-a: { postgres: { dsn: host=a } }
+  replica-b: { postgres: { dsn: host=b } }
+budgets:
+  - name: history
+    max_lag: 5s
+    probes:
+      - name: standbys
+        postgres_replica: { primary: orders-db, standbys: [replica-a, replica-b], method: heartbeat }
+      - name: passive
+        postgres_replica: { primary: orders-db, standbys: [replica-b], method: passive, receiver_silence_limit: 20s }
+  - name: slow
+    max_lag: 1h
+    probes:
+      - name: tuned
+        postgres_replica:
+          primary: orders-db
+          standbys: [replica-a]
+          method: heartbeat
+          write_period: 2s
+          schema: ops_lagbudget
+          instance: daemon-1
+          ryw_delay: 500ms
+"#;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, text).expect("config");
+        let config = match load_with(&path, &|_| None) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        };
+        let probes = &config.budgets[0].probes;
+        let keys: Vec<(&str, Option<&str>)> = probes.iter().map(|p| p.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                ("standbys", Some("replica-a")),
+                ("standbys", Some("replica-b")),
+                ("passive", Some("replica-b")),
+            ]
+        );
+        let ProbeKind::PostgresReplica(first) = &probes[0].kind else {
+            panic!("not a replica probe");
+        };
+        assert_eq!(probes[0].source_name(), "replica-a");
+        assert_eq!(probes[0].source_names(), ["replica-a", "orders-db"]);
+        assert_eq!(first.primary, "orders-db");
+        // max_lag / 10 = 500ms; the host name is the default instance.
+        let ReplicaMethod::Heartbeat(heartbeat) = &first.method else {
+            panic!("not heartbeat");
+        };
+        assert_eq!(heartbeat.period, Duration::from_millis(500));
+        assert_eq!(heartbeat.schema, "lagbudget");
+        assert!(!heartbeat.instance.is_empty());
+        assert_eq!(heartbeat.ryw_delay, None);
+        assert!(!probes[0].checks_read_your_writes());
+        let ProbeKind::PostgresReplica(passive) = &probes[2].kind else {
+            panic!("not a replica probe");
+        };
+        assert_eq!(
+            passive.method,
+            ReplicaMethod::Passive {
+                receiver_silence_limit: Duration::from_secs(20)
+            }
+        );
+        let tuned = &config.budgets[1].probes[0];
+        let ProbeKind::PostgresReplica(PostgresReplica {
+            method: ReplicaMethod::Heartbeat(tuned_heartbeat),
+            ..
+        }) = &tuned.kind
+        else {
+            panic!("not heartbeat");
+        };
+        assert_eq!(
+            *tuned_heartbeat,
+            HeartbeatSettings {
+                period: Duration::from_secs(2),
+                schema: "ops_lagbudget".to_owned(),
+                instance: "daemon-1".to_owned(),
+                ryw_delay: Some(Duration::from_millis(500)),
+            }
+        );
+        assert!(tuned.checks_read_your_writes());
+    }
+
+    #[test]
+    fn replica_mistakes_are_reported_where_they_are_written() {
+        let text = r#"
+sources:
+  db: { postgres: { dsn: host=db } }
+  standby: { postgres: { dsn: host=standby } }
+  events: { kafka: { brokers: "k:9092" } }
+budgets:
+  - name: b
+    max_lag: 5s
+    probes:
+      - name: self
+        postgres_replica: { primary: db, standbys: [standby, db, standby], method: heartbeat }
+      - name: passive-writes
+        postgres_replica: { primary: db, standbys: [standby], method: passive, ryw_delay: 1s, schema: x, instance: me, write_period: 1s }
+      - name: heartbeat-silence
+        postgres_replica: { primary: db, standbys: [standby], method: heartbeat, receiver_silence_limit: 10s, schema: "Bad-Schema" }
+      - name: kinds
+        postgres_replica: { primary: events, standbys: [nowhere], method: both }
+      - name: none
+        postgres_replica: { primary: db, standbys: [] }
+"#;
+        let expected = [
+            "11:62: budgets[0].probes[0].postgres_replica.standbys[1]: standby \"db\" is the primary: a server cannot be its own standby",
+            "11:66: budgets[0].probes[0].postgres_replica.standbys[2]: duplicate standby \"standby\"",
+            "13:80: budgets[0].probes[1].postgres_replica.ryw_delay: `ryw_delay` needs `method: heartbeat`: a read-your-writes check needs a write, and passive writes nothing",
+            "13:95: budgets[0].probes[1].postgres_replica.schema: `schema` needs `method: heartbeat`: passive writes nothing",
+            "13:106: budgets[0].probes[1].postgres_replica.instance: `instance` needs `method: heartbeat`: passive writes nothing",
+            "13:120: budgets[0].probes[1].postgres_replica.write_period: `write_period` needs `method: heartbeat`: passive writes nothing",
+            "15:82: budgets[0].probes[2].postgres_replica.receiver_silence_limit: `receiver_silence_limit` needs `method: passive`; with heartbeat a silent receiver shows as growing lag",
+            "15:119: budgets[0].probes[2].postgres_replica.schema: invalid schema \"Bad-Schema\": use lower-case letters, digits and _, starting with a letter or _, at most 63 characters",
+            "17:38: budgets[0].probes[3].postgres_replica.primary: source \"events\" is a kafka source; postgres_replica needs postgres",
+            "17:57: budgets[0].probes[3].postgres_replica.standbys[0]: unknown source \"nowhere\"; defined sources: db, events, standby",
+            "17:75: budgets[0].probes[3].postgres_replica.method: invalid value \"both\": expected one of heartbeat, passive",
+            "19:27: budgets[0].probes[4].postgres_replica: missing required key `method`",
+            "19:52: budgets[0].probes[4].postgres_replica.standbys: must list at least one item",
+        ];
+        let actual = errors_of(text, &|_| None);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
     }
 
     #[test]

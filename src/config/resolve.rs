@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Ctx, Spanned};
-use super::document::{ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind};
+use super::document::{
+    ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind, RawReplicaMethod,
+};
 use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::model::{
-    Budget, Config, HttpSettings, KafkaConsumerGroup, MysqlReplica, NatsConsumer, PostgresLogical,
-    Probe, ProbeKind, RabbitmqQueue, RedisStreamGroup, Source, SqlWatermark, format_duration,
+    Budget, Config, HeartbeatSettings, HttpSettings, KafkaConsumerGroup, MysqlReplica,
+    NatsConsumer, PostgresLogical, PostgresReplica, Probe, ProbeKind, RabbitmqQueue,
+    RedisStreamGroup, ReplicaMethod, Source, SqlWatermark, format_duration,
 };
 
 /// The longest heartbeat write period chosen by default, and the shortest: lag is measured to
@@ -407,6 +410,40 @@ fn resolve_probe(
             stream: stream.clone(),
             consumer: consumer.clone(),
         }),
+        RawProbeKind::PostgresReplica {
+            primary,
+            standbys,
+            method,
+        } => {
+            let max_lag = max_lag.map(|max_lag| max_lag.value);
+            let method = match method {
+                RawReplicaMethod::Heartbeat {
+                    period,
+                    schema,
+                    instance,
+                    ryw_delay,
+                } => ReplicaMethod::Heartbeat(HeartbeatSettings {
+                    period: resolve_write_period(ctx, file, period.as_ref(), max_lag),
+                    schema: schema.clone(),
+                    instance: instance.clone(),
+                    ryw_delay: *ryw_delay,
+                }),
+                RawReplicaMethod::Passive {
+                    receiver_silence_limit,
+                } => ReplicaMethod::Passive {
+                    receiver_silence_limit: *receiver_silence_limit,
+                },
+            };
+            let base = |standby: &String| {
+                let kind = ProbeKind::PostgresReplica(PostgresReplica {
+                    primary: primary.clone(),
+                    standby: standby.clone(),
+                    method: method.clone(),
+                });
+                (kind, Some(standby.clone()))
+            };
+            return expand(budget, raw, timing, max_lag, standbys.iter().map(base));
+        }
         RawProbeKind::MysqlReplica {
             primary,
             replicas,

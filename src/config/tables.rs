@@ -634,6 +634,12 @@ pub(crate) static PROBE_KINDS: Kinds = Kinds {
             "MySQL or MariaDB replicas: lag of each replica, measured with a heartbeat the \
              daemon writes on the primary.",
         ),
+        key(
+            "postgres_replica",
+            Type::Table(&POSTGRES_REPLICA),
+            "PostgreSQL streaming standbys of a primary: lag is the age of the oldest change \
+             not yet replayed on each standby.",
+        ),
     ],
 };
 
@@ -860,6 +866,72 @@ pub(crate) static MYSQL_REPLICA: Table = Table {
             "Check read-your-writes: each run reads, on the replica, the newest heartbeat \
              whose write at the primary returned at least this long ago, and counts a miss \
              when it is not visible. At most 10m. Unset: no check.",
+        ),
+    ],
+    kinds: None,
+    one_of: &[],
+};
+
+/// The schema of the heartbeat table unless the config names another.
+pub(crate) const DEFAULT_HEARTBEAT_SCHEMA: &str = "lagbudget";
+/// PostgreSQL's own `wal_receiver_timeout` default: the receiver gives up after this long.
+pub(crate) const DEFAULT_RECEIVER_SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+pub(crate) static POSTGRES_REPLICA: Table = Table {
+    id: "postgres_replica",
+    doc: "PostgreSQL streaming standbys of a primary. Each standby is measured on its own, \
+          labelled `replica` with its source name. Every run checks that the standby is in \
+          recovery, belongs to the primary's system and is on its timeline (else \
+          reason=topology).",
+    keys: &[
+        required(
+            "primary",
+            NON_EMPTY_TEXT,
+            "Name of the postgres source of the primary.",
+        ),
+        required(
+            "standbys",
+            NON_EMPTY_STRINGS,
+            "Names of the postgres sources of the standbys; each is the `replica` label of its \
+             series.",
+        ),
+        required(
+            "method",
+            Type::Enum(&["heartbeat", "passive"]),
+            "`heartbeat`: lagbudget writes a row per write period into a table of its own on \
+             the primary and reads it on each standby (needs write access). `passive`: \
+             read-only; WAL positions sampled with the daemon's time.",
+        ),
+        key(
+            "write_period",
+            POSITIVE_DURATION,
+            "How often the heartbeat is written (heartbeat only); at most max_lag / 2. Default: \
+             max_lag / 10, between 100ms and 1s.",
+        ),
+        defaulted(
+            "schema",
+            NON_EMPTY_TEXT,
+            DefaultValue::Str(DEFAULT_HEARTBEAT_SCHEMA),
+            "Schema of the heartbeat table on the primary, created if missing (heartbeat only).",
+        ),
+        key(
+            "instance",
+            NON_EMPTY_TEXT,
+            "This daemon's name in the heartbeat rows, so that several daemons can write to \
+             one primary (heartbeat only). Default: the host name.",
+        ),
+        key(
+            "ryw_delay",
+            POSITIVE_DURATION,
+            "Read-your-writes check (heartbeat only): each run checks that the newest \
+             heartbeat written at least this long before the read is visible on the standby.",
+        ),
+        defaulted(
+            "receiver_silence_limit",
+            POSITIVE_DURATION,
+            DefaultValue::Duration(DEFAULT_RECEIVER_SILENCE_LIMIT),
+            "A WAL receiver that has not heard from the primary for longer is down (passive \
+             only). An idle primary sends a keepalive at least every wal_sender_timeout / 2.",
         ),
     ],
     kinds: None,

@@ -11,6 +11,7 @@ pub mod nats;
 pub mod nats_consumer;
 pub mod postgres;
 pub mod postgres_logical;
+pub mod postgres_replica;
 pub mod rabbitmq;
 pub mod rabbitmq_queue;
 pub mod redis;
@@ -345,6 +346,7 @@ pub enum ProbeRunner {
     RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe),
     NatsConsumer(nats_consumer::NatsConsumerProbe),
     MysqlReplica(Box<mysql_replica::MysqlReplicaProbe>),
+    PostgresReplica(Box<postgres_replica::PostgresReplicaProbe>),
 }
 
 impl ProbeRunner {
@@ -410,6 +412,29 @@ impl ProbeRunner {
                     nats_consumer::NatsConsumerProbe::new(spec.clone(), client.clone()),
                 ))
             }
+            (ProbeKind::PostgresReplica(spec), SourceHandle::Postgres(standby)) => {
+                let primary = match sources.get(&spec.primary) {
+                    Some(SourceHandle::Postgres(primary)) => primary.clone(),
+                    // Validation guarantees the primary is a postgres source.
+                    _ => {
+                        return Err(ProbeError::new(
+                            ErrorReason::Connect,
+                            "the primary is not a configured postgres source",
+                        ));
+                    }
+                };
+                Ok(ProbeRunner::PostgresReplica(Box::new(
+                    postgres_replica::PostgresReplicaProbe::new(
+                        &probe.budget,
+                        &probe.name,
+                        probe.interval,
+                        probe.max_lag,
+                        spec.clone(),
+                        primary,
+                        standby.clone(),
+                    ),
+                )))
+            }
             // Validation guarantees each kind reads a source of its own kind.
             (kind, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
@@ -428,6 +453,7 @@ impl ProbeRunner {
             ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await,
             ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await,
             ProbeRunner::MysqlReplica(probe) => probe.run(deadline).await,
+            ProbeRunner::PostgresReplica(probe) => probe.run(deadline).await,
         }
     }
 
@@ -445,6 +471,7 @@ impl ProbeRunner {
             ProbeRunner::RedisStreamGroup(probe) => probe.check(deadline).await,
             ProbeRunner::NatsConsumer(probe) => probe.check(deadline).await,
             ProbeRunner::MysqlReplica(probe) => probe.check(deadline).await,
+            ProbeRunner::PostgresReplica(probe) => probe.check(deadline).await,
         }
     }
 }

@@ -160,13 +160,24 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica"
+            ),
+        ),
+        (
+            "replica_ryw_with_passive.yaml",
+            concat!(
+                bad!(
+                    "replica_ryw_with_passive.yaml:11:38: budgets[0].probes[0].postgres_replica.standbys[1]: standby \"orders-db\" is the primary: a server cannot be its own standby\n"
+                ),
+                bad!(
+                    "replica_ryw_with_passive.yaml:13:11: budgets[0].probes[0].postgres_replica.ryw_delay: `ryw_delay` needs `method: heartbeat`: a read-your-writes check needs a write, and passive writes nothing"
+                ),
             ),
         ),
         (
@@ -329,7 +340,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].redis_key_age: unknown probe kind `redis_key_age`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -594,6 +605,7 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     let mut redis_id_time: Vec<bool> = Vec::new();
     let mut nats_consumers = 0;
     let mut mysql_replicas: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut replica_methods: Vec<&'static str> = Vec::new();
     for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
         match &probe.kind {
             ProbeKind::SqlWatermark(w) => modes.push(w.mode),
@@ -606,6 +618,7 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
                 assert!(m.ryw_delay.is_some() && m.instance.is_some());
                 mysql_replicas.push((probe.name.as_str(), probe.replica.as_deref()));
             }
+            ProbeKind::PostgresReplica(r) => replica_methods.push(r.method.key()),
         }
     }
     assert_eq!(slots, ["debezium_orders"]);
@@ -620,6 +633,8 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
             ("catalog-replicas", Some("catalog-replica-2"))
         ]
     );
+    assert!(replica_methods.contains(&"heartbeat") && replica_methods.contains(&"passive"));
+
     assert!(modes.contains(&WatermarkMode::OldestPending));
     assert!(modes.contains(&WatermarkMode::SinceWatermark));
     // Both ways of choosing topics, and the optional keys set away from their defaults.

@@ -14,6 +14,7 @@ mod nats;
 mod paging;
 mod rabbitmq;
 mod redis_stream;
+mod replica;
 mod rules;
 mod support;
 mod watermark;

@@ -585,3 +585,266 @@ fn apply_sql(schema: &str) -> String {
          WHERE name = 'orders'"
     )
 }
+
+/// A private PostgreSQL primary with one streaming standby (testing.md recipe): `initdb`,
+/// `wal_level = replica`, `pg_basebackup -R -X stream`, each on its own port. The test can
+/// pause replay, stop the standby's WAL receiver, kill and restart the standby, and promote it.
+pub struct StreamingPair {
+    pub primary_port: u16,
+    pub standby_port: u16,
+    /// Ports of further standbys (`add_standby`), which the test leaves alone.
+    extra_standbys: std::sync::Mutex<Vec<u16>>,
+    dir: PathBuf,
+    bin: PathBuf,
+    /// A WAL receiver this test stopped with SIGSTOP, continued on drop so shutdown works.
+    stopped_receiver: std::sync::Mutex<Option<i32>>,
+}
+
+impl StreamingPair {
+    /// Starts both servers (blocking; a few seconds). Call through `spawn_blocking`.
+    pub fn start() -> StreamingPair {
+        let bin = postgres_bin_dir();
+        let dir = std::env::temp_dir().join(unique("lagbudget_pair"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        as_postgres_owner(&dir);
+        let (primary_port, standby_port) = (closed_port(), closed_port());
+        let primary = dir.join("primary");
+        run_as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                path_str(&primary),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        append_conf(
+            &primary,
+            &format!(
+                "port = {primary_port}\nlisten_addresses = '127.0.0.1'\n\
+                 unix_socket_directories = '{}'\nfsync = off\nwal_level = replica\n\
+                 max_wal_senders = 5\n",
+                path_str(&dir)
+            ),
+        );
+        let pair = StreamingPair {
+            primary_port,
+            standby_port,
+            extra_standbys: std::sync::Mutex::new(Vec::new()),
+            dir,
+            bin,
+            stopped_receiver: std::sync::Mutex::new(None),
+        };
+        pair.pg_ctl_start(&primary);
+        pair.base_backup(&pair.standby_dir(), standby_port);
+        pair.start_standby();
+        pair
+    }
+
+    /// Clones the primary into a standby at `data` listening on `port` (not started).
+    fn base_backup(&self, data: &Path, port: u16) {
+        run_as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.primary_port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                path_str(data),
+                "-R",
+                "-X",
+                "stream",
+            ],
+        );
+        // The copied configuration names the primary's port; a later line wins.
+        append_conf(data, &format!("port = {port}\n"));
+    }
+
+    /// Starts one more standby of the same primary (blocking) and returns its DSN.
+    pub fn add_standby(&self) -> String {
+        let port = closed_port();
+        let mut extra = self.extra_standbys.lock().expect("lock");
+        let data = self.dir.join(format!("standby{}", extra.len() + 2));
+        self.base_backup(&data, port);
+        self.pg_ctl_start(&data);
+        extra.push(port);
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")
+    }
+
+    pub fn primary_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.primary_port
+        )
+    }
+
+    pub fn standby_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.standby_port
+        )
+    }
+
+    fn standby_dir(&self) -> PathBuf {
+        self.dir.join("standby")
+    }
+
+    fn pg_ctl_start(&self, data: &Path) {
+        let log = data.with_extension("log");
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+    }
+
+    /// Starts the standby (again, after `kill_standby`).
+    pub fn start_standby(&self) {
+        self.pg_ctl_start(&self.standby_dir());
+    }
+
+    /// Stops the standby the way a crash does (`-m immediate`: no shutdown checkpoint).
+    pub fn kill_standby(&self) {
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(&self.standby_dir()),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Stops the primary the way a crash does; the standby keeps running.
+    pub fn kill_primary(&self) {
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(&self.dir.join("primary")),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    pub fn start_primary(&self) {
+        self.pg_ctl_start(&self.dir.join("primary"));
+    }
+
+    /// `pg_ctl promote`: the standby becomes a primary on a new timeline.
+    pub fn promote_standby(&self) {
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", path_str(&self.standby_dir()), "-w", "promote"],
+        );
+    }
+
+    pub async fn pause_replay(&self) {
+        connect(&self.standby_dsn())
+            .await
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await
+            .expect("pause replay");
+    }
+
+    pub async fn resume_replay(&self) {
+        connect(&self.standby_dsn())
+            .await
+            .batch_execute("SELECT pg_wal_replay_resume()")
+            .await
+            .expect("resume replay");
+    }
+
+    /// The standby's WAL receiver process.
+    pub async fn walreceiver_pid(&self) -> i32 {
+        let client = connect(&self.standby_dsn()).await;
+        wait_for(
+            "the standby's WAL receiver",
+            Duration::from_secs(10),
+            || async {
+                client
+                    .query_opt(
+                        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'",
+                        &[],
+                    )
+                    .await
+                    .expect("pg_stat_activity")
+                    .map(|row| row.get::<_, i32>(0))
+            },
+        )
+        .await
+    }
+
+    /// Freezes the WAL receiver with SIGSTOP: it neither receives nor reports, but lives.
+    pub async fn stop_walreceiver(&self) -> i32 {
+        let pid = self.walreceiver_pid().await;
+        signal(pid, "STOP");
+        *self.stopped_receiver.lock().expect("lock") = Some(pid);
+        pid
+    }
+
+    pub fn continue_walreceiver(&self) {
+        if let Some(pid) = self.stopped_receiver.lock().expect("lock").take() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+fn signal(pid: i32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn append_conf(data: &Path, lines: &str) {
+    let conf_path = data.join("postgresql.conf");
+    let mut existing = std::fs::read_to_string(&conf_path).expect("read conf");
+    existing.push('\n');
+    existing.push_str(lines);
+    std::fs::write(&conf_path, existing).expect("write conf");
+}
+
+impl Drop for StreamingPair {
+    fn drop(&mut self) {
+        if let Ok(mut stopped) = self.stopped_receiver.lock() {
+            if let Some(pid) = stopped.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
+            }
+        }
+        let extra = self.extra_standbys.lock().map(|e| e.len()).unwrap_or(0);
+        let standbys = (0..extra).map(|n| self.dir.join(format!("standby{}", n + 2)));
+        let all: Vec<PathBuf> = standbys
+            .chain([self.standby_dir(), self.dir.join("primary")])
+            .collect();
+        for data in all {
+            let _ = postgres_command(&self.bin.join("pg_ctl"))
+                .args(["-D", path_str(&data), "-m", "immediate", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
