@@ -112,8 +112,19 @@ impl ProbeHistory {
         self.runs > 0 && self.last_error.is_none()
     }
 
-    /// Stale: no success within 3 effective intervals, or never a success.
+    /// Stale: no success within 3 effective intervals, or never a success, or the last run
+    /// found that the server is not what the probe measures (`topology`: a promoted standby, a
+    /// DSN pointing at the primary). The last success then described a server that no longer
+    /// exists as such, so its lag (often 0 just before a promotion) must not be shown for the
+    /// next 3 intervals.
     pub fn is_stale(&self, now: f64, interval_secs: f64) -> bool {
+        if self
+            .last_error
+            .as_ref()
+            .is_some_and(|error| error.reason == ErrorReason::Topology)
+        {
+            return true;
+        }
         match self.last_success_at {
             None => true,
             Some(at) => now - at > STALE_AFTER_INTERVALS * interval_secs,
@@ -430,6 +441,23 @@ mod tests {
             h.record(7.0, 0.1, Outcome::Success(sample(0.0))),
             Transition::Recovered
         );
+    }
+
+    #[test]
+    fn a_topology_failure_makes_the_probe_stale_at_once() {
+        let mut h = ProbeHistory::default();
+        h.record(10.0, 0.1, Outcome::Success(sample(0.0)));
+        h.record(11.0, 0.1, fail(ErrorReason::Connect));
+        assert!(!h.is_stale(11.0, 1.0), "one failed run is down, not stale");
+        assert!(h.fresh_sample(11.0, 1.0).is_some());
+        h.record(12.0, 0.1, fail(ErrorReason::Topology));
+        assert!(
+            h.is_stale(12.0, 1.0),
+            "a promoted standby's last lag means nothing"
+        );
+        assert!(h.fresh_sample(12.0, 1.0).is_none());
+        h.record(13.0, 0.1, Outcome::Success(sample(0.0)));
+        assert!(!h.is_stale(13.0, 1.0));
     }
 
     #[test]

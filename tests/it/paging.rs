@@ -5,7 +5,8 @@
 //! dashboard panel query runs against that Prometheus, and the status page is rendered in
 //! headless Chromium (screenshot under `target/lagbudget-screenshots/`). A second, healthy
 //! budget measures a consumer group on librdkafka's mock cluster, so that the Kafka panels have
-//! data too.
+//! data too, and a third a PostgreSQL standby (both replica methods, read-your-writes) and a
+//! MariaDB replica, so that the Replicas panels have data.
 //!
 //! Prometheus, Alertmanager and Chromium are Debian packages that `scripts/test` installs when
 //! run as root; a missing binary fails this test with a message saying so.
@@ -21,7 +22,10 @@ use lagbudget::generate::rules::{RulesFormat, RulesOptions, render};
 use serde_json::Value;
 
 use crate::kafka::{Cluster, unix_ms};
-use crate::support::{Daemon, PrivatePostgres, Projection, closed_port, unique, wait_for};
+use crate::mariadb_support::MariaDbPair;
+use crate::support::{
+    Daemon, PrivatePostgres, Projection, StreamingPair, closed_port, unique, wait_for,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -66,6 +70,9 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
         .expect("http client");
 
     // 1. A private PostgreSQL with a projection the test controls, and the daemon over it.
+    // A PostgreSQL primary + standby and a MariaDB primary + replica start meanwhile: a third,
+    // healthy budget measures them so that the Replicas panels have data too.
+    let streaming_pair = tokio::task::spawn_blocking(StreamingPair::start);
     let server = tokio::task::spawn_blocking(PrivatePostgres::start)
         .await
         .expect("start private PostgreSQL");
@@ -83,11 +90,18 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
     let group = unique("e2e_group");
     cluster.commit(&group, &[(&topic, 0, 1), (&topic, 1, 1)]);
     let kafka_budget = unique("e2e_kafka");
+    let mariadb = MariaDbPair::start().await;
+    let streaming_pair = streaming_pair.await.expect("start streaming pair");
+    let replica_budget = unique("e2e_replicas");
     let daemon = Daemon::start(&format!(
         "listen: 127.0.0.1:0
 sources:
   db: {{ postgres: {{ dsn: \"{dsn}\" }} }}
   events: {{ kafka: {{ brokers: \"{bootstrap}\" }} }}
+  pg-primary: {{ postgres: {{ dsn: \"{pg_primary}\" }} }}
+  pg-standby: {{ postgres: {{ dsn: \"{pg_standby}\" }} }}
+  my-primary: {{ mysql: {{ url: \"{my_primary}\" }} }}
+  my-replica: {{ mysql: {{ url: \"{my_replica}\" }} }}
 budgets:
   - name: {budget}
     description: End-to-end paging test projection.
@@ -107,9 +121,24 @@ budgets:
       - name: consumer
         interval: 1s
         kafka_consumer_group: {{ source: events, group: {group}, topics: [{topic}], partition_detail: true }}
+  - name: {replica_budget}
+    owner: {OWNER}
+    max_lag: 1h
+    interval: 1s
+    probes:
+      - name: standby-heartbeat
+        postgres_replica: {{ primary: pg-primary, standbys: [pg-standby], method: heartbeat, ryw_delay: 200ms }}
+      - name: standby-passive
+        postgres_replica: {{ primary: pg-primary, standbys: [pg-standby], method: passive }}
+      - name: mariadb
+        mysql_replica: {{ primary: my-primary, replicas: [my-replica], ryw_delay: 200ms }}
 ",
         probe = projection.probe_yaml("db"),
         bootstrap = cluster.bootstrap,
+        pg_primary = streaming_pair.primary_dsn(),
+        pg_standby = streaming_pair.standby_dsn(),
+        my_primary = mariadb.url(mariadb.primary_port),
+        my_replica = mariadb.url(mariadb.replica_port),
     ))
     .await;
     daemon
@@ -117,6 +146,9 @@ budgets:
         .await;
     daemon
         .wait_for_state(&kafka_budget, "ok", Duration::from_secs(15))
+        .await;
+    daemon
+        .wait_for_state(&replica_budget, "ok", Duration::from_secs(20))
         .await;
     timings.add(
         "PostgreSQL, projection and daemon up, budget ok",
@@ -241,7 +273,7 @@ scrape_configs:
     );
 
     // 3. Breach ⇒ exactly one Exceeded page.
-    let mut panels = PanelCheck::new(&[&budget, &kafka_budget]);
+    let mut panels = PanelCheck::new(&[&budget, &kafka_budget, &replica_budget]);
     panels.run(&prom, "ok").await;
     projection.pause();
     let paused = Instant::now();
