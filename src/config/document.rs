@@ -779,32 +779,32 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
     // checked even when the rest of the kind is invalid.
     let (source, kind) = match fields.variant(ctx) {
         Some(("sql_watermark", watermark)) => {
-            let source = probe_source(ctx, &watermark, "sql_watermark", "postgres");
+            let source = probe_source(ctx, &watermark, "source", "sql_watermark", "postgres");
             let kind = decode_sql_watermark(ctx, &watermark, &source);
             (source, kind)
         }
         Some(("kafka_consumer_group", group)) => {
-            let source = probe_source(ctx, &group, "kafka_consumer_group", "kafka");
+            let source = probe_source(ctx, &group, "source", "kafka_consumer_group", "kafka");
             let kind = decode_kafka_consumer_group(ctx, &group, &source);
             (source, kind)
         }
         Some(("postgres_logical", logical)) => {
-            let source = probe_source(ctx, &logical, "postgres_logical", "postgres");
+            let source = probe_source(ctx, &logical, "source", "postgres_logical", "postgres");
             let kind = decode_postgres_logical(ctx, &logical, &source);
             (source, kind)
         }
         Some(("rabbitmq_queue", queue)) => {
-            let source = probe_source(ctx, &queue, "rabbitmq_queue", "rabbitmq");
+            let source = probe_source(ctx, &queue, "source", "rabbitmq_queue", "rabbitmq");
             let kind = decode_rabbitmq_queue(ctx, &queue, &source);
             (source, kind)
         }
         Some(("redis_stream_group", group)) => {
-            let source = probe_source(ctx, &group, "redis_stream_group", "redis");
+            let source = probe_source(ctx, &group, "source", "redis_stream_group", "redis");
             let kind = decode_redis_stream_group(ctx, &group, &source);
             (source, kind)
         }
         Some(("nats_consumer", consumer)) => {
-            let source = probe_source(ctx, &consumer, "nats_consumer", "nats");
+            let source = probe_source(ctx, &consumer, "source", "nats_consumer", "nats");
             // Both names are checked before either is required, so both are reported.
             let stream = consumer
                 .text(ctx, "stream")
@@ -822,39 +822,15 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
             (source, kind)
         }
         Some(("mysql_replica", replica)) => {
-            let primary = replica.text(ctx, "primary").map(|name| ProbeSource {
-                probe_kind: "mysql_replica",
-                needs: "mysql",
-                name,
-            });
-            let replicas: Vec<ProbeSource> = replica
-                .strings(ctx, "replicas")
-                .into_iter()
-                .map(|name| ProbeSource {
-                    probe_kind: "mysql_replica",
-                    needs: "mysql",
-                    name,
-                })
-                .collect();
+            let primary = probe_source(ctx, &replica, "primary", "mysql_replica", "mysql");
+            let replicas = probe_sources(ctx, &replica, "replicas", "mysql_replica", "mysql");
             let kind = decode_mysql_replica(ctx, &replica, &primary, &replicas);
             other_sources = replicas;
             (primary, kind)
         }
         Some(("postgres_replica", replica)) => {
-            let primary = replica.text(ctx, "primary").map(|name| ProbeSource {
-                probe_kind: "postgres_replica",
-                needs: "postgres",
-                name,
-            });
-            let standbys: Vec<ProbeSource> = replica
-                .strings(ctx, "standbys")
-                .into_iter()
-                .map(|name| ProbeSource {
-                    probe_kind: "postgres_replica",
-                    needs: "postgres",
-                    name,
-                })
-                .collect();
+            let primary = probe_source(ctx, &replica, "primary", "postgres_replica", "postgres");
+            let standbys = probe_sources(ctx, &replica, "standbys", "postgres_replica", "postgres");
             let kind = decode_postgres_replica(ctx, &replica, &primary, &standbys);
             other_sources = standbys;
             (primary, kind)
@@ -881,18 +857,38 @@ fn decode_probe(ctx: &mut Ctx<'_>, fields: &Fields<'_>) -> RawProbe {
     }
 }
 
-/// A probe kind's `source` key.
+/// A probe kind's key naming one source (`source`, `primary`) of kind `needs`.
 fn probe_source(
     ctx: &mut Ctx<'_>,
     fields: &Fields<'_>,
+    key: &str,
     probe_kind: &'static str,
     needs: &'static str,
 ) -> Option<ProbeSource> {
-    fields.text(ctx, "source").map(|name| ProbeSource {
+    fields.text(ctx, key).map(|name| ProbeSource {
         probe_kind,
         needs,
         name,
     })
+}
+
+/// A probe kind's key listing sources (`replicas`, `standbys`) of kind `needs`.
+fn probe_sources(
+    ctx: &mut Ctx<'_>,
+    fields: &Fields<'_>,
+    key: &str,
+    probe_kind: &'static str,
+    needs: &'static str,
+) -> Vec<ProbeSource> {
+    fields
+        .strings(ctx, key)
+        .into_iter()
+        .map(|name| ProbeSource {
+            probe_kind,
+            needs,
+            name,
+        })
+        .collect()
 }
 
 fn decode_redis_stream_group(
