@@ -9,6 +9,7 @@ pub mod mysql;
 pub mod mysql_replica;
 pub mod nats;
 pub mod nats_consumer;
+mod pool;
 pub mod postgres;
 pub mod postgres_logical;
 pub mod postgres_replica;

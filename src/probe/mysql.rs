@@ -1,5 +1,5 @@
-//! MySQL and MariaDB connections shared by the probes of one source: the same small pool as
-//! `postgres.rs` (hard cap, waits that end at the run's deadline with `pool_timeout`, a
+//! MySQL and MariaDB connections shared by the probes of one source: the small pool of
+//! `pool.rs` (hard cap, waits that end at the run's deadline with `pool_timeout`, a
 //! connection kept only after a successful run), over `mysql_async` connections.
 //!
 //! `mysql_async` has a pool of its own, but its waits have no deadline and it returns a
@@ -11,57 +11,28 @@ use std::sync::{Arc, Mutex, Weak};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::{Instant, timeout_at};
 
 use super::mysql_replica::{HeartbeatWriter, WriterKey};
+use super::pool::{Connection, Pool, Pooled};
 use super::{ErrorReason, ProbeError};
 use crate::model::MysqlSource;
 
 pub struct MysqlPool {
-    source: String,
+    pool: Pool<Conn>,
     opts: Opts,
-    max_connections: usize,
-    permits: Semaphore,
-    idle: Mutex<Vec<Conn>>,
     /// The heartbeat writers of probes whose primary is this source, shared by their
     /// per-replica entries; held weakly, so a writer stops when its last entry is dropped.
     writers: Mutex<HashMap<WriterKey, Weak<HeartbeatWriter>>>,
 }
 
 /// A connection checked out of the pool. Dropped: closed. `release`d: back to the pool.
-pub struct PooledConn<'a> {
-    conn: Option<Conn>,
-    pool: &'a MysqlPool,
-    _permit: SemaphorePermit<'a>,
-}
+pub type PooledConn<'a> = Pooled<'a, Conn>;
 
-impl std::ops::Deref for PooledConn<'_> {
-    type Target = Conn;
-    fn deref(&self) -> &Conn {
-        // The connection is only taken out by `release`, which consumes self.
-        self.conn
-            .as_ref()
-            .expect("connection present until released")
-    }
-}
-
-impl std::ops::DerefMut for PooledConn<'_> {
-    fn deref_mut(&mut self) -> &mut Conn {
-        self.conn
-            .as_mut()
-            .expect("connection present until released")
-    }
-}
-
-impl PooledConn<'_> {
-    /// Returns a connection that just completed a run successfully to the pool.
-    pub fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            if let Ok(mut idle) = self.pool.idle.lock() {
-                idle.push(conn);
-            }
-        }
+impl Connection for Conn {
+    /// `mysql_async` finds a broken connection only by using it; a failed run drops it.
+    fn is_closed(&self) -> bool {
+        false
     }
 }
 
@@ -76,48 +47,19 @@ impl MysqlPool {
             ProbeError::new(ErrorReason::Connect, "invalid MySQL URL")
         })?;
         Ok(Self {
-            source: source.to_owned(),
+            pool: Pool::new(source, max_connections),
             opts,
-            max_connections,
-            permits: Semaphore::new(max_connections),
-            idle: Mutex::new(Vec::new()),
             writers: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn source(&self) -> &str {
-        &self.source
+        self.pool.source()
     }
 
     /// Checks out a connection, reusing an idle one or opening a new one, by `deadline`.
     pub async fn get(&self, deadline: Instant) -> Result<PooledConn<'_>, ProbeError> {
-        let permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "pool closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} connections of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
-        let reused = self
-            .idle
-            .lock()
-            .map_err(|_| ProbeError::new(ErrorReason::Connect, "connection pool lock poisoned"))?
-            .pop();
-        let conn = match reused {
-            Some(conn) => conn,
-            None => self.connect(deadline).await?,
-        };
-        Ok(PooledConn {
-            conn: Some(conn),
-            pool: self,
-            _permit: permit,
-        })
+        self.pool.get(deadline, || self.connect(deadline)).await
     }
 
     async fn connect(&self, deadline: Instant) -> Result<Conn, ProbeError> {

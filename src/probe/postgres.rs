@@ -1,61 +1,28 @@
-//! PostgreSQL connections shared by the probes of one source: a small pool with a hard cap,
-//! where waiting for a connection counts against the probe's deadline.
-//!
-//! Deliberately tiny instead of a general pool crate: we need exactly three behaviours that
-//! decide what users see — a wait that ends at the run's deadline with `pool_timeout`, a
-//! connection kept only after a successful run (a failed run drops it, so the next run
-//! reconnects, as vector's postgres source does), and errors mapped to bounded reasons.
+//! PostgreSQL connections shared by the probes of one source: the small pool of `pool.rs`
+//! (hard cap, waits that end at the run's deadline with `pool_timeout`, a connection kept only
+//! after a successful run) over `tokio_postgres` clients.
 
 use std::str::FromStr;
-use std::sync::Mutex;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+use super::pool::{Connection, Pool, Pooled};
 use super::{ErrorReason, ProbeError};
 use crate::model::PostgresSource;
 
 pub struct PgPool {
-    source: String,
+    pool: Pool<Client>,
     config: tokio_postgres::Config,
-    max_connections: usize,
-    permits: Semaphore,
-    idle: Mutex<Vec<Client>>,
 }
 
 /// A connection checked out of the pool. Dropped: closed. `release`d: back to the pool.
-pub struct PooledClient<'a> {
-    client: Option<Client>,
-    pool: &'a PgPool,
-    _permit: SemaphorePermit<'a>,
-}
+pub type PooledClient<'a> = Pooled<'a, Client>;
 
-impl std::ops::Deref for PooledClient<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        // The client is only taken out by `release`, which consumes self.
-        self.client.as_ref().expect("client present until released")
-    }
-}
-
-impl std::ops::DerefMut for PooledClient<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("client present until released")
-    }
-}
-
-impl PooledClient<'_> {
-    /// Returns a connection that just completed a run successfully to the pool.
-    pub fn release(mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                if let Ok(mut idle) = self.pool.idle.lock() {
-                    idle.push(client);
-                }
-            }
-        }
+impl Connection for Client {
+    fn is_closed(&self) -> bool {
+        Client::is_closed(self)
     }
 }
 
@@ -73,51 +40,14 @@ impl PgPool {
             config.application_name("lagbudget");
         }
         Ok(Self {
-            source: source.to_owned(),
+            pool: Pool::new(source, max_connections),
             config,
-            max_connections,
-            permits: Semaphore::new(max_connections),
-            idle: Mutex::new(Vec::new()),
         })
     }
 
     /// Checks out a connection, reusing an idle one or opening a new one, by `deadline`.
     pub async fn get(&self, deadline: Instant) -> Result<PooledClient<'_>, ProbeError> {
-        let permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "pool closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} connections of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
-        let reused = {
-            let mut idle = self.idle.lock().map_err(|_| {
-                ProbeError::new(ErrorReason::Connect, "connection pool lock poisoned")
-            })?;
-            let mut found = None;
-            while let Some(client) = idle.pop() {
-                if !client.is_closed() {
-                    found = Some(client);
-                    break;
-                }
-            }
-            found
-        };
-        let client = match reused {
-            Some(client) => client,
-            None => self.connect(deadline).await?,
-        };
-        Ok(PooledClient {
-            client: Some(client),
-            pool: self,
-            _permit: permit,
-        })
+        self.pool.get(deadline, || self.connect(deadline)).await
     }
 
     async fn connect(&self, deadline: Instant) -> Result<Client, ProbeError> {
