@@ -7,27 +7,23 @@
 use async_nats::connection::State;
 use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectErrorKind, ConnectOptions, RequestErrorKind};
-use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
+use super::pool::SharedConnection;
 use super::{ErrorReason, ProbeError};
 use crate::model::NatsSource;
 
 pub struct NatsClient {
-    source: String,
     url: crate::model::Secret,
-    /// The live client, if any. Locked while connecting, so concurrent probes wait for one
-    /// connection instead of each opening their own.
-    client: Mutex<Option<async_nats::Client>>,
+    client: SharedConnection<async_nats::Client>,
 }
 
 impl NatsClient {
     /// Connects to nothing; the URL was validated with the config.
     pub fn new(source: &str, spec: &NatsSource) -> Self {
         Self {
-            source: source.to_owned(),
             url: spec.url.clone(),
-            client: Mutex::new(None),
+            client: SharedConnection::new(source),
         }
     }
 
@@ -47,61 +43,34 @@ impl NatsClient {
     }
 
     async fn client(&self, deadline: Instant) -> Result<async_nats::Client, ProbeError> {
-        let mut slot = timeout_at(deadline, self.client.lock())
-            .await
-            .map_err(|_| {
-                ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "connecting to source {} took until the deadline",
-                        self.source
-                    ),
-                )
-            })?;
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ProbeError::new(
-                ErrorReason::Timeout,
-                "no time left to connect",
-            ));
-        }
-        let mut options = ConnectOptions::new()
-            .name("lagbudget")
-            .connection_timeout(left);
-        // The client does not take credentials from the URL itself: a user with a password is
-        // user and password, a user alone is a token, as in the NATS tools.
-        if let Ok(addr) = self.url.expose().parse::<async_nats::ServerAddr>() {
-            match (addr.username(), addr.password()) {
-                (Some(user), Some(password)) => {
-                    options = options.user_and_password(user.to_owned(), password.to_owned());
+        self.client
+            .get(deadline, |left| async move {
+                let mut options = ConnectOptions::new()
+                    .name("lagbudget")
+                    .connection_timeout(left);
+                // The client does not take credentials from the URL itself: a user with a
+                // password is user and password, a user alone is a token, as in the NATS tools.
+                if let Ok(addr) = self.url.expose().parse::<async_nats::ServerAddr>() {
+                    match (addr.username(), addr.password()) {
+                        (Some(user), Some(password)) => {
+                            options =
+                                options.user_and_password(user.to_owned(), password.to_owned());
+                        }
+                        (Some(token), None) => options = options.token(token.to_owned()),
+                        _ => {}
+                    }
                 }
-                (Some(token), None) => options = options.token(token.to_owned()),
-                _ => {}
-            }
-        }
-        let client = match timeout_at(deadline, options.connect(self.url.expose())).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => {
-                let reason = match error.kind() {
-                    ConnectErrorKind::TimedOut => ErrorReason::Timeout,
-                    _ => ErrorReason::Connect,
-                };
-                // The client's messages name the address, never the password; the caller
-                // scrubs secrets all the same.
-                return Err(ProbeError::new(reason, error.to_string()));
-            }
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::Timeout,
-                    "connecting did not complete before the deadline",
-                ));
-            }
-        };
-        *slot = Some(client.clone());
-        Ok(client)
+                options.connect(self.url.expose()).await.map_err(|error| {
+                    let reason = match error.kind() {
+                        ConnectErrorKind::TimedOut => ErrorReason::Timeout,
+                        _ => ErrorReason::Connect,
+                    };
+                    // The client's messages name the address, never the password; the caller
+                    // scrubs secrets all the same.
+                    ProbeError::new(reason, error.to_string())
+                })
+            })
+            .await
     }
 
     /// Connects and asks for the JetStream account info: the `check --connect` answer. Read as

@@ -1,5 +1,6 @@
-//! The small connection pool behind the PostgreSQL and MySQL sources, generic over the
-//! driver's connection type.
+//! How sources hold their connections, generic over the driver's connection type: the small
+//! pool behind the PostgreSQL and MySQL sources, and the one lazily opened connection shared
+//! by every probe of a Redis or NATS source (`SharedConnection`).
 //!
 //! Deliberately tiny instead of a general pool crate: we need exactly three behaviours that
 //! decide what users see — a wait that ends at the run's deadline with `pool_timeout`, a
@@ -9,6 +10,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::{Instant, timeout_at};
@@ -128,3 +130,69 @@ impl<C: Connection> Pool<C> {
     }
 }
 
+/// One connection shared by every probe of a source, opened by the first run that needs it.
+/// Locked while connecting, so concurrent probes wait for one connection instead of each
+/// opening their own.
+pub struct SharedConnection<C> {
+    source: String,
+    slot: tokio::sync::Mutex<Option<C>>,
+}
+
+impl<C: Clone> SharedConnection<C> {
+    pub fn new(source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The shared connection, opened by `deadline` with `connect` (given the time left, for
+    /// the driver's own connect timeout) if there is none.
+    pub async fn get<F>(
+        &self,
+        deadline: Instant,
+        connect: impl FnOnce(Duration) -> F,
+    ) -> Result<C, ProbeError>
+    where
+        F: Future<Output = Result<C, ProbeError>>,
+    {
+        let mut slot = timeout_at(deadline, self.slot.lock()).await.map_err(|_| {
+            ProbeError::new(
+                ErrorReason::PoolTimeout,
+                format!(
+                    "connecting to source {} took until the deadline",
+                    self.source
+                ),
+            )
+        })?;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProbeError::new(
+                ErrorReason::Timeout,
+                "no time left to connect",
+            ));
+        }
+        let conn = match timeout_at(deadline, connect(left)).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                return Err(ProbeError::new(
+                    ErrorReason::Timeout,
+                    "connecting did not complete before the deadline",
+                ));
+            }
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the shared connection, so that the next run reconnects. Never waits: the lock
+    /// is held for long only while another run connects, and then the slot is empty already.
+    pub fn discard(&self) {
+        if let Ok(mut slot) = self.slot.try_lock() {
+            *slot = None;
+        }
+    }
+}

@@ -8,18 +8,15 @@
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
-use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
+use super::pool::SharedConnection;
 use super::{ErrorReason, ProbeError};
 use crate::model::RedisSource;
 
 pub struct RedisClient {
-    source: String,
     client: redis::Client,
-    /// The live connection, if any. Locked while connecting, so concurrent probes wait for one
-    /// connection instead of each opening their own.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: SharedConnection<MultiplexedConnection>,
 }
 
 impl RedisClient {
@@ -30,57 +27,29 @@ impl RedisClient {
             ProbeError::new(ErrorReason::Connect, "invalid Redis URL")
         })?;
         Ok(Self {
-            source: source.to_owned(),
             client,
-            connection: Mutex::new(None),
+            connection: SharedConnection::new(source),
         })
     }
 
     /// The shared connection, opened by `deadline` if there is none.
     pub async fn connection(&self, deadline: Instant) -> Result<MultiplexedConnection, ProbeError> {
-        let mut slot = timeout_at(deadline, self.connection.lock())
+        self.connection
+            .get(deadline, |left| async move {
+                // The client's own timeout bounds the handshake. Calls get no client-side
+                // response timeout: the connection outlives this run, and a timeout fixed now
+                // (from this run's time left, or the client's 500 ms default) would cut later
+                // runs short of their own deadlines; each call is bounded by `timeout_at` on
+                // its run's deadline instead.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(left))
+                    .set_response_timeout(None);
+                let connecting = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config);
+                connecting.await.map_err(|error| connect_error(&error))
+            })
             .await
-            .map_err(|_| {
-                ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "connecting to source {} took until the deadline",
-                        self.source
-                    ),
-                )
-            })?;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ProbeError::new(
-                ErrorReason::Timeout,
-                "no time left to connect",
-            ));
-        }
-        // The client's own timeout bounds the handshake. Calls get no client-side response
-        // timeout: the connection outlives this run, and a timeout fixed now (from this run's
-        // time left, or the client's 500 ms default) would cut later runs short of their own
-        // deadlines; each call is bounded by `timeout_at` on its run's deadline instead.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(left))
-            .set_response_timeout(None);
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        let connection = match timeout_at(deadline, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(connect_error(&error)),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::Timeout,
-                    "connecting did not complete before the deadline",
-                ));
-            }
-        };
-        *slot = Some(connection.clone());
-        Ok(connection)
     }
 
     /// Forgets the shared connection after a failed call, so that the next run reconnects
@@ -90,9 +59,7 @@ impl RedisClient {
     /// slot is empty already. Waiting there would hold this run past its deadline (the
     /// scheduler would replace its error by a generic timeout).
     pub fn discard(&self) {
-        if let Ok(mut slot) = self.connection.try_lock() {
-            *slot = None;
-        }
+        self.connection.discard();
     }
 
     /// Connects and reads the server's version: the `check --connect` answer for this source.
