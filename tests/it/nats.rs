@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
-use crate::support::{Daemon, Metrics, closed_port, unique, wait_for};
+use crate::support::{Daemon, Metrics, check_connect_lines, closed_port, unique, wait_for};
 
 /// A `nats-server -js` of this test's own, stopped (and its store removed) on drop.
 struct NatsServer {
@@ -278,15 +278,7 @@ budgets:
 
     // check --connect: the source and each probe.
     let config = lagbudget::config::load(&daemon.config_path).expect("valid");
-    let reports = lagbudget::oneshot::check_connections(&config, Duration::from_secs(5)).await;
-    let lines: Vec<String> = reports
-        .iter()
-        .map(|r| match &r.result {
-            Ok(ok) => format!("{}: ok {ok}", r.what),
-            Err(e) => format!("{}: {e}", r.what),
-        })
-        .collect();
-    eprintln!("check --connect:\n{}", lines.join("\n"));
+    let lines = check_connect_lines(&config).await;
     assert!(
         lines.iter().any(|l| l.contains("ok JetStream answers")),
         "{lines:?}"

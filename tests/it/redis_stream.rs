@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::support::{Daemon, unique, wait_for};
+use crate::support::{Daemon, check_connect_lines, unique, wait_for};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -305,15 +305,7 @@ budgets:
     .expect("config");
     let config = lagbudget::config::load(&path).expect("valid");
 
-    let reports = lagbudget::oneshot::check_connections(&config, Duration::from_secs(5)).await;
-    let lines: Vec<String> = reports
-        .iter()
-        .map(|r| match &r.result {
-            Ok(ok) => format!("{}: ok {ok}", r.what),
-            Err(e) => format!("{}: {e}", r.what),
-        })
-        .collect();
-    eprintln!("check --connect:\n{}", lines.join("\n"));
+    let lines = check_connect_lines(&config).await;
     assert!(
         lines.iter().any(|l| l.contains(": ok Redis 7")),
         "{lines:?}"

@@ -112,11 +112,9 @@ async fn paused_replay_breaches_with_true_lag_and_recovers() {
     let table = create_rows_table(&pair.primary_dsn()).await;
     let (yaml, heartbeat, passive) = config(&[&pair], ", ryw_delay: 1s");
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .await;
     let before = daemon.metrics().await;
     let ryw = |m: &Metrics, name: &str| {
         m.get(
@@ -185,11 +183,9 @@ async fn paused_replay_breaches_with_true_lag_and_recovers() {
 
     pair.resume_replay().await;
     let resumed = Instant::now();
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_millis(2500))
-            .await;
-    }
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_millis(2500))
+        .await;
     let metrics = daemon.metrics().await;
     let (hb, pv) = (
         lag(&metrics, &heartbeat).expect("lag"),
@@ -214,11 +210,9 @@ async fn idle_primary_is_not_lag() {
     let pv_table = create_rows_table(&passive_pair.primary_dsn()).await;
     let (yaml, heartbeat, passive) = config(&[&heartbeat_pair, &passive_pair], "");
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .await;
     let mut max_lag = [0.0f64; 2];
     let watch = async |seconds: u64, max_lag: &mut [f64; 2]| {
         let until = Instant::now() + Duration::from_secs(seconds);
@@ -303,11 +297,13 @@ async fn frozen_wal_receiver_is_not_caught_up() {
 "
     ));
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive, &silent] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
+    daemon
+        .wait_for_states(
+            &[&heartbeat, &passive, &silent],
+            "ok",
+            Duration::from_secs(15),
+        )
+        .await;
     let pid = pair.stop_walreceiver().await;
     let stopped = Instant::now();
     let mut last_lag = [0.0f64; 2];
@@ -353,11 +349,13 @@ async fn frozen_wal_receiver_is_not_caught_up() {
 
     pair.continue_walreceiver();
     let resumed = Instant::now();
-    for budget in [&heartbeat, &passive, &silent] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(5))
-            .await;
-    }
+    daemon
+        .wait_for_states(
+            &[&heartbeat, &passive, &silent],
+            "ok",
+            Duration::from_secs(5),
+        )
+        .await;
     eprintln!("SIGCONT: both ok after {:?}", resumed.elapsed());
     daemon.stop().await;
 }
@@ -368,12 +366,9 @@ async fn frozen_wal_receiver_is_not_caught_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_standby_is_unknown_and_recovers() {
     let pair = start_pair().await;
-    let (pair, second_dsn) = tokio::task::spawn_blocking(move || {
-        let dsn = pair.add_standby();
-        (pair, dsn)
-    })
-    .await
-    .expect("second standby");
+    let (pair, second_dsn) = pair
+        .step("second standby", StreamingPair::add_standby)
+        .await;
     let (yaml, heartbeat, passive) = config(&[&pair], "");
     let yaml = yaml
         .replace(
@@ -383,17 +378,10 @@ async fn killed_standby_is_unknown_and_recovers() {
         .replace("standbys: [standby-a]", "standbys: [standby-a, second]")
         .replace("standbys: [standby-b]", "standbys: [standby-b, second]");
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.kill_standby();
-        pair
-    })
-    .await
-    .expect("kill standby");
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .await;
+    let (pair, ()) = pair.step("kill standby", StreamingPair::kill_standby).await;
     let killed = Instant::now();
     for budget in [&heartbeat, &passive] {
         wait_for("probe down", Duration::from_secs(3), || async {
@@ -444,18 +432,13 @@ async fn killed_standby_is_unknown_and_recovers() {
         "standby killed: both down, stale and unknown after {:?}; the second standby stays up",
         killed.elapsed()
     );
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.start_standby();
-        pair
-    })
-    .await
-    .expect("restart standby");
+    let (pair, ()) = pair
+        .step("restart standby", StreamingPair::start_standby)
+        .await;
     let restarted = Instant::now();
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(20))
-            .await;
-    }
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(20))
+        .await;
     eprintln!("standby restarted: both ok after {:?}", restarted.elapsed());
     daemon.stop().await;
     drop(pair);
@@ -468,17 +451,10 @@ async fn promoted_standby_is_a_topology_error() {
     let pair = start_pair().await;
     let (yaml, heartbeat, passive) = config(&[&pair], "");
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.promote_standby();
-        pair
-    })
-    .await
-    .expect("promote");
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .await;
+    let (pair, ()) = pair.step("promote", StreamingPair::promote_standby).await;
     let promoted_at = unix_now();
     for budget in [&heartbeat, &passive] {
         let errors = wait_for("a topology error", Duration::from_secs(5), || async {
@@ -556,22 +532,15 @@ async fn heartbeat_continues_after_restart_and_a_lost_primary_is_unknown() {
     assert_eq!(rows, 1, "one row per instance and probe");
 
     let daemon = Daemon::start(&yaml).await;
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(15))
-            .await;
-    }
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .await;
     let (second_seq, rows) = seq().await;
     eprintln!("heartbeat seq {first_seq} before the restart, {second_seq} after; {rows} row");
     assert!(second_seq > first_seq, "{second_seq} continues {first_seq}");
     assert_eq!(rows, 1);
 
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.kill_primary();
-        pair
-    })
-    .await
-    .expect("kill primary");
+    let (pair, ()) = pair.step("kill primary", StreamingPair::kill_primary).await;
     let killed = Instant::now();
     for budget in [&heartbeat, &passive] {
         wait_for("probe down", Duration::from_secs(4), || async {
@@ -587,17 +556,12 @@ async fn heartbeat_continues_after_restart_and_a_lost_primary_is_unknown() {
         );
         assert_eq!(probe["error"]["reason"], "connect", "{probe}");
     }
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.start_primary();
-        pair
-    })
-    .await
-    .expect("restart primary");
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "ok", Duration::from_secs(20))
-            .await;
-    }
+    let (pair, ()) = pair
+        .step("restart primary", StreamingPair::start_primary)
+        .await;
+    daemon
+        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(20))
+        .await;
     daemon.stop().await;
     drop(pair);
 }

@@ -45,6 +45,21 @@ pub fn closed_port() -> u16 {
     port
 }
 
+/// What `check --connect` says about every source and probe of `config`, one line each
+/// (`what: ok …` or `what: reason: message`), printed for the notes.
+pub async fn check_connect_lines(config: &lagbudget::model::Config) -> Vec<String> {
+    let reports = lagbudget::oneshot::check_connections(config, Duration::from_secs(5)).await;
+    let lines: Vec<String> = reports
+        .iter()
+        .map(|r| match &r.result {
+            Ok(ok) => format!("{}: ok {ok}", r.what),
+            Err(e) => format!("{}: {e}", r.what),
+        })
+        .collect();
+    eprintln!("check --connect:\n{}", lines.join("\n"));
+    lines
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
@@ -176,6 +191,13 @@ impl Daemon {
         })
         .await;
         started.elapsed()
+    }
+
+    /// Waits for each budget in turn to be in `state`, each within `limit`.
+    pub async fn wait_for_states(&self, budgets: &[&String], state: &str, limit: Duration) {
+        for budget in budgets {
+            self.wait_for_state(budget, state, limit).await;
+        }
     }
 
     /// Rewrites the config file and asks for a reload; returns the HTTP status and body.
@@ -667,6 +689,21 @@ impl StreamingPair {
     }
 
     /// Starts one more standby of the same primary (blocking) and returns its DSN.
+    /// Runs a blocking step (`pg_ctl`, `pg_basebackup`) on the pair off the runtime, and hands
+    /// the pair back with what the step returned.
+    pub async fn step<T: Send + 'static>(
+        self,
+        what: &str,
+        step: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> (Self, T) {
+        tokio::task::spawn_blocking(move || {
+            let out = step(&self);
+            (self, out)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+    }
+
     pub fn add_standby(&self) -> String {
         let port = closed_port();
         let mut extra = self.extra_standbys.lock().expect("lock");
