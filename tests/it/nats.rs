@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
-use crate::support::{Daemon, Metrics, check_connect_lines, closed_port, unique, wait_for};
+use crate::support::{
+    Daemon, Metrics, check_connect_lines, closed_port, load_config, unique, wait_for,
+};
 
 /// A `nats-server -js` of this test's own, stopped (and its store removed) on drop.
 struct NatsServer {
@@ -302,12 +304,8 @@ budgets:
 /// never reports 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_down_not_caught_up() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("lagbudget.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "sources:
+    let config = load_config(&format!(
+        "sources:
   bus: {{ nats: {{ url: \"nats://127.0.0.1:{}\" }} }}
 budgets:
   - name: b
@@ -317,11 +315,8 @@ budgets:
       - name: c
         nats_consumer: {{ source: bus, stream: S, consumer: C }}
 ",
-            closed_port()
-        ),
-    )
-    .expect("config");
-    let config = lagbudget::config::load(&path).expect("valid");
+        closed_port()
+    ));
     let started = std::time::Instant::now();
     let results = lagbudget::oneshot::run_probes_once(&config, None)
         .await
@@ -342,12 +337,8 @@ budgets:
 async fn credentials_in_the_url_log_in_and_stay_secret() {
     let server = NatsServer::start_with(&["--user", "reader", "--pass", "nats-pw-right"]).await;
     for (password, works) in [("nats-pw-right", true), ("nats-pw-wrong", false)] {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("lagbudget.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "sources:
+        let config = load_config(&format!(
+            "sources:
   bus: {{ nats: {{ url: \"nats://reader:{password}@127.0.0.1:{}\" }} }}
 budgets:
   - name: b
@@ -356,11 +347,8 @@ budgets:
       - name: c
         nats_consumer: {{ source: bus, stream: S, consumer: C }}
 ",
-                server.port
-            ),
-        )
-        .expect("config");
-        let config = lagbudget::config::load(&path).expect("valid");
+            server.port
+        ));
         let reports = lagbudget::oneshot::check_connections(&config, Duration::from_secs(3)).await;
         let source = reports.first().expect("source report");
         let shown = match &source.result {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::support::{Daemon, check_connect_lines, unique, wait_for};
+use crate::support::{Daemon, check_connect_lines, load_config, unique, wait_for};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -284,12 +284,8 @@ async fn check_connect_and_one_shot_runs_read_the_stream() {
     let added = Instant::now();
     xadd(&mut con, &key, &format!("{}-0", now - 3_000)).await;
     create_group(&mut con, &key, "g", "0").await;
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("lagbudget.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "sources:
+    let config = load_config(&format!(
+        "sources:
   cache: {{ redis: {{ url: \"{REDIS_URL}\" }} }}
 budgets:
   - name: b
@@ -300,10 +296,7 @@ budgets:
       - name: missing
         redis_stream_group: {{ source: cache, stream: \"{key}-missing\", group: g }}
 "
-        ),
-    )
-    .expect("config");
-    let config = lagbudget::config::load(&path).expect("valid");
+    ));
 
     let lines = check_connect_lines(&config).await;
     assert!(
@@ -373,12 +366,8 @@ async fn a_server_answering_garbage_is_a_bounded_error() {
             });
         }
     });
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("lagbudget.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "sources:
+    let config = load_config(&format!(
+        "sources:
   fake: {{ redis: {{ url: \"redis://:garbage-secret@127.0.0.1:{port}\" }} }}
   nobody: {{ redis: {{ url: \"redis://127.0.0.1:{closed}\" }} }}
 budgets:
@@ -391,11 +380,8 @@ budgets:
       - name: closed
         redis_stream_group: {{ source: nobody, stream: s, group: g }}
 ",
-            closed = crate::support::closed_port()
-        ),
-    )
-    .expect("config");
-    let config = lagbudget::config::load(&path).expect("valid");
+        closed = crate::support::closed_port()
+    ));
     let started = Instant::now();
     let results = lagbudget::oneshot::run_probes_once(&config, None)
         .await

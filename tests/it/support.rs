@@ -45,6 +45,14 @@ pub fn closed_port() -> u16 {
     port
 }
 
+/// Loads `yaml` as a config file from a temporary directory, as `lagbudget check` would.
+pub fn load_config(yaml: &str) -> lagbudget::model::Config {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("lagbudget.yaml");
+    std::fs::write(&path, yaml).expect("config");
+    lagbudget::config::load(&path).expect("valid")
+}
+
 /// What `check --connect` says about every source and probe of `config`, one line each
 /// (`what: ok …` or `what: reason: message`), printed for the notes.
 pub async fn check_connect_lines(config: &lagbudget::model::Config) -> Vec<String> {
