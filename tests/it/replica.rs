@@ -646,3 +646,77 @@ budgets:
         .await
         .expect("drop schema");
 }
+
+/// Each run checks the topology, not only after a promotion: a standby of another system, a
+/// "standby" that is a primary, and a "primary" that is a standby are each `topology`, with a
+/// message saying which, and never a lag.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_topologies_are_reported_as_such_and_never_measured() {
+    let (a, b) = tokio::join!(start_pair(), start_pair());
+    let budget = unique("topology");
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+sources:
+  primary-a: {{ postgres: {{ dsn: \"{pa}\" }} }}
+  standby-a: {{ postgres: {{ dsn: \"{sa}\" }} }}
+  primary-b: {{ postgres: {{ dsn: \"{pb}\" }} }}
+  standby-b: {{ postgres: {{ dsn: \"{sb}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: 5s
+    interval: 1s
+    probes:
+      - name: other-system
+        postgres_replica: {{ primary: primary-a, standbys: [standby-b], method: passive }}
+      - name: not-a-standby
+        postgres_replica: {{ primary: primary-a, standbys: [primary-b], method: passive }}
+      - name: primary-is-a-standby
+        postgres_replica: {{ primary: standby-a, standbys: [standby-b], method: passive }}
+",
+        pa = a.primary_dsn(),
+        sa = a.standby_dsn(),
+        pb = b.primary_dsn(),
+        sb = b.standby_dsn(),
+    );
+    let daemon = Daemon::start(&yaml).await;
+    for (probe, says) in [
+        ("other-system", "belongs to system"),
+        ("not-a-standby", "is not in recovery"),
+        ("primary-is-a-standby", "the primary is in recovery"),
+    ] {
+        wait_for("a topology error", Duration::from_secs(10), || async {
+            daemon
+                .metrics()
+                .await
+                .get(
+                    "lagbudget_probe_errors_total",
+                    &[
+                        ("budget", budget.as_str()),
+                        ("probe", probe),
+                        ("reason", "topology"),
+                    ],
+                )
+                .filter(|n| *n >= 1.0)
+        })
+        .await;
+        let status = daemon.probe(&budget, probe).await;
+        eprintln!("{probe}: {}", status["error"]);
+        assert_eq!(status["error"]["reason"], "topology", "{status}");
+        let message = status["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{probe}: {message}");
+        assert_eq!(status["lag_seconds"], serde_json::Value::Null, "{status}");
+        assert_eq!(status["runs"].as_u64().map(|r| r > 0), Some(true));
+        let metrics = daemon.metrics().await;
+        assert_eq!(
+            metrics.get(
+                "lagbudget_lag_seconds",
+                &[("budget", budget.as_str()), ("probe", probe)]
+            ),
+            None,
+            "{probe}: no lag for a server that is not what the probe measures"
+        );
+    }
+    assert_eq!(daemon.state(&budget).await, "unknown");
+    daemon.stop().await;
+    drop((a, b));
+}
