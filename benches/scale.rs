@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lagbudget::daemon::Shared;
+use lagbudget::Shared;
 use lagbudget::evaluate::Outcome;
 use lagbudget::model::{
     Budget, Config, HttpSettings, PostgresSource, Probe, ProbeKind, Secret, SecretSet, Source,
@@ -80,7 +80,7 @@ fn render_benchmark() {
     const BUDGETS: usize = 1_000;
     const PROBES: usize = 5;
     let config = Arc::new(synthetic_config(BUDGETS, PROBES));
-    let now = lagbudget::schedule::unix_now();
+    let now = lagbudget::clock::now();
     let mut task_id = 0;
     let (mut state, diff) = DaemonState::new(config, now, &mut task_id);
     for (probe, id) in diff.start {
@@ -98,12 +98,12 @@ fn render_benchmark() {
     }
     let shared = Shared::new(state);
     // Warm up allocations, then time.
-    let body = lagbudget::metrics::render(&shared);
+    let body = shared.render_metrics();
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
     let mut timings = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        let body = lagbudget::metrics::render(&shared);
+        let body = shared.render_metrics();
         timings.push(started.elapsed());
         std::hint::black_box(body);
     }

@@ -2,19 +2,20 @@
 //! evaluation so that freshness and the time counters advance even when no probe reports.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock;
 use crate::config::ConfigErrors;
-use crate::metrics::ProcessMetrics;
-use crate::model::{Config, SecretSet};
+use crate::model::Config;
 use crate::probe::SourceHandles;
-use crate::schedule::{ProbeTask, spawn_probe, unix_now};
-use crate::server;
+use crate::schedule::{ProbeTask, spawn_probe};
+use crate::server::{self, ReloadRequest};
+use crate::shared::Shared;
 use crate::state::{ConfigDiff, DaemonState, ProbeKey};
 
 /// Reads the config again for a reload (the file may have changed).
@@ -34,40 +35,6 @@ pub struct RunSettings {
     pub reload_on_sighup: bool,
 }
 
-/// A request to reload, with an optional channel for the outcome (from `POST /-/reload`).
-pub struct ReloadRequest {
-    pub reply: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-/// What the HTTP server and the probe tasks share.
-pub struct Shared {
-    state: Mutex<DaemonState>,
-    pub process: ProcessMetrics,
-}
-
-impl Shared {
-    pub fn new(state: DaemonState) -> Self {
-        Self {
-            state: Mutex::new(state),
-            process: ProcessMetrics::new(),
-        }
-    }
-
-    /// Locks the state. A poisoned lock means a panic while updating plain data; the data
-    /// is still the best we have, so keep serving it rather than taking the daemon down.
-    pub fn state(&self) -> MutexGuard<'_, DaemonState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn observe_duration(&self, kind: &str, seconds: f64) {
-        self.process.observe_duration(kind, seconds);
-    }
-
-    pub fn secrets(&self) -> SecretSet {
-        self.state().config.secrets.clone()
-    }
-}
-
 /// Serves HTTP on `listener` and measures every probe of `settings.config` until `shutdown`
 /// is cancelled, then drains within a grace period.
 pub async fn run(
@@ -79,7 +46,7 @@ pub async fn run(
     let config = Arc::new(settings.config);
     let sources = SourceHandles::build(&config, None)
         .map_err(|e| anyhow::anyhow!("cannot prepare sources: {e}"))?;
-    let (state, diff) = DaemonState::new(config.clone(), unix_now(), &mut next_task_id);
+    let (state, diff) = DaemonState::new(config.clone(), clock::now(), &mut next_task_id);
     let shared = Arc::new(Shared::new(state));
 
     let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -152,7 +119,7 @@ impl Daemon {
                         let _ = reply.send(outcome);
                     }
                 }
-                _ = tick.tick() => self.shared.state().evaluate_all(unix_now()),
+                _ = tick.tick() => self.shared.state().evaluate_all(clock::now()),
             }
         }
     }
@@ -183,7 +150,7 @@ impl Daemon {
             }
         };
         self.sources = sources;
-        let now = unix_now();
+        let now = clock::now();
         let diff = {
             let mut state = self.shared.state();
             let diff = state.apply(Arc::new(config), now, &mut self.next_task_id);

@@ -1,9 +1,12 @@
 //! Pure evaluation: probe outcomes and budgets in, freshness, budget states and time counters
-//! out. No IO and no clocks: every function takes `now` (unix seconds) from its caller, so the
-//! rules of product.md §3 are tested with tables.
+//! out. No IO and no clocks: every function takes `now` (both clocks, read once by its caller),
+//! so the rules of the budget states are tested with tables. Elapsed time (freshness,
+//! `breach_after`, stall limits, the SLI counters) is measured on the monotonic reading; the wall
+//! reading only dates things (`since`, last success) for display.
 
+use crate::clock::Now;
 use crate::model::{Budget, Probe};
-use crate::probe::{Backlog, ErrorReason, ProbeError, Sample};
+use crate::sample::{Backlog, ErrorReason, ProbeError, Sample};
 
 /// A probe run is stale after this many effective intervals without a success.
 pub const STALE_AFTER_INTERVALS: f64 = 3.0;
@@ -12,11 +15,11 @@ pub const STALE_AFTER_INTERVALS: f64 = 3.0;
 #[derive(Debug, Clone, Default)]
 pub struct ProbeHistory {
     pub runs: u64,
-    pub last_run_at: Option<f64>,
+    pub last_run_at: Option<Now>,
     pub last_duration: Option<f64>,
     /// The last run's error, `None` after a success.
     pub last_error: Option<ProbeError>,
-    pub last_success_at: Option<f64>,
+    pub last_success_at: Option<Now>,
     /// The last successful sample. Kept while the probe is down, so that `last_lag` can still be
     /// shown, but never exported as the current lag once stale.
     pub last_sample: Option<Sample>,
@@ -24,7 +27,7 @@ pub struct ProbeHistory {
     pub errors: [u64; ErrorReason::ALL.len()],
     /// The last position seen and when it last changed.
     pub position: Option<String>,
-    pub progress_at: Option<f64>,
+    pub progress_at: Option<Now>,
     /// Results below zero (clamped to 0) and positions that went backwards.
     pub negative_lag_total: u64,
     pub position_regressions_total: u64,
@@ -51,7 +54,7 @@ pub enum Transition {
 
 impl ProbeHistory {
     /// Records one run that ended at `now` after `duration` seconds.
-    pub fn record(&mut self, now: f64, duration: f64, outcome: Outcome) -> Transition {
+    pub fn record(&mut self, now: Now, duration: f64, outcome: Outcome) -> Transition {
         let was_up = self.runs > 0 && self.last_error.is_none();
         let first_run = self.runs == 0;
         self.runs += 1;
@@ -78,8 +81,8 @@ impl ProbeHistory {
                         self.progress_at = Some(now);
                     }
                 }
-                if let Some(at) = sample.progress_at {
-                    self.progress_at = Some(at);
+                if let Some(age) = sample.progress_age_seconds {
+                    self.progress_at = Some(now.plus(-age.max(0.0)));
                 }
                 self.last_error = None;
                 self.last_success_at = Some(now);
@@ -117,7 +120,7 @@ impl ProbeHistory {
     /// DSN pointing at the primary). The last success then described a server that no longer
     /// exists as such, so its lag (often 0 just before a promotion) must not be shown for the
     /// next 3 intervals.
-    pub fn is_stale(&self, now: f64, interval_secs: f64) -> bool {
+    pub fn is_stale(&self, now: Now, interval_secs: f64) -> bool {
         if self
             .last_error
             .as_ref()
@@ -127,12 +130,12 @@ impl ProbeHistory {
         }
         match self.last_success_at {
             None => true,
-            Some(at) => now - at > STALE_AFTER_INTERVALS * interval_secs,
+            Some(at) => now.since(at) > STALE_AFTER_INTERVALS * interval_secs,
         }
     }
 
     /// The sample to count toward the budget: the last success, unless the probe is stale.
-    pub fn fresh_sample(&self, now: f64, interval_secs: f64) -> Option<&Sample> {
+    pub fn fresh_sample(&self, now: Now, interval_secs: f64) -> Option<&Sample> {
         if self.is_stale(now, interval_secs) {
             None
         } else {
@@ -141,14 +144,14 @@ impl ProbeHistory {
     }
 
     /// Stalled: fresh, behind, and the position has not moved for `stall_after` seconds.
-    pub fn is_stalled(&self, now: f64, interval_secs: f64, stall_after_secs: f64) -> bool {
+    pub fn is_stalled(&self, now: Now, interval_secs: f64, stall_after_secs: f64) -> bool {
         let Some(sample) = self.fresh_sample(now, interval_secs) else {
             return false;
         };
         let behind = sample.lag_seconds.is_some_and(|lag| lag > 0.0)
             || sample.backlog.is_some_and(|b| b.value > 0.0);
         match self.progress_at {
-            Some(at) if behind && sample.position.is_some() => now - at >= stall_after_secs,
+            Some(at) if behind && sample.position.is_some() => now.since(at) >= stall_after_secs,
             _ => false,
         }
     }
@@ -172,7 +175,7 @@ pub fn used_ratio(probe: &Probe, sample: &Sample) -> f64 {
     lag_ratio.max(backlog_ratio)
 }
 
-/// The four budget states, in precedence order (product.md §3).
+/// The four budget states, in precedence order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetState {
@@ -216,10 +219,10 @@ pub struct ProbeView {
 #[derive(Debug, Clone)]
 pub struct BudgetTracker {
     pub state: BudgetState,
-    pub since: f64,
+    pub since: Now,
     /// When the budget was first seen over budget in the current run of "over" evaluations.
-    over_since: Option<f64>,
-    last_evaluated_at: Option<f64>,
+    over_since: Option<Now>,
+    last_evaluated_at: Option<Now>,
     pub evaluated_seconds_total: f64,
     pub over_seconds_total: f64,
     /// The largest used ratio among fresh probes at the last evaluation.
@@ -228,7 +231,7 @@ pub struct BudgetTracker {
 
 impl BudgetTracker {
     /// A budget starts `unknown`: nothing has been measured yet.
-    pub fn new(now: f64) -> Self {
+    pub fn new(now: Now) -> Self {
         Self {
             state: BudgetState::Unknown,
             since: now,
@@ -242,9 +245,9 @@ impl BudgetTracker {
 
     /// Re-evaluates the budget at `now` from its probes. Time since the previous evaluation is
     /// attributed to the state that held during it. Returns the new state.
-    pub fn evaluate(&mut self, budget: &Budget, probes: &[ProbeView], now: f64) -> BudgetState {
+    pub fn evaluate(&mut self, budget: &Budget, probes: &[ProbeView], now: Now) -> BudgetState {
         if let Some(previous) = self.last_evaluated_at {
-            let elapsed = (now - previous).max(0.0);
+            let elapsed = now.since(previous);
             self.evaluated_seconds_total += elapsed;
             if self.state.is_over() {
                 self.over_seconds_total += elapsed;
@@ -252,7 +255,10 @@ impl BudgetTracker {
         }
         // Never backwards: a result recorded with a `now` taken before another evaluation must
         // not make the next one count the same seconds twice.
-        self.last_evaluated_at = Some(self.last_evaluated_at.map_or(now, |p| p.max(now)));
+        self.last_evaluated_at = Some(match self.last_evaluated_at {
+            Some(previous) if previous.mono > now.mono => previous,
+            _ => now,
+        });
 
         let any_stale = probes.iter().any(|p| p.used_ratio.is_none());
         let max_ratio = probes
@@ -274,7 +280,7 @@ impl BudgetTracker {
 
         let breach_due = self
             .over_since
-            .is_some_and(|since| now - since >= budget.breach_after.as_secs_f64());
+            .is_some_and(|since| now.since(since) >= budget.breach_after.as_secs_f64());
         // A breach holds until a fresh, complete view is back under budget.
         let breach_holds = self.state == BudgetState::Breach && (over || any_stale);
         let next = if breach_holds || (over && breach_due) {
@@ -297,6 +303,11 @@ impl BudgetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reading at `x` seconds on both clocks.
+    fn at(x: f64) -> Now {
+        Now { unix: x, mono: x }
+    }
     use crate::model::{ProbeKind, SqlWatermark, WatermarkMode};
     use crate::probe::BacklogUnit;
     use std::collections::BTreeMap;
@@ -396,16 +407,16 @@ mod tests {
     #[test]
     fn freshness_distinguishes_down_from_stale() {
         let mut h = ProbeHistory::default();
-        assert!(h.is_stale(0.0, 1.0), "never succeeded is stale");
+        assert!(h.is_stale(at(0.0), 1.0), "never succeeded is stale");
         assert!(!h.is_up());
-        h.record(10.0, 0.1, Outcome::Success(sample(0.0)));
-        assert!(h.is_up() && !h.is_stale(10.0, 1.0));
-        h.record(11.0, 0.1, fail(ErrorReason::Connect));
+        h.record(at(10.0), 0.1, Outcome::Success(sample(0.0)));
+        assert!(h.is_up() && !h.is_stale(at(10.0), 1.0));
+        h.record(at(11.0), 0.1, fail(ErrorReason::Connect));
         assert!(!h.is_up(), "one failure is down");
-        assert!(!h.is_stale(11.0, 1.0), "but not yet stale");
-        assert!(!h.is_stale(13.0, 1.0), "3 intervals is still fresh");
-        assert!(h.is_stale(13.01, 1.0), "beyond 3 intervals is stale");
-        assert!(h.fresh_sample(14.0, 1.0).is_none());
+        assert!(!h.is_stale(at(11.0), 1.0), "but not yet stale");
+        assert!(!h.is_stale(at(13.0), 1.0), "3 intervals is still fresh");
+        assert!(h.is_stale(at(13.01), 1.0), "beyond 3 intervals is stale");
+        assert!(h.fresh_sample(at(14.0), 1.0).is_none());
         assert_eq!(h.errors[ErrorReason::Connect.index()], 1);
     }
 
@@ -413,32 +424,32 @@ mod tests {
     fn transitions_are_reported_once_per_change() {
         let mut h = ProbeHistory::default();
         assert_eq!(
-            h.record(1.0, 0.1, fail(ErrorReason::Connect)),
+            h.record(at(1.0), 0.1, fail(ErrorReason::Connect)),
             Transition::WentDown
         );
         assert_eq!(
-            h.record(2.0, 0.1, fail(ErrorReason::Connect)),
+            h.record(at(2.0), 0.1, fail(ErrorReason::Connect)),
             Transition::Unchanged
         );
         assert_eq!(
-            h.record(3.0, 0.1, fail(ErrorReason::Timeout)),
+            h.record(at(3.0), 0.1, fail(ErrorReason::Timeout)),
             Transition::WentDown,
             "a new reason is worth a log line"
         );
         assert_eq!(
-            h.record(4.0, 0.1, Outcome::Success(sample(0.0))),
+            h.record(at(4.0), 0.1, Outcome::Success(sample(0.0))),
             Transition::FirstSuccess
         );
         assert_eq!(
-            h.record(5.0, 0.1, Outcome::Success(sample(0.0))),
+            h.record(at(5.0), 0.1, Outcome::Success(sample(0.0))),
             Transition::Unchanged
         );
         assert_eq!(
-            h.record(6.0, 0.1, fail(ErrorReason::Query)),
+            h.record(at(6.0), 0.1, fail(ErrorReason::Query)),
             Transition::WentDown
         );
         assert_eq!(
-            h.record(7.0, 0.1, Outcome::Success(sample(0.0))),
+            h.record(at(7.0), 0.1, Outcome::Success(sample(0.0))),
             Transition::Recovered
         );
     }
@@ -446,18 +457,21 @@ mod tests {
     #[test]
     fn a_topology_failure_makes_the_probe_stale_at_once() {
         let mut h = ProbeHistory::default();
-        h.record(10.0, 0.1, Outcome::Success(sample(0.0)));
-        h.record(11.0, 0.1, fail(ErrorReason::Connect));
-        assert!(!h.is_stale(11.0, 1.0), "one failed run is down, not stale");
-        assert!(h.fresh_sample(11.0, 1.0).is_some());
-        h.record(12.0, 0.1, fail(ErrorReason::Topology));
+        h.record(at(10.0), 0.1, Outcome::Success(sample(0.0)));
+        h.record(at(11.0), 0.1, fail(ErrorReason::Connect));
         assert!(
-            h.is_stale(12.0, 1.0),
+            !h.is_stale(at(11.0), 1.0),
+            "one failed run is down, not stale"
+        );
+        assert!(h.fresh_sample(at(11.0), 1.0).is_some());
+        h.record(at(12.0), 0.1, fail(ErrorReason::Topology));
+        assert!(
+            h.is_stale(at(12.0), 1.0),
             "a promoted standby's last lag means nothing"
         );
-        assert!(h.fresh_sample(12.0, 1.0).is_none());
-        h.record(13.0, 0.1, Outcome::Success(sample(0.0)));
-        assert!(!h.is_stale(13.0, 1.0));
+        assert!(h.fresh_sample(at(12.0), 1.0).is_none());
+        h.record(at(13.0), 0.1, Outcome::Success(sample(0.0)));
+        assert!(!h.is_stale(at(13.0), 1.0));
     }
 
     #[test]
@@ -467,11 +481,11 @@ mod tests {
             read_your_writes: Some(crate::probe::ReadYourWrites { missed }),
             ..sample(0.0)
         };
-        h.record(1.0, 0.1, Outcome::Success(checked(false)));
-        h.record(2.0, 0.1, Outcome::Success(checked(true)));
-        h.record(3.0, 0.1, Outcome::Success(sample(0.0)));
+        h.record(at(1.0), 0.1, Outcome::Success(checked(false)));
+        h.record(at(2.0), 0.1, Outcome::Success(checked(true)));
+        h.record(at(3.0), 0.1, Outcome::Success(sample(0.0)));
         h.record(
-            4.0,
+            at(4.0),
             0.1,
             Outcome::Success(Sample {
                 negative_lag_clamped: true,
@@ -488,7 +502,7 @@ mod tests {
 
     #[test]
     fn stall_needs_behind_and_no_progress() {
-        let at = |lag: f64, pos: &str| {
+        let moved = |lag: f64, pos: &str| {
             Outcome::Success(Sample {
                 lag_seconds: Some(lag),
                 position: Some(pos.into()),
@@ -496,20 +510,23 @@ mod tests {
             })
         };
         let mut h = ProbeHistory::default();
-        h.record(0.0, 0.1, at(1.0, "5"));
-        h.record(5.0, 0.1, at(6.0, "5"));
-        assert!(!h.is_stalled(5.0, 1.0, 10.0));
-        h.record(10.0, 0.1, at(11.0, "5"));
+        h.record(at(0.0), 0.1, moved(1.0, "5"));
+        h.record(at(5.0), 0.1, moved(6.0, "5"));
+        assert!(!h.is_stalled(at(5.0), 1.0, 10.0));
+        h.record(at(10.0), 0.1, moved(11.0, "5"));
         assert!(
-            h.is_stalled(10.0, 1.0, 10.0),
+            h.is_stalled(at(10.0), 1.0, 10.0),
             "behind, same position for 10 s"
         );
-        h.record(11.0, 0.1, at(2.0, "6"));
-        assert!(!h.is_stalled(11.0, 1.0, 10.0), "moved");
+        h.record(at(11.0), 0.1, moved(2.0, "6"));
+        assert!(!h.is_stalled(at(11.0), 1.0, 10.0), "moved");
         let mut idle = ProbeHistory::default();
-        idle.record(0.0, 0.1, at(0.0, "9"));
-        idle.record(100.0, 0.1, at(0.0, "9"));
-        assert!(!idle.is_stalled(100.0, 1.0, 10.0), "idle is not stalled");
+        idle.record(at(0.0), 0.1, moved(0.0, "9"));
+        idle.record(at(100.0), 0.1, moved(0.0, "9"));
+        assert!(
+            !idle.is_stalled(at(100.0), 1.0, 10.0),
+            "idle is not stalled"
+        );
     }
 
     /// One step of a budget table: at `now`, the probes show these ratios (None = stale).
@@ -521,14 +538,14 @@ mod tests {
 
     fn run_table(breach_after: u64, steps: &[Step]) -> BudgetTracker {
         let b = budget(breach_after);
-        let mut t = BudgetTracker::new(0.0);
+        let mut t = BudgetTracker::new(at(0.0));
         for (i, step) in steps.iter().enumerate() {
             let views: Vec<ProbeView> = step
                 .ratios
                 .iter()
                 .map(|r| ProbeView { used_ratio: *r })
                 .collect();
-            let got = t.evaluate(&b, &views, step.now);
+            let got = t.evaluate(&b, &views, at(step.now));
             assert_eq!(got, step.expect, "step {i} at t={}", step.now);
         }
         t
@@ -594,6 +611,47 @@ mod tests {
         assert_eq!(t.evaluated_seconds_total, 10.0);
         // 2 s unknown at the start plus 4 s in breach.
         assert_eq!(t.over_seconds_total, 6.0);
-        assert_eq!(t.since, 9.0);
+        assert_eq!(t.since, at(9.0));
+    }
+
+    #[test]
+    fn a_wall_clock_step_neither_stales_probes_nor_counts_as_time() {
+        // The wall clock jumps an hour ahead (an NTP step, a VM resumed after suspend) while one
+        // second passes on the monotonic clock.
+        let before = Now {
+            unix: 1_000.0,
+            mono: 10.0,
+        };
+        let after = Now {
+            unix: 4_601.0,
+            mono: 11.0,
+        };
+        let mut h = ProbeHistory::default();
+        h.record(before, 0.1, Outcome::Success(sample(0.0)));
+        assert!(
+            !h.is_stale(after, 1.0),
+            "one monotonic second is not three intervals"
+        );
+        assert!(h.fresh_sample(after, 1.0).is_some());
+
+        let b = budget(0);
+        let mut tracker = BudgetTracker::new(before);
+        let view = [ProbeView {
+            used_ratio: Some(2.0),
+        }];
+        tracker.evaluate(&b, &view, before);
+        tracker.evaluate(&b, &view, after);
+        assert_eq!(tracker.evaluated_seconds_total, 1.0);
+        assert_eq!(tracker.over_seconds_total, 1.0);
+        // Dates stay on the wall clock: the breach began at the wall time it was seen.
+        assert_eq!(tracker.since.unix, 1_000.0);
+
+        // A step back does not make the counters go backwards or double-count either.
+        let stepped_back = Now {
+            unix: 500.0,
+            mono: 12.0,
+        };
+        tracker.evaluate(&b, &view, stepped_back);
+        assert_eq!(tracker.evaluated_seconds_total, 2.0);
     }
 }

@@ -6,6 +6,7 @@
 //! `server` show it; `daemon` ties them together and handles reloads; `oneshot` serves the
 //! `probe` and `check --connect` commands. See ARCHITECTURE.md for the invariants.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -15,9 +16,13 @@ pub mod metrics;
 pub mod model;
 pub mod oneshot;
 pub mod probe;
+pub mod sample;
 pub mod schedule;
+pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod status;
 
-pub use daemon::{ConfigLoader, RunSettings, Shared, run};
+pub use daemon::{ConfigLoader, RunSettings, run};
+pub use shared::Shared;

@@ -7,10 +7,9 @@
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
 
-use crate::daemon::Shared;
+use crate::clock::Now;
 use crate::evaluate::BudgetState;
 use crate::probe::{BacklogUnit, ErrorReason, KafkaDetail};
-use crate::schedule::unix_now;
 use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
 
 pub const LAG_SECONDS: &str = "lagbudget_lag_seconds";
@@ -89,14 +88,10 @@ impl ProcessMetrics {
     }
 }
 
-/// Renders the whole `/metrics` answer in the Prometheus text format.
-pub fn render(shared: &Shared) -> String {
-    let now = unix_now();
-    let mut families = {
-        let state = shared.state();
-        state_families(&state, now)
-    };
-    families.extend(shared.process.registry.gather());
+/// Encodes the budget and probe families, then the process registry's, in the Prometheus text
+/// format.
+pub fn encode(mut families: Vec<MetricFamily>, process: &ProcessMetrics) -> String {
+    families.extend(process.registry.gather());
     let mut out = Vec::with_capacity(64 * 1024);
     // Encoding into a Vec cannot fail for well-formed families; an error would be a bug in
     // how we built them, and an empty scrape is better than a crashed daemon.
@@ -182,7 +177,7 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// Every budget and probe family, rendered from the state at `now`.
-pub fn state_families(state: &DaemonState, now: f64) -> Vec<MetricFamily> {
+pub fn state_families(state: &DaemonState, now: Now) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     budget_families(&state.budgets, &mut out);
     probe_families(&state.budgets, now, &mut out);
@@ -203,7 +198,7 @@ pub fn state_families(state: &DaemonState, now: f64) -> Vec<MetricFamily> {
         RELOAD_SUCCESS_TIMESTAMP,
         "Unix time of the last successful config load.",
     );
-    reload_at.push(&[], state.reload.last_success_at);
+    reload_at.push(&[], state.reload.last_success_at.unix);
     reload_at.finish(&mut out);
     out
 }
@@ -246,7 +241,7 @@ fn budget_families(budgets: &[BudgetEntry], out: &mut Vec<MetricFamily>) {
                 bool_value(budget.tracker.state == s),
             );
         }
-        since.push(&[("budget", name)], budget.tracker.since);
+        since.push(&[("budget", name)], budget.tracker.since.unix);
         evaluated.push(&[("budget", name)], budget.tracker.evaluated_seconds_total);
         over.push(&[("budget", name)], budget.tracker.over_seconds_total);
     }
@@ -255,7 +250,7 @@ fn budget_families(budgets: &[BudgetEntry], out: &mut Vec<MetricFamily>) {
     }
 }
 
-fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>) {
+fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut Vec<MetricFamily>) {
     let mut lag = gauge(
         LAG_SECONDS,
         "Lag of a fresh probe; absent while the probe is stale.",
@@ -383,7 +378,7 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
                 last_duration.push(labels, d);
             }
             if let Some(at) = history.last_success_at {
-                last_success.push(labels, at);
+                last_success.push(labels, at.unix);
             }
             for reason in ErrorReason::ALL {
                 errors.push(
@@ -396,7 +391,7 @@ fn probe_families(budgets: &[BudgetEntry], now: f64, out: &mut Vec<MetricFamily>
                 ryw_misses.push(labels, history.read_your_writes_misses as f64);
             }
             if let Some(at) = history.progress_at {
-                progress.push(labels, at);
+                progress.push(labels, at.unix);
             }
             stalled.push(labels, bool_value(ProbeEntry::is_stalled(probe, now)));
             negative.push(labels, history.negative_lag_total as f64);

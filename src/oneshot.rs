@@ -4,8 +4,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::model::{Config, Probe, SecretSet};
 use crate::probe::{ProbeError, ProbeRunner, Sample, SourceHandles};
 
@@ -53,7 +51,7 @@ pub async fn run_probes_once(
 }
 
 async fn run_once(probe: &Probe, sources: &SourceHandles, secrets: &SecretSet) -> ProbeResult {
-    let started = Instant::now();
+    let started = crate::clock::instant();
     let result = match ProbeRunner::new(probe, sources) {
         Ok(mut runner) => {
             crate::probe::require_lag(probe, runner.run(started + probe.timeout).await)
@@ -65,7 +63,7 @@ async fn run_once(probe: &Probe, sources: &SourceHandles, secrets: &SecretSet) -
         probe: probe.display_name(),
         kind: probe.kind_key(),
         budget_seconds: probe.max_lag.map(|d| d.as_secs_f64()),
-        duration: started.elapsed(),
+        duration: crate::clock::elapsed(started),
         result: result.map_err(|e| e.scrubbed(secrets)),
     }
 }
@@ -149,7 +147,9 @@ pub async fn check_connections(config: &Config, timeout: Duration) -> Vec<Connec
         }
     };
     for (source, handle) in sources.iter() {
-        let result = handle.check_connect(Instant::now() + timeout).await;
+        let result = handle
+            .check_connect(crate::clock::instant() + timeout)
+            .await;
         reports.push(ConnectReport {
             what: format!("source {} ({})", source.name, source.kind.key()),
             result: result.map_err(|e| e.scrubbed(&config.secrets)),
@@ -158,7 +158,7 @@ pub async fn check_connections(config: &Config, timeout: Duration) -> Vec<Connec
     for budget in &config.budgets {
         for probe in &budget.probes {
             let result = match ProbeRunner::new(probe, &sources) {
-                Ok(mut runner) => runner.check(Instant::now() + timeout).await,
+                Ok(mut runner) => runner.check(crate::clock::instant() + timeout).await,
                 Err(e) => Err(e),
             };
             reports.push(ConnectReport {

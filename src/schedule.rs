@@ -3,27 +3,20 @@
 //! outcome in the shared state and logs up/down changes. Tasks stop on cancellation.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior, timeout_at};
+use tokio::time::{MissedTickBehavior, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
+use crate::clock;
 use crate::evaluate::{Outcome, Transition};
 use crate::model::Probe;
 use crate::probe::{ErrorReason, ProbeError, ProbeRunner, SourceHandles};
+use crate::shared::Shared;
 
 /// Extra time the task grants a run beyond its deadline before abandoning it. Probes stop at
 /// the deadline themselves; this only guards against one that does not.
 const DEADLINE_GRACE: Duration = Duration::from_millis(200);
-
-/// Seconds since the unix epoch on the daemon's clock.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// A running probe task.
 pub struct ProbeTask {
@@ -62,13 +55,13 @@ async fn probe_loop(
     // every probe hit its source in the same millisecond.
     let max_offset = (interval / 10).min(Duration::from_secs(1));
     let offset = max_offset.mul_f64(fastrand::f64());
-    let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
+    let mut ticker = tokio::time::interval_at(clock::instant() + offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let key = crate::state::probe_key(&probe);
     let kind = probe.kind_key();
     loop {
         ticker.tick().await;
-        let started = Instant::now();
+        let started = clock::instant();
         let deadline = started + probe.timeout;
         let outcome = match &mut runner {
             Ok(runner) => match timeout_at(deadline + DEADLINE_GRACE, runner.run(deadline)).await {
@@ -80,7 +73,7 @@ async fn probe_loop(
             },
             Err(error) => Err(error.clone()),
         };
-        let duration = started.elapsed().as_secs_f64();
+        let duration = clock::elapsed(started).as_secs_f64();
         shared.observe_duration(kind, duration);
         let outcome = match outcome {
             Ok(sample) => Outcome::Success(sample),
@@ -92,7 +85,7 @@ async fn probe_loop(
         };
         let transition = shared
             .state()
-            .record(&key, task_id, unix_now(), duration, outcome);
+            .record(&key, task_id, clock::now(), duration, outcome);
         match (transition, log_error) {
             (Some(Transition::WentDown), Some(error)) => tracing::warn!(
                 budget = %probe.budget,

@@ -11,10 +11,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::{ReloadRequest, Shared};
-use crate::metrics;
-use crate::schedule::unix_now;
+use crate::clock;
+use crate::shared::Shared;
 use crate::status::{BacklogStatus, BudgetList, BudgetStatus};
+
+/// A request to reload, with an optional channel for the outcome (from `POST /-/reload`).
+pub struct ReloadRequest {
+    pub reply: Option<oneshot::Sender<Result<String, String>>>,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,7 +41,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn metrics_handler(State(app): State<AppState>) -> Response {
-    let body = metrics::render(&app.shared);
+    let body = app.shared.render_metrics();
     (
         [(
             header::CONTENT_TYPE,
@@ -97,7 +101,7 @@ fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
 
 async fn list_budgets(State(app): State<AppState>, request: HeaderMap) -> Response {
     let headers = api_headers(&app, &request);
-    let now = unix_now();
+    let now = clock::now();
     let list = {
         let state = app.shared.state();
         BudgetList {
@@ -117,7 +121,7 @@ async fn one_budget(
     request: HeaderMap,
 ) -> Response {
     let headers = api_headers(&app, &request);
-    let now = unix_now();
+    let now = clock::now();
     let found = app
         .shared
         .state()
@@ -164,13 +168,13 @@ async fn reload(State(app): State<AppState>) -> Response {
 /// A small server-rendered page: every budget, its state and since when, lag against budget,
 /// and each probe's freshness and last error. Refreshes itself; no JavaScript.
 async fn status_page(State(app): State<AppState>) -> Html<String> {
-    let now = unix_now();
+    let now = clock::now();
     let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = {
         let state = app.shared.state();
         state
             .budgets
             .iter()
-            .map(|b| (BudgetStatus::new(b, now), now - b.tracker.since))
+            .map(|b| (BudgetStatus::new(b, now), now.since(b.tracker.since)))
             .unzip()
     };
     Html(render_status_page(&budgets, &since))

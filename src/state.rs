@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::clock::Now;
 use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition, used_ratio};
 use crate::model::{Budget, Config, Probe};
 
@@ -42,7 +43,7 @@ pub struct ProbeEntry {
 #[derive(Debug, Clone, Copy)]
 pub struct ReloadStatus {
     pub last_successful: bool,
-    pub last_success_at: f64,
+    pub last_success_at: Now,
 }
 
 /// What a config change means for probe tasks.
@@ -58,7 +59,7 @@ pub struct ConfigDiff {
 
 impl DaemonState {
     /// The state of a freshly loaded config: every probe needs a task.
-    pub fn new(config: Arc<Config>, now: f64, next_task_id: &mut u64) -> (Self, ConfigDiff) {
+    pub fn new(config: Arc<Config>, now: Now, next_task_id: &mut u64) -> (Self, ConfigDiff) {
         let mut state = DaemonState {
             config: config.clone(),
             budgets: Vec::new(),
@@ -74,7 +75,7 @@ impl DaemonState {
     /// Replaces the config. A probe whose resolved definition (including its source) is
     /// unchanged keeps its task and history; a budget that keeps its name keeps its state and
     /// time counters. Everything else starts fresh, and what is gone disappears.
-    pub fn apply(&mut self, config: Arc<Config>, now: f64, next_task_id: &mut u64) -> ConfigDiff {
+    pub fn apply(&mut self, config: Arc<Config>, now: Now, next_task_id: &mut u64) -> ConfigDiff {
         let old_config = self.config.clone();
         let mut old_budgets: BTreeMap<String, BudgetEntry> = self
             .budgets
@@ -155,7 +156,7 @@ impl DaemonState {
         &mut self,
         key: &ProbeKey,
         task_id: u64,
-        now: f64,
+        now: Now,
         duration: f64,
         outcome: Outcome,
     ) -> Option<Transition> {
@@ -170,7 +171,7 @@ impl DaemonState {
     }
 
     /// Re-evaluates every budget: freshness changes with time alone.
-    pub fn evaluate_all(&mut self, now: f64) {
+    pub fn evaluate_all(&mut self, now: Now) {
         for budget in &mut self.budgets {
             evaluate_budget(budget, now);
         }
@@ -195,17 +196,17 @@ impl ProbeEntry {
     }
 
     /// The used ratio of the fresh sample, `None` while stale.
-    pub fn fresh_ratio(&self, now: f64) -> Option<f64> {
+    pub fn fresh_ratio(&self, now: Now) -> Option<f64> {
         self.history
             .fresh_sample(now, self.interval_secs())
             .map(|s| used_ratio(&self.spec, s))
     }
 
-    pub fn is_stale(&self, now: f64) -> bool {
+    pub fn is_stale(&self, now: Now) -> bool {
         self.history.is_stale(now, self.interval_secs())
     }
 
-    pub fn is_stalled(&self, now: f64) -> bool {
+    pub fn is_stalled(&self, now: Now) -> bool {
         self.history.is_stalled(
             now,
             self.interval_secs(),
@@ -214,7 +215,7 @@ impl ProbeEntry {
     }
 }
 
-fn evaluate_budget(budget: &mut BudgetEntry, now: f64) {
+fn evaluate_budget(budget: &mut BudgetEntry, now: Now) {
     let views: Vec<ProbeView> = budget
         .probes
         .iter()

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::clock::Now;
 use crate::evaluate::BudgetState;
 use crate::probe::ErrorReason;
 use crate::state::{BudgetEntry, ProbeEntry};
@@ -109,7 +110,7 @@ pub struct ErrorStatus {
 }
 
 impl BudgetStatus {
-    pub fn new(budget: &BudgetEntry, now: f64) -> Self {
+    pub fn new(budget: &BudgetEntry, now: Now) -> Self {
         let probes: Vec<ProbeStatus> = budget
             .probes
             .iter()
@@ -125,7 +126,7 @@ impl BudgetStatus {
         let last_success_at = budget
             .probes
             .iter()
-            .filter_map(|p| p.history.last_success_at)
+            .filter_map(|p| p.history.last_success_at.map(|at| at.unix))
             .reduce(f64::max);
         Self {
             name: spec.name.clone(),
@@ -135,7 +136,7 @@ impl BudgetStatus {
             runbook_url: spec.runbook_url.clone(),
             state: budget.tracker.state,
             within_budget: matches!(budget.tracker.state, BudgetState::Ok | BudgetState::Warn),
-            since: rfc3339(budget.tracker.since),
+            since: rfc3339(budget.tracker.since.unix),
             lag_seconds,
             last_lag_seconds: probes
                 .iter()
@@ -151,7 +152,7 @@ impl BudgetStatus {
 }
 
 impl ProbeStatus {
-    pub fn new(probe: &ProbeEntry, now: f64) -> Self {
+    pub fn new(probe: &ProbeEntry, now: Now) -> Self {
         let history = &probe.history;
         let fresh = history.fresh_sample(now, probe.interval_secs());
         let last = history.last_sample.as_ref();
@@ -172,8 +173,8 @@ impl ProbeStatus {
                 unit: b.unit.as_str(),
                 value: b.value,
             }),
-            last_run: history.last_run_at.map(rfc3339),
-            last_success: history.last_success_at.map(rfc3339),
+            last_run: history.last_run_at.map(|at| rfc3339(at.unix)),
+            last_success: history.last_success_at.map(|at| rfc3339(at.unix)),
             last_duration_seconds: history.last_duration,
             interval_seconds: probe.interval_secs(),
             error: history.last_error.as_ref().map(|e| ErrorStatus {

@@ -2,13 +2,15 @@
 //! primary, and when on the daemon's clock, so that the highest sequence number a replica shows
 //! turns into lag measured on one clock.
 //!
-//! Pure: no IO and no clock. The writers (`postgres_replica`, `mysql_replica`) record what they
+//! The ledger is pure: no IO and no clock. The writers (`postgres_replica`, `mysql_replica`) record what they
 //! did; the per-replica runs ask for lag. Lag is the age of the first heartbeat the replica does
 //! not show yet, so an idle primary reads 0 (every heartbeat is visible), and a replica that
 //! stopped applying reads a growing number even when nothing else is written, because the
 //! writer keeps writing.
 
-use std::collections::VecDeque;
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::{ErrorReason, ProbeError};
@@ -157,9 +159,58 @@ impl HeartbeatLedger {
     }
 }
 
+/// The heartbeat writers of the replica probes that write to one primary, owned by that
+/// primary's source handle (`PgPool`, `MysqlPool`) so that both replica kinds keep them the same
+/// way. A probe listing several replicas expands into one runner per replica; they all ask for
+/// the writer by the probe's key and share one. Writers are held weakly: a writer stops when the
+/// last runner using it is dropped (a reload that removes the probe), and the next runner for
+/// that key starts a new one.
+#[derive(Default)]
+pub struct WriterRegistry {
+    writers: Mutex<HashMap<String, Weak<dyn Any + Send + Sync>>>,
+}
+
+impl WriterRegistry {
+    /// The live writer for `key`, or a new one from `create`. A writer of another type under the
+    /// same key (impossible while each kind keys its own writers) is replaced.
+    pub fn shared<W: Any + Send + Sync>(&self, key: &str, create: impl FnOnce() -> W) -> Arc<W> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.retain(|_, writer| writer.strong_count() > 0);
+        if let Some(writer) = writers.get(key).and_then(Weak::upgrade) {
+            if let Ok(writer) = writer.downcast::<W>() {
+                return writer;
+            }
+        }
+        let writer = Arc::new(create());
+        let erased: Arc<dyn Any + Send + Sync> = writer.clone();
+        writers.insert(key.to_owned(), Arc::downgrade(&erased));
+        writer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_writer_per_key_while_someone_holds_it() {
+        let registry = WriterRegistry::default();
+        let first = registry.shared("b/p", || 1u32);
+        let again = registry.shared("b/p", || 2u32);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "replicas of one probe share a writer"
+        );
+        let other = registry.shared("b/q", || 3u32);
+        assert_eq!(*other, 3);
+        drop((first, again));
+        assert_eq!(
+            *registry.shared("b/p", || 4u32),
+            4,
+            "a dropped writer is replaced"
+        );
+    }
 
     fn ledger(writes: &[(i64, f64)]) -> HeartbeatLedger {
         let mut ledger = HeartbeatLedger::new(Duration::from_secs(1));

@@ -138,7 +138,7 @@ impl KafkaClient {
     pub fn topics(&self, need: &[String], timeout: Duration) -> Result<TopicMetadata, ProbeError> {
         let mut cached = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, topics)) = cached.as_ref() {
-            let age = at.elapsed();
+            let age = crate::clock::std_elapsed(*at);
             let knows_all = need.iter().all(|t| topics.knows(t));
             if age < METADATA_TTL && (knows_all || age < Duration::from_secs(2)) {
                 return Ok(topics.clone());
@@ -164,7 +164,7 @@ impl KafkaClient {
                 .partitions
                 .insert(topic.name().to_owned(), partitions);
         }
-        *cached = Some((Instant::now(), topics.clone()));
+        *cached = Some((crate::clock::std_instant(), topics.clone()));
         Ok(topics)
     }
 
@@ -253,7 +253,7 @@ impl KafkaClient {
                     ));
                 }
             }
-            if Instant::now() > deadline + Duration::from_millis(200) {
+            if crate::clock::std_instant() > deadline + Duration::from_millis(200) {
                 return Err(ProbeError::new(
                     ErrorReason::Timeout,
                     "no record read before the deadline (the reader was busy)",
@@ -303,14 +303,14 @@ impl KafkaClient {
             .iter()
             .map(|r| r.deadline)
             .min()
-            .unwrap_or_else(Instant::now);
+            .unwrap_or_else(crate::clock::std_instant);
         let (found, failure) = match self.read(&wanted, deadline) {
             Ok(found) => (found, None),
             Err((found, error)) => (found, Some(error)),
         };
         // Whatever happened, leave no assignment behind: the next read starts clean.
         let _ = self.client().unassign();
-        let now = Instant::now();
+        let now = crate::clock::std_instant();
         for mut request in round {
             let mut missing = Vec::new();
             for w in request.wanted.drain(..) {
@@ -375,9 +375,9 @@ impl KafkaClient {
         let mut found = HashMap::with_capacity(wanted.len());
         let mut last_error = None;
         // The first check comes after one poll: a fresh assignment has no position yet.
-        let mut last_position_check = Instant::now();
+        let mut last_position_check = crate::clock::std_instant();
         while !pending.is_empty() {
-            let now = Instant::now();
+            let now = crate::clock::std_instant();
             if now >= deadline {
                 let ((topic, partition), _) = pending
                     .iter()
@@ -395,8 +395,8 @@ impl KafkaClient {
             }
             // Every 100 ms: partitions whose position reached the stable end had nothing to
             // deliver (end-of-partition events name no topic, so positions decide).
-            if last_position_check.elapsed() >= Duration::from_millis(100) {
-                last_position_check = Instant::now();
+            if crate::clock::std_elapsed(last_position_check) >= Duration::from_millis(100) {
+                last_position_check = crate::clock::std_instant();
                 let positions = match self.client().position() {
                     Ok(positions) => positions,
                     Err(e) => {

@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::unix_ms_now;
 
 use regex::Regex;
 use tokio::time::{Instant, timeout_at};
@@ -71,6 +73,8 @@ struct Measured {
     members: Option<usize>,
     /// The oldest time a partition that is behind last moved (now when none is behind).
     progress_at: f64,
+    /// When these figures were taken, on the same clock as `progress_at`.
+    measured_at: f64,
 }
 
 impl KafkaConsumerGroupProbe {
@@ -135,7 +139,7 @@ impl KafkaConsumerGroupProbe {
 }
 
 fn remaining(deadline: std::time::Instant) -> Result<Duration, ProbeError> {
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let left = deadline.saturating_duration_since(crate::clock::std_instant());
     if left.is_zero() {
         Err(ProbeError::new(ErrorReason::Timeout, "deadline reached"))
     } else {
@@ -227,13 +231,6 @@ fn offset_of(
     }
 }
 
-fn unix_ms_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn measure(
     client: &KafkaClient,
     spec: &KafkaConsumerGroup,
@@ -243,11 +240,12 @@ fn measure(
 ) -> Result<Measured, ProbeError> {
     let partitions = selected_partitions(client, spec, pattern, deadline)?;
     let starts_fresh = memory.starts.as_ref().is_some_and(|(at, map)| {
-        at.elapsed() < LOG_START_TTL && partitions.iter().all(|p| map.contains_key(p))
+        crate::clock::std_elapsed(*at) < LOG_START_TTL
+            && partitions.iter().all(|p| map.contains_key(p))
     });
     if !starts_fresh {
         let map = client.offsets(&partitions, OffsetSpec::Earliest, remaining(deadline)?)?;
-        memory.starts = Some((std::time::Instant::now(), map));
+        memory.starts = Some((crate::clock::std_instant(), map));
     }
     let starts = match &memory.starts {
         Some((_, map)) => map,
@@ -445,6 +443,7 @@ fn measure(
         log_append_time,
         members,
         progress_at,
+        measured_at: now_s,
     })
 }
 
@@ -474,7 +473,7 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
             value: measured.backlog as f64,
         }),
         position: Some(measured.committed_sum.to_string()),
-        progress_at: Some(measured.progress_at),
+        progress_age_seconds: Some((measured.measured_at - measured.progress_at).max(0.0)),
         detail: Some(format!(
             "{behind} of {total} partitions behind, {} messages",
             measured.backlog

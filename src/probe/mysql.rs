@@ -6,14 +6,11 @@
 //! connection to the pool whenever it is dropped, even after a failed or abandoned query; the
 //! run deadline and "a failed run reconnects" are what users see, so we keep our own.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tokio::time::{Instant, timeout_at};
 
-use super::mysql_replica::{HeartbeatWriter, WriterKey};
+use super::heartbeat::WriterRegistry;
 use super::pool::{Connection, Pool, Pooled};
 use super::{ErrorReason, ProbeError};
 use crate::model::MysqlSource;
@@ -21,9 +18,8 @@ use crate::model::MysqlSource;
 pub struct MysqlPool {
     pool: Pool<Conn>,
     opts: Opts,
-    /// The heartbeat writers of probes whose primary is this source, shared by their
-    /// per-replica entries; held weakly, so a writer stops when its last entry is dropped.
-    writers: Mutex<HashMap<WriterKey, Weak<HeartbeatWriter>>>,
+    /// The heartbeat writers of replica probes whose primary is this source.
+    pub heartbeat_writers: WriterRegistry,
 }
 
 /// A connection checked out of the pool. Dropped: closed. `release`d: back to the pool.
@@ -49,7 +45,7 @@ impl MysqlPool {
         Ok(Self {
             pool: Pool::new(source, max_connections),
             opts,
-            writers: Mutex::new(HashMap::new()),
+            heartbeat_writers: WriterRegistry::default(),
         })
     }
 
@@ -80,26 +76,6 @@ impl MysqlPool {
         conn.release();
         version
             .ok_or_else(|| ProbeError::new(ErrorReason::NoData, "SELECT VERSION() returned no row"))
-    }
-
-    /// The heartbeat writer for `key`, shared with the other replicas of the same probe;
-    /// created (not yet started) when no live one exists.
-    pub fn writer(
-        self: &Arc<Self>,
-        key: WriterKey,
-        create: impl FnOnce() -> HeartbeatWriter,
-    ) -> Arc<HeartbeatWriter> {
-        let mut writers = match self.writers.lock() {
-            Ok(writers) => writers,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        writers.retain(|_, writer| writer.strong_count() > 0);
-        if let Some(writer) = writers.get(&key).and_then(Weak::upgrade) {
-            return writer;
-        }
-        let writer = Arc::new(create());
-        writers.insert(key, Arc::downgrade(&writer));
-        writer
     }
 }
 

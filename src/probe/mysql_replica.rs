@@ -22,13 +22,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::heartbeat::HeartbeatLedger;
 use super::mysql::{MysqlPool, run};
 use super::{ErrorReason, MysqlReplicaDetail, ProbeError, ReadYourWrites, Sample};
+use crate::clock::unix_now;
 use crate::model::MysqlReplica;
-use crate::schedule::unix_now;
 
 /// What identifies one writer: the probe it belongs to and how it writes. Replicas of the same
 /// probe get the same key, and so share one writer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WriterKey {
+struct WriterKey {
     budget: String,
     probe: String,
     database: String,
@@ -116,7 +116,7 @@ impl HeartbeatWriter {
 
     async fn write_once(&self) {
         // A write may take longer than a short period under load; it is still true data.
-        let deadline = Instant::now() + self.write_period.max(Duration::from_secs(1));
+        let deadline = crate::clock::instant() + self.write_period.max(Duration::from_secs(1));
         let result = self.try_write(deadline).await;
         let now = unix_now();
         {
@@ -347,7 +347,7 @@ impl MysqlReplicaProbe {
             instance: spec.instance.clone(),
             write_period: spec.write_period,
         };
-        let writer = primary.writer(key, || {
+        let writer = primary.heartbeat_writers.shared(&format!("{key:?}"), || {
             HeartbeatWriter::new(primary.clone(), budget, probe, &spec)
         });
         Self {

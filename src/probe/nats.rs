@@ -37,7 +37,7 @@ impl NatsClient {
             ));
         }
         let mut context = jetstream::new(client);
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::instant());
         context.set_timeout(left.max(std::time::Duration::from_millis(1)));
         Ok(context)
     }

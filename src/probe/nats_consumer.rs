@@ -25,8 +25,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::nats::NatsClient;
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
+use crate::clock::unix_now;
 use crate::model::NatsConsumer;
-use crate::schedule::unix_now;
 
 pub struct NatsConsumerProbe {
     spec: NatsConsumer,

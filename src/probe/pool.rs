@@ -168,7 +168,7 @@ impl<C: Clone> SharedConnection<C> {
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::instant());
         if left.is_zero() {
             return Err(ProbeError::new(
                 ErrorReason::Timeout,

@@ -8,6 +8,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+use super::heartbeat::WriterRegistry;
 use super::pool::{Connection, Pool, Pooled};
 use super::{ErrorReason, ProbeError};
 use crate::model::PostgresSource;
@@ -15,6 +16,8 @@ use crate::model::PostgresSource;
 pub struct PgPool {
     pool: Pool<Client>,
     config: tokio_postgres::Config,
+    /// The heartbeat writers of replica probes whose primary is this source.
+    pub heartbeat_writers: WriterRegistry,
 }
 
 /// A connection checked out of the pool. Dropped: closed. `release`d: back to the pool.
@@ -42,6 +45,7 @@ impl PgPool {
         Ok(Self {
             pool: Pool::new(source, max_connections),
             config,
+            heartbeat_writers: WriterRegistry::default(),
         })
     }
 

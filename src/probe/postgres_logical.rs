@@ -24,7 +24,6 @@ use super::postgres::{PgPool, query_error};
 use super::sql_watermark::begin;
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::model::PostgresLogical;
-use crate::schedule::unix_now;
 
 /// Samples kept at most; beyond that the map is thinned (see [`WalTimeMap::thin`]). At a 1 s
 /// interval this covers more than an hour at full resolution, and any backlog after that at
@@ -60,9 +59,9 @@ impl PostgresLogicalProbe {
         let mut client = self.pool.get(deadline).await?;
         // Taken before the statement is sent: no later than the server's snapshot, so lag
         // measured from it is never understated.
-        let sent_at = Instant::now();
+        let sent_at = crate::clock::instant();
         let read = timeout_at(deadline, read_slot(&mut client, &self.spec.slot, deadline)).await;
-        let now = Instant::now();
+        let now = crate::clock::instant();
         let reading = match read {
             Ok(Ok(reading)) => reading,
             Ok(Err(error)) => return Err(error),
@@ -124,7 +123,7 @@ impl PostgresLogicalProbe {
         // Nothing waits for the consumer when it is caught up or only background WAL lies past
         // it: that is not a stall, however long the slot stays put (the backlog still shows
         // those bytes, which alone would read as "behind and not moving").
-        let progress_at = matches!(lag, MapLag::CaughtUp | MapLag::Idle).then(unix_now);
+        let progress_age_seconds = matches!(lag, MapLag::CaughtUp | MapLag::Idle).then_some(0.0);
         Ok(Sample {
             lag_seconds: Some(lag_seconds),
             backlog: Some(Backlog {
@@ -134,7 +133,7 @@ impl PostgresLogicalProbe {
             position: Some(PgLsn::from(confirmed).to_string()),
             detail: Some(detail),
             position_regressed,
-            progress_at,
+            progress_age_seconds,
             // Both ends of the lag are the daemon's monotonic clock: no second clock to skew.
             ..Sample::default()
         })

@@ -25,9 +25,9 @@
 //! position (what `pg_stat_replication` would show as replay backlog, but also for a standby
 //! that has vanished from that view).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -40,8 +40,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::heartbeat::HeartbeatLedger;
 use super::postgres::{PgPool, query_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
+use crate::clock::unix_now;
 use crate::model::{HeartbeatSettings, PostgresReplica, ReplicaMethod};
-use crate::schedule::unix_now;
 
 /// Statements sent by replica probes and heartbeat writers in this process: the figure the
 /// replica benchmark reports as queries per run.
@@ -114,20 +114,15 @@ struct WriterState {
     primary: Option<PrimaryFacts>,
 }
 
-/// Shared primaries by (primary pool, probe, method settings). Holding a `Primary` keeps its
-/// pool alive, so a pool address in a live key is never reused by another pool.
-static PRIMARIES: LazyLock<Mutex<HashMap<String, Weak<Primary>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
 impl Primary {
     /// The `Primary` of this probe, shared with its other standbys' runners.
     fn shared(pool: &Arc<PgPool>, row_key: &str, method: &ReplicaMethod) -> Arc<Primary> {
-        let key = format!("{:p}|{row_key}|{method:?}", Arc::as_ptr(pool));
-        let mut registry = PRIMARIES.lock().unwrap_or_else(|e| e.into_inner());
-        registry.retain(|_, primary| primary.strong_count() > 0);
-        if let Some(primary) = registry.get(&key).and_then(Weak::upgrade) {
-            return primary;
-        }
+        let key = format!("{row_key}|{method:?}");
+        pool.heartbeat_writers
+            .shared(&key, || Primary::new(pool, row_key, method))
+    }
+
+    fn new(pool: &Arc<PgPool>, row_key: &str, method: &ReplicaMethod) -> Primary {
         let writer = match method {
             ReplicaMethod::Heartbeat(settings) => Some(Writer::start(
                 pool.clone(),
@@ -136,13 +131,11 @@ impl Primary {
             )),
             ReplicaMethod::Passive { .. } => None,
         };
-        let primary = Arc::new(Primary {
+        Primary {
             pool: pool.clone(),
             facts: tokio::sync::Mutex::new(None),
             writer,
-        });
-        registry.insert(key, Arc::downgrade(&primary));
-        primary
+        }
     }
 
     /// The primary's identity and position, sampled at most once per `max_age` for all of the
@@ -156,11 +149,11 @@ impl Primary {
             .await
             .map_err(|_| timeout("waiting for the primary's sample"))?;
         if let Some((sampled, result)) = &*cached {
-            if sampled.elapsed() < max_age {
+            if crate::clock::elapsed(*sampled) < max_age {
                 return result.clone();
             }
         }
-        let sampled = Instant::now();
+        let sampled = crate::clock::instant();
         let result = self.sample(deadline).await;
         *cached = Some((sampled, result.clone()));
         result
@@ -237,7 +230,7 @@ async fn write_loop(
     loop {
         ticker.tick().await;
         // A write gets at least a second: a slow commit is a late heartbeat, not a failure.
-        let deadline = Instant::now() + settings.period.max(Duration::from_secs(1));
+        let deadline = crate::clock::instant() + settings.period.max(Duration::from_secs(1));
         let proposed = lock(&state).ledger.next_seq();
         let written = timeout_at(
             deadline,

@@ -14,8 +14,8 @@
 //! empty queue may not show yet (lag reads 0). Progress for stall detection is the queue's count
 //! of messages taken out by consumers (acknowledged, or delivered without acknowledgement).
 
+use crate::clock::unix_now;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -130,12 +130,6 @@ impl RabbitmqQueueProbe {
 /// does not say the messages carry none.
 fn gives_times(spec: &RabbitmqQueue, stats: &QueueStats) -> bool {
     spec.timestamps && stats.queue_type == "classic"
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn consumers_text(consumers: Option<u64>) -> String {

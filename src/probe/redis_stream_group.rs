@@ -21,8 +21,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::redis::{RedisClient, call_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
+use crate::clock::unix_now;
 use crate::model::RedisStreamGroup;
-use crate::schedule::unix_now;
 
 /// The most undelivered entries the script counts itself when Redis cannot say. A script blocks
 /// the server while it runs; 10 000 entries in pages of 1 000 take a few milliseconds.
@@ -151,7 +151,8 @@ impl RedisStreamGroupProbe {
             .idlest
             .as_ref()
             .map(|(_, idle_ms)| now - *idle_ms as f64 / 1000.0);
-        sample.progress_at = Some(consumer_active_at.map_or(moved_at, |at| at.min(moved_at)));
+        let progress_at = consumer_active_at.map_or(moved_at, |at| at.min(moved_at));
+        sample.progress_age_seconds = Some((now - progress_at).max(0.0));
         Ok(sample)
     }
 

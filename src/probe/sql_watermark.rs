@@ -132,7 +132,7 @@ pub(super) async fn begin<'c>(
         .await
         .map_err(|e| query_error(&e))?;
     let remaining_ms = deadline
-        .saturating_duration_since(Instant::now())
+        .saturating_duration_since(crate::clock::instant())
         .as_millis()
         .max(1);
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {remaining_ms}"))

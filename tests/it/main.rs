@@ -2,6 +2,7 @@
 //! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL and MariaDB servers it
 //! starts).
 
+mod architecture;
 mod config_errors;
 mod daemon;
 mod dashboards;

@@ -41,7 +41,7 @@ budgets:
 }
 
 fn now() -> f64 {
-    lagbudget::schedule::unix_now()
+    lagbudget::clock::unix_now()
 }
 
 fn lag(metrics: &Metrics, budget: &str) -> Option<f64> {

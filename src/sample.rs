@@ -1,0 +1,203 @@
+//! What one probe run yields: a `Sample` or a `ProbeError` with a bounded reason. A leaf: the
+//! probe kinds produce these, and evaluation, state and outputs read them, so it imports nothing
+//! of the crate but the secret scrubber.
+
+use std::sync::Arc;
+
+use crate::secret::SecretSet;
+
+/// One successful measurement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    /// Age of the oldest change not yet visible, in seconds, clamped at 0. `None` when the
+    /// probe can only count (a queue whose messages carry no timestamp): unknown is never 0,
+    /// so no lag is exported for that sample, only its backlog. A probe with a `max_lag` never
+    /// returns `None`: it fails instead.
+    pub lag_seconds: Option<f64>,
+    pub backlog: Option<Backlog>,
+    /// The view's position (watermark, offset, LSN…) as text, to detect progress.
+    pub position: Option<String>,
+    /// A short human detail for the API and `lagbudget probe`.
+    pub detail: Option<String>,
+    /// The raw result was below zero and was clamped (counted in `negative_lag_total`).
+    pub negative_lag_clamped: bool,
+    /// The position went backwards since the previous run (counted as a regression).
+    pub position_regressed: bool,
+    /// Seconds since the view last made progress, when the probe knows better than "the
+    /// position text changed" (a consumer group tracks each partition: one stuck partition is a
+    /// stall). An age rather than a timestamp, so evaluation places it on its own clocks.
+    pub progress_age_seconds: Option<f64>,
+    /// What only a Kafka consumer group probe knows.
+    pub kafka: Option<Arc<KafkaDetail>>,
+    /// Source clock − daemon clock, where a probe compares the two (estimated from the
+    /// midpoint of a query's round trip). Exported as `lagbudget_clock_skew_seconds`.
+    pub clock_skew_seconds: Option<f64>,
+    /// Set when this run read at a replica a set delay after a write at the primary.
+    pub read_your_writes: Option<ReadYourWrites>,
+    /// Seconds since a standby's WAL receiver last heard from its primary, on the standby's
+    /// own clock: liveness that "caught up" alone cannot show.
+    pub receiver_last_message_age_seconds: Option<f64>,
+    /// What only a MySQL or MariaDB replica probe knows.
+    pub mysql: Option<Arc<MysqlReplicaDetail>>,
+}
+
+/// A MySQL or MariaDB replica's own report of its replication threads: a secondary signal
+/// beside the heartbeat lag, never the lag itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MysqlReplicaDetail {
+    /// `Slave_IO_Running` / `Replica_IO_Running` is `Yes`.
+    pub io_running: bool,
+    /// `Slave_SQL_Running` / `Replica_SQL_Running` is `Yes`.
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master` / `_Source`, only while both threads run: it is NULL when a
+    /// thread stopped (which is "down", never 0) and reads 0 while the IO thread is behind.
+    pub seconds_behind_source: Option<f64>,
+}
+
+/// One read-your-writes check: a read at a replica `ryw_delay` after a write at the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadYourWrites {
+    /// The read did not see the write.
+    pub missed: bool,
+}
+
+/// Consumer-group facts beyond lag and backlog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KafkaDetail {
+    /// Members of the group, when the cluster answers DescribeGroups.
+    pub members: Option<usize>,
+    /// A committed offset was below the log start: records were deleted unread.
+    pub data_loss: bool,
+    /// Whether the lag came from LogAppendTime (broker) or CreateTime (producer) timestamps;
+    /// `None` when no record had to be read.
+    pub log_append_time: Option<bool>,
+    pub partitions_total: usize,
+    /// The most lagging partitions, when `partition_detail` is on (capped).
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// One partition's lag and backlog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag_seconds: f64,
+    pub backlog: i64,
+}
+
+/// Positions behind, with the unit that names the exported metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub unit: BacklogUnit,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogUnit {
+    Messages,
+    Bytes,
+    Events,
+    Rows,
+}
+
+impl BacklogUnit {
+    pub const ALL: [BacklogUnit; 4] = [
+        BacklogUnit::Messages,
+        BacklogUnit::Bytes,
+        BacklogUnit::Events,
+        BacklogUnit::Rows,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BacklogUnit::Messages => "messages",
+            BacklogUnit::Bytes => "bytes",
+            BacklogUnit::Events => "events",
+            BacklogUnit::Rows => "rows",
+        }
+    }
+}
+
+/// Why a run failed. A closed set, so that `lagbudget_probe_errors_total{reason}` stays bounded
+/// and every series can exist at 0 from config load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorReason {
+    /// The source could not be reached or refused us (network, authentication).
+    Connect,
+    /// The run did not finish within its timeout (including a statement timeout).
+    Timeout,
+    /// Every connection of the source was busy until the run's deadline.
+    PoolTimeout,
+    /// The source rejected a query (syntax, missing table, permission).
+    Query,
+    /// The source answered something we cannot interpret.
+    Decode,
+    /// The source answered, but with nothing to measure (no row, NULL watermark).
+    NoData,
+    /// The server is not what the probe measures: a standby that is not in recovery (promoted),
+    /// belongs to another system, is on another timeline, or a DSN that points at a primary.
+    Topology,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 7] = [
+        ErrorReason::Connect,
+        ErrorReason::Timeout,
+        ErrorReason::PoolTimeout,
+        ErrorReason::Query,
+        ErrorReason::Decode,
+        ErrorReason::NoData,
+        ErrorReason::Topology,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::Connect => "connect",
+            ErrorReason::Timeout => "timeout",
+            ErrorReason::PoolTimeout => "pool_timeout",
+            ErrorReason::Query => "query",
+            ErrorReason::Decode => "decode",
+            ErrorReason::NoData => "no_data",
+            ErrorReason::Topology => "topology",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A failed run: a bounded reason for metrics and a short message for humans.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}: {message}", reason = reason.as_str())]
+pub struct ProbeError {
+    pub reason: ErrorReason,
+    pub message: String,
+}
+
+/// Messages come from remote servers; keep them short enough for a label-free log line and the
+/// API, whatever the server sends.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+impl ProbeError {
+    pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        let message = if message.chars().count() > MAX_MESSAGE_CHARS {
+            let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+            cut.push('…');
+            cut
+        } else {
+            message
+        };
+        Self { reason, message }
+    }
+
+    /// The same error with every known secret replaced by `***`.
+    pub fn scrubbed(self, secrets: &SecretSet) -> Self {
+        Self {
+            reason: self.reason,
+            message: secrets.scrub(&self.message),
+        }
+    }
+}
