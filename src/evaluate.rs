@@ -1,6 +1,6 @@
 //! Pure evaluation: probe outcomes and budgets in, freshness, budget states and time counters
 //! out. No IO and no clocks: every function takes `now` (unix seconds) from its caller, so the
-//! rules of product.md §3 are tested with tables.
+//! rules (README.md, "Budget states") are tested with tables.
 
 use crate::model::{Budget, Probe};
 use crate::probe::{Backlog, ErrorReason, ProbeError, Sample};
@@ -172,7 +172,7 @@ pub fn used_ratio(probe: &Probe, sample: &Sample) -> f64 {
     lag_ratio.max(backlog_ratio)
 }
 
-/// The four budget states, in precedence order (product.md §3).
+/// The four budget states, in precedence order (README.md, "Budget states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetState {
