@@ -21,7 +21,8 @@ use crate::state::{ConfigDiff, DaemonState, ProbeKey};
 /// Reads the config again for a reload (the file may have changed).
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
 
-/// How long in-flight HTTP requests get to finish after a shutdown signal.
+/// How long in-flight HTTP requests get to finish, and Kafka clients to be destroyed, after a
+/// shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything `run` needs besides the listener and the shutdown signal.
@@ -83,7 +84,19 @@ pub async fn run(
     for (_, task) in std::mem::take(&mut daemon.tasks) {
         task.handle.abort();
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    // Kafka clients are destroyed on threads of their own, after the probe runs still in a
+    // blocking call let go of them: wait for that (bounded), so that nothing of the daemon is
+    // still talking to a cluster once `run` has returned (the demo stops its mock cluster then).
+    let sources = std::mem::take(&mut daemon.sources);
+    drop(daemon);
+    let (closed, served) = tokio::join!(
+        tokio::time::timeout(SHUTDOWN_GRACE, sources.close()),
+        tokio::time::timeout(SHUTDOWN_GRACE, server)
+    );
+    if closed.is_err() {
+        tracing::warn!("a Kafka client was still being destroyed after the grace period");
+    }
+    match served {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(anyhow::anyhow!("HTTP server failed: {e}")),
         Ok(Err(e)) => return Err(anyhow::anyhow!("HTTP server task failed: {e}")),

@@ -1,5 +1,6 @@
 //! Grafana dashboards (`lagbudget dashboards`): an overview of every budget and a per-budget
-//! drill-down, plus a file provisioning them (product.md §6, "Dashboards").
+//! drill-down, plus a file provisioning them (README.md, "Alerts, dashboards and the status
+//! page").
 //!
 //! Every query is built from the metric name consts in `metrics.rs`, and the dashboards are
 //! generic: they list no budget, so a budget added by a reload appears at once. Queries never

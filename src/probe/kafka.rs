@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::kafka_admin::{self, AdminQueue, CommitMap, Handle, OffsetMap, OffsetSpec};
 use super::{ErrorReason, ProbeError};
@@ -57,6 +57,8 @@ pub struct KafkaClient {
     /// Cleared when the cluster does not answer DescribeGroups (some brokers and the mock
     /// cluster), so that we stop asking.
     members_supported: AtomicBool,
+    /// Sends `true` once the client is destroyed; dropped unsent when it is leaked instead.
+    closed: Option<watch::Sender<bool>>,
 }
 
 impl KafkaClient {
@@ -114,7 +116,19 @@ impl KafkaClient {
             metadata: Mutex::new(None),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             members_supported: AtomicBool::new(true),
+            closed: Some(watch::channel(false).0),
         })
+    }
+
+    /// Becomes `true` once this client has been dropped and destroyed (which happens on a
+    /// thread of its own, after the last reference is gone). Its sender is dropped without
+    /// sending when the client is leaked instead (see `Drop`), so a waiter learns either way.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        match &self.closed {
+            Some(closed) => closed.subscribe(),
+            // Taken only in `drop`.
+            None => watch::channel(true).1,
+        }
     }
 
     fn client(&self) -> &BaseConsumer {
@@ -482,9 +496,13 @@ impl Drop for KafkaClient {
         // librdkafka wants every queue destroyed before its client, and destroying a client
         // blocks until its threads end; this drop may run on an async worker (reload,
         // shutdown), so both happen, in that order, on a thread of their own.
+        let closed = self.closed.take();
         let close = move || {
             drop(admin);
             drop(client);
+            if let Some(closed) = closed {
+                closed.send_replace(true);
+            }
         };
         if let Err(e) = std::thread::Builder::new()
             .name("lagbudget-kafka-close".into())

@@ -135,6 +135,25 @@ impl SourceHandles {
         Ok(Self { handles })
     }
 
+    /// Drops these handles and waits until every Kafka client among them is destroyed (or
+    /// leaked, see `KafkaClient`'s `Drop`). A probe run still in a blocking call holds its
+    /// client until that call returns, so the caller bounds the wait. Other kinds of clients
+    /// close on drop by themselves.
+    pub async fn close(self) {
+        let closing: Vec<_> = self
+            .handles
+            .into_values()
+            .filter_map(|(_, handle)| match handle {
+                SourceHandle::Kafka(client) => Some(client.closed()),
+                _ => None,
+            })
+            .collect();
+        for mut closed in closing {
+            // An error means the client was leaked instead: nothing more to wait for.
+            let _ = closed.wait_for(|closed| *closed).await;
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&SourceHandle> {
         self.handles.get(name).map(|(_, handle)| handle)
     }

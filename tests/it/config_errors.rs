@@ -588,16 +588,65 @@ fn the_minimal_config_loads() {
     assert_eq!(watermark.mode, WatermarkMode::OldestPending);
 }
 
-/// The configs the project ships must stay valid as the loader evolves, and the example must
-/// keep covering every probe kind that exists (and its modes).
+/// The variables that the example's header sets on its `lagbudget check` command line.
+fn example_header_variables(example: &str) -> Vec<String> {
+    let command = example
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .find(|line| line.contains("lagbudget check -c config/example.yaml"))
+        .expect("the example's header says how to check it");
+    command
+        .trim_start_matches('#')
+        .split_whitespace()
+        .take_while(|word| *word != "lagbudget")
+        .map(|word| {
+            let (name, _) = word
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{word:?} in {command:?} is not NAME=…"));
+            name.to_owned()
+        })
+        .collect()
+}
+
+/// What `lagbudget check` does after loading: create every source's client (which connects
+/// to nothing). Returns each refusal, such as a `kafka` property librdkafka rejects.
+fn source_client_errors(config: &lagbudget::model::Config) -> Vec<String> {
+    config
+        .sources
+        .values()
+        .filter_map(|source| {
+            lagbudget::probe::SourceHandle::new(source)
+                .err()
+                .map(|e| config.secrets.scrub(&e.message))
+        })
+        .collect()
+}
+
+/// The configs the project ships must stay valid as the loader evolves, pass what
+/// `lagbudget check` checks with the environment their header names (and no other), and the
+/// example must keep covering every probe kind that exists (and its modes).
 #[test]
 fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
-    let env = |name: &str| match name {
-        "ORDERS_DB_PASSWORD" | "RABBITMQ_PASSWORD" => Some("example-password".to_owned()),
-        _ => None,
+    let text = std::fs::read_to_string("config/example.yaml").expect("read config/example.yaml");
+    let variables = example_header_variables(&text);
+    assert!(
+        variables.iter().any(|v| v == "ORDERS_DB_PASSWORD"),
+        "{variables:?}"
+    );
+    let env = |name: &str| {
+        variables
+            .iter()
+            .any(|v| v == name)
+            .then(|| "example-password".to_owned())
     };
     let example = config::load_with(Path::new("config/example.yaml"), &env)
         .unwrap_or_else(|e| panic!("config/example.yaml:\n{e}"));
+    let refused = source_client_errors(&example);
+    assert!(
+        refused.is_empty(),
+        "`lagbudget check -c config/example.yaml` with only {variables:?} set fails:\n{}",
+        refused.join("\n")
+    );
     let mut modes: Vec<WatermarkMode> = Vec::new();
     let mut kafka_groups: Vec<&KafkaConsumerGroup> = Vec::new();
     let mut slots: Vec<&String> = Vec::new();
@@ -651,6 +700,7 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     // A queue with timestamps and a backlog-only dead-letter queue.
     assert!(queues.iter().any(|q| q.timestamps && q.vhost == "/"));
     assert!(queues.iter().any(|q| !q.timestamps));
-    config::load_with(Path::new("config/quickstart.yaml"), &no_env)
+    let quickstart = config::load_with(Path::new("config/quickstart.yaml"), &no_env)
         .unwrap_or_else(|e| panic!("config/quickstart.yaml:\n{e}"));
+    assert_eq!(source_client_errors(&quickstart), Vec::<String>::new());
 }

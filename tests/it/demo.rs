@@ -2,14 +2,15 @@
 //! in-process on a free port.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use lagbudget::demo::{BUDGETS, LOYALTY_BUDGET, run_demo};
 
-use crate::support::Metrics;
+use crate::support::{Metrics, signal};
 
 /// How long the demo has to show ok → breach → ok (the acceptance).
 const CYCLE_LIMIT: Duration = Duration::from_secs(90);
@@ -100,6 +101,100 @@ async fn demo_budget_goes_ok_breach_ok_and_every_budget_shows_lag() {
     assert!(
         missing.is_empty(),
         "/metrics never had lagbudget_lag_seconds for {missing:?}"
+    );
+}
+
+/// Ctrl-C stops `lagbudget demo` quietly: the daemon's Kafka client and the demo's producer and
+/// consumers are destroyed before the mock cluster, so no client logs a broker it cannot reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_stops_on_sigint_without_kafka_errors() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lagbudget"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("LAGBUDGET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lagbudget demo");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let mut base = None;
+    let started = Instant::now();
+    while base.is_none() && started.elapsed() < Duration::from_secs(30) {
+        if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200)) {
+            base = line
+                .split_once("metrics       ")
+                .map(|(_, url)| url.trim().trim_end_matches("/metrics").to_owned());
+            lines.push(line);
+        }
+    }
+    let Some(base) = base else {
+        let _ = child.kill();
+        panic!("the demo printed no metrics URL:\n{}", lines.join("\n"));
+    };
+
+    // Every probe has measured: the daemon's client is connected to the cluster.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let mut measured = false;
+    while !measured && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(response) = http.get(format!("{base}/metrics")).send().await {
+            let metrics = Metrics::parse(&response.text().await.expect("metrics body"));
+            measured = BUDGETS
+                .iter()
+                .all(|budget| metrics.has_series("lagbudget_lag_seconds", &[("budget", budget)]));
+        }
+    }
+    if !measured {
+        let _ = child.kill();
+        panic!("the demo's budgets never all showed lag");
+    }
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    signal(pid, "INT");
+    let stop_started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the demo") {
+            break status;
+        }
+        if stop_started.elapsed() > Duration::from_secs(25) {
+            let _ = child.kill();
+            panic!("the demo did not stop within 25 s of SIGINT");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    reader.join().expect("stderr reader");
+    lines.extend(line_rx.try_iter());
+    let log = lines.join("\n");
+    assert!(
+        status.success(),
+        "the demo exits 0 on SIGINT ({status}):\n{log}"
+    );
+    let after_signal: Vec<&String> = lines
+        .iter()
+        .skip_while(|line| !line.contains("SIGINT"))
+        .collect();
+    assert!(
+        after_signal
+            .iter()
+            .any(|line| line.contains("demo Kafka cluster and clients stopped")),
+        "{log}"
+    );
+    let noisy: Vec<&&String> = after_signal
+        .iter()
+        .filter(|line| ["ERROR", "WARN", "FAIL"].iter().any(|w| line.contains(w)))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "the demo's shutdown logged errors (a Kafka client outlived the cluster?):\n{log}"
     );
 }
 

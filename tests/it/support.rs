@@ -855,7 +855,8 @@ impl StreamingPair {
     }
 }
 
-fn signal(pid: i32, name: &str) {
+/// Sends signal `name` (`INT`, `STOP`, …) to process `pid` with `kill`.
+pub fn signal(pid: i32, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status()

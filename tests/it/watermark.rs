@@ -270,7 +270,8 @@ budgets:
     drop(server);
 }
 
-/// The NULL and no-row rules of product.md §5, and `mode: since_watermark`.
+/// The NULL and no-row rules of `sql_watermark` (README.md, "Probe reference: `sql_watermark`"),
+/// and `mode: since_watermark`.
 #[tokio::test(flavor = "multi_thread")]
 async fn watermark_edge_cases_report_bounded_reasons() {
     let schema = unique("lb_edge");
