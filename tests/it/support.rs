@@ -68,8 +68,12 @@ pub async fn check_connect_lines(config: &lagbudget::model::Config) -> Vec<Strin
     lines
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+/// How often a bounded wait looks again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Polls `check` every 100 ms until it returns `Some`, or gives up with `None` after `limit`
+/// (for callers whose failure message needs more than a description).
+pub async fn poll_until<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -77,14 +81,24 @@ where
     let started = Instant::now();
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_until(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 /// A daemon running in this test's runtime, on a port chosen by the OS.
