@@ -68,6 +68,11 @@ pub async fn check_connect_lines(config: &lagbudget::model::Config) -> Vec<Strin
     lines
 }
 
+/// The deadline of a wait for something that should happen within a few probe intervals. It
+/// guards against a hang and is not a timing assertion: a loaded machine may take many times
+/// longer than an idle one, and a test must still pass there.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// How often a bounded wait looks again.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
