@@ -203,6 +203,41 @@ impl Daemon {
             .expect("runs")
     }
 
+    /// Waits until the probe has run `more` times after now (counted by the API's `runs`),
+    /// and returns its run count then.
+    pub async fn wait_for_runs(
+        &self,
+        budget: &str,
+        probe: &str,
+        more: u64,
+        limit: Duration,
+    ) -> u64 {
+        let from = self.runs(budget, probe).await;
+        wait_for(
+            &format!("{budget}/{probe} to run {more} more times (from run {from})"),
+            limit,
+            || async {
+                let runs = self.runs(budget, probe).await;
+                (runs >= from + more).then_some(runs)
+            },
+        )
+        .await
+    }
+
+    /// Scrapes `/metrics` every 100 ms until `done` holds for a scrape, which it returns.
+    pub async fn wait_for_metrics(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        wait_for(what, limit, || async {
+            let metrics = self.metrics().await;
+            done(&metrics).then_some(metrics)
+        })
+        .await
+    }
+
     pub async fn state(&self, budget: &str) -> String {
         self.budget(budget).await["state"]
             .as_str()
