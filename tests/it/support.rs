@@ -238,6 +238,36 @@ impl Daemon {
         .await
     }
 
+    /// "Nothing changes": scrapes `/metrics` every 100 ms and hands each scrape to `check`
+    /// (which asserts) until the probe has run `more` times after now; returns the last scrape
+    /// checked, taken after the last of those runs. Counting runs rather than seconds keeps
+    /// the assertion about what the daemon did on a loaded machine, where a second of wall time
+    /// may hold no run at all.
+    pub async fn watch_runs(
+        &self,
+        (budget, probe): (&str, &str),
+        more: u64,
+        limit: Duration,
+        mut check: impl FnMut(&Metrics),
+    ) -> Metrics {
+        let from = self.runs(budget, probe).await;
+        let started = Instant::now();
+        loop {
+            let runs = self.runs(budget, probe).await;
+            let metrics = self.metrics().await;
+            check(&metrics);
+            if runs >= from + more {
+                return metrics;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out after {limit:?} watching {budget}/{probe} run {more} more times \
+                 (from run {from}, at run {runs})"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
     pub async fn state(&self, budget: &str) -> String {
         self.budget(budget).await["state"]
             .as_str()
