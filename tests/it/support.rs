@@ -683,6 +683,26 @@ impl Projection {
         row.get(0)
     }
 
+    /// How many rows the worker has not applied, of those inserted by unix time
+    /// `inserted_by` (all of them with `None`).
+    pub async fn unapplied_rows(&self, inserted_by: Option<f64>) -> i64 {
+        connect(&self.dsn)
+            .await
+            .query_one(
+                format!(
+                    "SELECT count(*) FROM {s}.orders
+                     WHERE id > (SELECT last_order_id FROM {s}.projection_checkpoints)
+                       AND ($1::float8 IS NULL OR paid_at <= to_timestamp($1::float8))",
+                    s = self.schema
+                )
+                .as_str(),
+                &[&inserted_by],
+            )
+            .await
+            .expect("unapplied rows")
+            .get(0)
+    }
+
     pub async fn drop_schema(self) {
         self.stop.cancel();
         let client = connect(&self.dsn).await;
