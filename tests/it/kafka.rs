@@ -9,7 +9,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::support::{Daemon, unique, wait_for};
+use crate::support::{Daemon, Metrics, PATIENCE, unique, wait_for};
 
 pub fn unix_ms() -> i64 {
     SystemTime::now()
@@ -149,9 +149,29 @@ async fn lag_is_the_age_of_the_record_at_the_committed_offset() {
         budget("empty", "60s", &probe("never-committed", &empty, "")),
     ));
     let daemon = Daemon::start(&config).await;
-    daemon.wait_ready(Duration::from_secs(20)).await;
-    // One more round so that every probe has a success after its first-record reads.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.wait_ready(PATIENCE).await;
+    // One more run of every probe after the first, so that each has a success after its
+    // first-record reads.
+    let budgets = [
+        "behind",
+        "caught-up",
+        "no-commits",
+        "no-commits-earliest",
+        "empty",
+    ];
+    let mut first = Vec::new();
+    for budget in budgets {
+        first.push(daemon.runs(budget, "group").await);
+    }
+    wait_for("one more run of every probe", PATIENCE, || async {
+        for (budget, runs) in budgets.iter().zip(&first) {
+            if daemon.runs(budget, "group").await <= *runs {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
 
     let m = daemon.metrics().await;
     let labels = [("budget", "behind"), ("probe", "group")];
@@ -204,7 +224,7 @@ async fn lag_is_the_age_of_the_record_at_the_committed_offset() {
     assert!(no_commits["lag_seconds"].is_null());
     assert!(!m.has_series("lagbudget_lag_seconds", &[("budget", "no-commits")]));
     daemon
-        .wait_for_state("no-commits", "unknown", Duration::from_secs(5))
+        .wait_for_state("no-commits", "unknown", PATIENCE)
         .await;
     let earliest = m
         .get(
@@ -217,13 +237,20 @@ async fn lag_is_the_age_of_the_record_at_the_committed_offset() {
         "{earliest} vs {expected}"
     );
 
-    // A steady group costs no record reads: its lag keeps growing with the clock alone.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let later = daemon.metrics().await;
+    // A steady group costs no record reads: its lag keeps growing with the clock alone, by as
+    // much as the time between two successful runs (two runs or more apart).
+    let success = |m: &Metrics| m.get("lagbudget_probe_last_success_timestamp_seconds", &labels);
+    let later = daemon
+        .wait_for_metrics("a success 2 s after the first one read", PATIENCE, |m| {
+            success(m).is_some_and(|at| at >= last_success + 2.0)
+        })
+        .await;
     let lag_later = later.get("lagbudget_lag_seconds", &labels).expect("lag");
+    let between = success(&later).expect("success") - last_success;
+    println!("steady group: lag {lag:.3} s → {lag_later:.3} s over {between:.3} s of runs");
     assert!(
-        lag_later >= lag + 1.0,
-        "waiting lag grows: {lag} → {lag_later}"
+        (lag_later - lag - between).abs() <= 1.0,
+        "waiting lag grows with the clock: {lag} → {lag_later} over {between} s"
     );
     daemon.stop().await;
 }
@@ -285,7 +312,7 @@ async fn transaction_markers_read_as_caught_up() {
         budget("at-start", "60s", &probe("at-start")),
     ));
     let daemon = Daemon::start(&config).await;
-    daemon.wait_ready(Duration::from_secs(20)).await;
+    daemon.wait_ready(PATIENCE).await;
     let at_end = daemon.probe("at-end", "group").await;
     assert_eq!(at_end["up"], true, "{at_end}");
     assert_eq!(at_end["lag_seconds"], 0.0, "{at_end}");
@@ -316,23 +343,37 @@ async fn a_group_that_stops_committing_is_stalled_and_its_lag_grows() {
 "
     ));
     let daemon = Daemon::start(&config).await;
-    daemon.wait_ready(Duration::from_secs(20)).await;
+    daemon.wait_ready(PATIENCE).await;
     let labels = [("budget", "stuck"), ("probe", "group")];
     let first = daemon.metrics().await;
     assert_eq!(first.get("lagbudget_stalled", &labels), Some(0.0));
+    let success = |m: &Metrics| {
+        m.get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+            .expect("last success")
+    };
     let lag_before = first.get("lagbudget_lag_seconds", &labels).expect("lag");
     // New records keep arriving; the group's commit does not move.
     cluster.produce(&topic, 0, &aged(2, 0));
-    let stalled_after = wait_for("stalled", Duration::from_secs(8), || async {
-        let m = daemon.metrics().await;
-        (m.get("lagbudget_stalled", &labels) == Some(1.0)).then_some(m)
-    })
-    .await;
+    let stalled_after = daemon
+        .wait_for_metrics("stalled", PATIENCE, |m| {
+            m.get("lagbudget_stalled", &labels) == Some(1.0)
+        })
+        .await;
     let lag_after = stalled_after
         .get("lagbudget_lag_seconds", &labels)
         .expect("lag");
-    println!("stalled: lag {lag_before:.3} s → {lag_after:.3} s");
-    assert!(lag_after > lag_before + 2.0, "{lag_before} → {lag_after}");
+    // Stalled after 3 s without progress: at least two more runs, each adding the time
+    // between them to the lag.
+    let between = success(&stalled_after) - success(&first);
+    println!("stalled: lag {lag_before:.3} s → {lag_after:.3} s over {between:.3} s of runs");
+    assert!(
+        between >= 1.0,
+        "stalled only after runs 3 s apart: {between}"
+    );
+    assert!(
+        (lag_after - lag_before - between).abs() <= 1.0,
+        "lag grows with the clock: {lag_before} → {lag_after} over {between} s"
+    );
     assert_eq!(
         stalled_after.get("lagbudget_backlog_messages", &labels),
         Some(5.0)
@@ -354,27 +395,37 @@ async fn broker_down_is_unknown_and_recovers() {
         &format!("{{ source: events, group: g, topics: [{topic}] }}"),
     ));
     let daemon = Daemon::start(&config).await;
-    daemon
-        .wait_for_state("kafka", "ok", Duration::from_secs(20))
-        .await;
+    daemon.wait_for_state("kafka", "ok", PATIENCE).await;
     cluster.mock.broker_down(1).expect("broker down");
     let labels = [("budget", "kafka"), ("probe", "group")];
-    wait_for("probe down", Duration::from_secs(5), || async {
-        let m = daemon.metrics().await;
-        (m.get("lagbudget_probe_up", &labels) == Some(0.0)).then_some(())
-    })
-    .await;
+    daemon
+        .wait_for_metrics("probe down", PATIENCE, |m| {
+            m.get("lagbudget_probe_up", &labels) == Some(0.0)
+        })
+        .await;
     let reason = daemon.probe("kafka", "group").await["error"]["reason"].clone();
     println!("broker down: reason {reason}");
     assert!(reason == "timeout" || reason == "connect", "{reason}");
-    daemon
-        .wait_for_state("kafka", "unknown", Duration::from_secs(6))
-        .await;
+    daemon.wait_for_state("kafka", "unknown", PATIENCE).await;
+    let m = daemon.metrics().await;
+    assert!(!m.has_series("lagbudget_lag_seconds", &labels));
+    // Unknown once stale: more than 3 intervals after the last success, by the daemon's clock.
+    let unknown_since = m
+        .get(
+            "lagbudget_state_since_timestamp_seconds",
+            &[("budget", "kafka")],
+        )
+        .expect("state since");
+    let last_success = m
+        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+        .expect("last success");
+    println!(
+        "broker down: unknown {:.3} s after the last success",
+        unknown_since - last_success
+    );
     assert!(
-        !daemon
-            .metrics()
-            .await
-            .has_series("lagbudget_lag_seconds", &labels)
+        unknown_since - last_success >= 3.0,
+        "stale after 3 intervals (1 s): unknown {unknown_since}, last success {last_success}"
     );
     cluster.mock.broker_up(1).expect("broker up");
     let took = daemon
@@ -431,7 +482,7 @@ async fn moving_commits_are_followed_and_one_stuck_partition_is_a_stall() {
 "
     ));
     let daemon = Daemon::start(&config).await;
-    daemon.wait_ready(Duration::from_secs(20)).await;
+    daemon.wait_ready(PATIENCE).await;
     let labels = [("budget", "moving"), ("probe", "group")];
     // Both partitions at offset 2: the oldest pending record is stamps[2].
     let at = |offset: usize| {
@@ -440,7 +491,7 @@ async fn moving_commits_are_followed_and_one_stuck_partition_is_a_stall() {
         async move {
             wait_for(
                 &format!("lag of the record at offset {offset}"),
-                Duration::from_secs(10),
+                PATIENCE,
                 || async {
                     let m = daemon.metrics().await;
                     let lag = m.get("lagbudget_lag_seconds", &labels)?;
@@ -453,24 +504,30 @@ async fn moving_commits_are_followed_and_one_stuck_partition_is_a_stall() {
         }
     };
     at(2).await;
-    // p0 advances twice (read again at new offsets each time); p1 stays at 2.
+    // p0 advances twice (read again at new offsets each time); p1 stays at 2. A successful run
+    // at the new offsets shows in the backlog (20 records per partition); the run after it
+    // must succeed too.
     for offset in [8, 14] {
         cluster.commit("moving", &[(&topic, 0, offset), (&topic, 1, 2)]);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let backlog = (20 - offset + 18) as f64;
+        daemon
+            .wait_for_metrics(
+                &format!("a run at offset {offset} (backlog {backlog})"),
+                PATIENCE,
+                |m| m.get("lagbudget_backlog_messages", &labels) == Some(backlog),
+            )
+            .await;
+        daemon.wait_for_runs("moving", "group", 1, PATIENCE).await;
         let probe = daemon.probe("moving", "group").await;
         assert_eq!(probe["up"], true, "re-read at offset {offset}: {probe}");
     }
     // The oldest pending record is still p1's offset 2, and p1 has not moved for > 3 s.
     let lag = at(2).await;
-    wait_for(
-        "one stuck partition is a stall",
-        Duration::from_secs(6),
-        || async {
-            let m = daemon.metrics().await;
-            (m.get("lagbudget_stalled", &labels) == Some(1.0)).then_some(())
-        },
-    )
-    .await;
+    daemon
+        .wait_for_metrics("one stuck partition is a stall", PATIENCE, |m| {
+            m.get("lagbudget_stalled", &labels) == Some(1.0)
+        })
+        .await;
     // Now p1 moves past p0: the oldest pending record becomes p0's offset 14.
     cluster.commit("moving", &[(&topic, 0, 14), (&topic, 1, 18)]);
     let later = at(14).await;

@@ -2,13 +2,15 @@
 //! unconsumed changes, consumed, idle with background WAL, dropped; a daemon that starts on a
 //! slot already behind; and a streaming consumer (`pg_recvlogical`).
 
+use std::cell::Cell;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
 use crate::support::{
-    Daemon, Metrics, PrivatePostgres, connect, postgres_bin_dir, unique, wait_for,
+    Daemon, Metrics, PATIENCE, PrivatePostgres, connect, poll_until, postgres_bin_dir, unique,
+    wait_for,
 };
 
 /// `autovacuum = off`: an autovacuum ANALYZE of the test table commits a catalog-only
@@ -114,16 +116,36 @@ fn labels(budget: &str) -> [(&str, &str); 2] {
 /// background WAL record written before the daemon's first sample would otherwise leave the
 /// map uncovered).
 async fn wait_caught_up(daemon: &Daemon, setup: &Setup, budget: &str) -> Metrics {
-    wait_for(
-        "the slot to read caught up",
-        Duration::from_secs(15),
-        || async {
-            setup.consume().await;
-            let metrics = daemon.metrics().await;
-            (metrics.get(LAG, &labels(budget)) == Some(0.0)).then_some(metrics)
-        },
-    )
+    wait_for("the slot to read caught up", PATIENCE, || async {
+        setup.consume().await;
+        let metrics = daemon.metrics().await;
+        (metrics.get(LAG, &labels(budget)) == Some(0.0)).then_some(metrics)
+    })
     .await
+}
+
+fn last_success(metrics: &Metrics, budget: &str) -> f64 {
+    metrics
+        .get(
+            "lagbudget_probe_last_success_timestamp_seconds",
+            &labels(budget),
+        )
+        .expect("last success")
+}
+
+/// Waits for a successful run at or after unix time `at` that measured a lag, and returns
+/// that scrape.
+async fn wait_for_success_after(daemon: &Daemon, budget: &str, at: f64) -> Metrics {
+    daemon
+        .wait_for_metrics(&format!("a successful run after {at:.3}"), PATIENCE, |m| {
+            m.get(LAG, &labels(budget)).is_some()
+                && m.get(
+                    "lagbudget_probe_last_success_timestamp_seconds",
+                    &labels(budget),
+                )
+                .is_some_and(|success| success >= at)
+        })
+        .await
 }
 
 /// What `check --connect` says about the probe: `ok: …` or `reason: message`.
@@ -151,24 +173,21 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
     let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
     wait_caught_up(&daemon, &setup, &budget).await;
     // One more run at or before the slot's position, so that the map brackets what follows.
-    let runs = daemon.runs(&budget, "slot").await;
-    wait_for("another run", Duration::from_secs(5), || async {
-        (daemon.runs(&budget, "slot").await > runs).then_some(())
-    })
-    .await;
+    daemon.wait_for_runs(&budget, "slot", 1, PATIENCE).await;
 
     let oldest = setup.insert().await;
+    let mut newest = oldest;
     for _ in 0..2 {
+        // Injects age: the three changes are committed about a second apart.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        setup.insert().await;
+        newest = setup.insert().await;
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let metrics = daemon.metrics().await;
+    // The oldest change ages unconsumed: measured by a successful run at least 4 s after the
+    // last insert (the daemon's timestamps say when it ran; no fixed sleep).
+    let metrics = wait_for_success_after(&daemon, &budget, newest + 4.0).await;
     let lag = metrics.get(LAG, &labels).expect("lag while fresh");
     let backlog = metrics.get(BACKLOG, &labels).expect("backlog bytes");
-    let last_success = metrics
-        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
-        .expect("last success");
+    let last_success = last_success(&metrics, &budget);
     let expected = last_success - oldest;
     println!(
         "unconsumed: measured lag {lag:.3} s, expected {expected:.3} s (age of the oldest \
@@ -191,11 +210,11 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
     let decoded = setup.consume().await;
     assert!(decoded >= 9, "BEGIN, INSERT, COMMIT per row: {decoded}");
     let started = Instant::now();
-    let metrics = wait_for("lag 0 after consuming", Duration::from_secs(5), || async {
-        let metrics = daemon.metrics().await;
-        (metrics.get(LAG, &labels) == Some(0.0)).then_some(metrics)
-    })
-    .await;
+    let metrics = daemon
+        .wait_for_metrics("lag 0 after consuming", PATIENCE, |m| {
+            m.get(LAG, &labels) == Some(0.0)
+        })
+        .await;
     let backlog = metrics.get(BACKLOG, &labels).expect("backlog");
     println!(
         "consumed: lag 0 after {:?}, backlog {backlog} bytes",
@@ -212,30 +231,30 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
         .batch_execute("CHECKPOINT")
         .await
         .expect("checkpoint");
-    let metrics = wait_for(
-        "the checkpoint record in the backlog",
-        Duration::from_secs(5),
-        || async {
-            let metrics = daemon.metrics().await;
-            (metrics.get(BACKLOG, &labels).unwrap_or(0.0) > 0.0).then_some(metrics)
-        },
-    )
-    .await;
+    let metrics = daemon
+        .wait_for_metrics("the checkpoint record in the backlog", PATIENCE, |m| {
+            m.get(BACKLOG, &labels).unwrap_or(0.0) > 0.0
+        })
+        .await;
     let idle_backlog = metrics.get(BACKLOG, &labels).expect("backlog");
+    // Idle: lag 0 at every scrape through five more runs.
     let idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_secs(5) {
-        let metrics = daemon.metrics().await;
-        assert_eq!(
-            metrics.get(LAG, &labels),
-            Some(0.0),
-            "background WAL is not lag ({:?} after the checkpoint)",
-            idle_since.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    daemon
+        .watch_runs((&budget, "slot"), 5, PATIENCE, |metrics| {
+            assert_eq!(
+                metrics.get(LAG, &labels),
+                Some(0.0),
+                "background WAL is not lag ({:?} after the checkpoint)",
+                idle_since.elapsed()
+            );
+        })
+        .await;
     let probe = daemon.probe(&budget, "slot").await;
     let detail = probe["detail"].as_str().expect("detail").to_owned();
-    println!("idle after CHECKPOINT: lag 0 for 5 s, backlog {idle_backlog} bytes; {detail}");
+    println!(
+        "idle after CHECKPOINT: lag 0 for 5 runs ({:?}), backlog {idle_backlog} bytes; {detail}",
+        idle_since.elapsed()
+    );
     assert!(detail.contains("no transaction committed"), "{detail}");
     assert_eq!(daemon.state(&budget).await, "ok");
 
@@ -249,7 +268,7 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
         .query_one("SELECT pg_drop_replication_slot($1)", &[&setup.slot])
         .await
         .expect("drop slot");
-    let probe = wait_for("the probe to fail", Duration::from_secs(5), || async {
+    let probe = wait_for("the probe to fail", PATIENCE, || async {
         let probe = daemon.probe(&budget, "slot").await;
         probe["error"].is_object().then_some(probe)
     })
@@ -273,9 +292,7 @@ async fn unconsumed_changes_read_as_their_age_consumed_and_idle_as_zero() {
         check,
         format!("no_data: slot {} does not exist", setup.slot)
     );
-    daemon
-        .wait_for_state(&budget, "unknown", Duration::from_secs(6))
-        .await;
+    daemon.wait_for_state(&budget, "unknown", PATIENCE).await;
     let metrics = daemon.metrics().await;
     assert!(!metrics.has_series(LAG, &labels), "stale: no lag series");
     daemon.stop().await;
@@ -298,44 +315,39 @@ async fn background_wal_on_an_idle_primary_is_not_a_stall() {
         .batch_execute("CHECKPOINT")
         .await
         .expect("checkpoint");
-    wait_for(
-        "the checkpoint record in the backlog",
-        Duration::from_secs(5),
-        || async {
-            let backlog = daemon.metrics().await.get(BACKLOG, &labels).unwrap_or(0.0);
-            (backlog > 0.0).then_some(())
-        },
-    )
-    .await;
-    // Three stall periods with the slot put and its backlog above 0.
+    let first = daemon
+        .wait_for_metrics("the checkpoint record in the backlog", PATIENCE, |m| {
+            m.get(BACKLOG, &labels).unwrap_or(0.0) > 0.0
+        })
+        .await;
+    // Three stall periods with the slot put and its backlog above 0: seven more runs, a second
+    // apart at least, checked at every scrape.
     let idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_secs(6) {
-        let metrics = daemon.metrics().await;
-        let backlog = metrics.get(BACKLOG, &labels).unwrap_or(0.0);
-        assert_eq!(
-            (
-                metrics.get(LAG, &labels),
-                metrics.get("lagbudget_stalled", &labels)
-            ),
-            (Some(0.0), Some(0.0)),
-            "idle with {backlog} bytes of background WAL, {:?} after the checkpoint",
-            idle_since.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    println!("idle: lag 0 and not stalled for 6 s (stall_after 2 s)");
+    let last = daemon
+        .watch_runs((&budget, "slot"), 7, PATIENCE, |metrics| {
+            let backlog = metrics.get(BACKLOG, &labels).unwrap_or(0.0);
+            assert_eq!(
+                (
+                    metrics.get(LAG, &labels),
+                    metrics.get("lagbudget_stalled", &labels)
+                ),
+                (Some(0.0), Some(0.0)),
+                "idle with {backlog} bytes of background WAL, {:?} after the checkpoint",
+                idle_since.elapsed()
+            );
+        })
+        .await;
+    let idle_for = last_success(&last, &budget) - last_success(&first, &budget);
+    println!("idle: lag 0 and not stalled through 7 runs, {idle_for:.3} s (stall_after 2 s)");
+    assert!(idle_for >= 6.0, "three stall periods of runs: {idle_for}");
 
     setup.insert().await;
     let inserted = Instant::now();
-    wait_for(
-        "the unconsumed commit to stall",
-        Duration::from_secs(15),
-        || async {
-            let stalled = daemon.metrics().await.get("lagbudget_stalled", &labels);
-            (stalled == Some(1.0)).then_some(())
-        },
-    )
-    .await;
+    daemon
+        .wait_for_metrics("the unconsumed commit to stall", PATIENCE, |m| {
+            m.get("lagbudget_stalled", &labels) == Some(1.0)
+        })
+        .await;
     println!(
         "unconsumed commit: stalled after {:?} (stall_after 2 s)",
         inserted.elapsed()
@@ -351,11 +363,13 @@ async fn a_fresh_daemon_on_a_slot_already_behind_is_unknown_until_covered() {
     let setup = Setup::new().await;
     setup.insert().await;
     setup.insert().await;
+    // Injects age: the changes are a second old when the daemon starts, older than anything
+    // its first sample could bracket.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let budget = unique("cdc_restart");
     let labels = labels(&budget);
     let daemon = Daemon::start(&config(&setup.server.dsn(), &budget, &setup.slot)).await;
-    wait_for("three runs", Duration::from_secs(8), || async {
+    wait_for("three runs", PATIENCE, || async {
         (daemon.runs(&budget, "slot").await >= 3).then_some(())
     })
     .await;
@@ -375,18 +389,12 @@ async fn a_fresh_daemon_on_a_slot_already_behind_is_unknown_until_covered() {
     setup.consume().await;
     wait_caught_up(&daemon, &setup, &budget).await;
     // Now the map covers the slot's position: new changes are measured.
-    let runs = daemon.runs(&budget, "slot").await;
-    wait_for("another run", Duration::from_secs(5), || async {
-        (daemon.runs(&budget, "slot").await > runs).then_some(())
-    })
-    .await;
+    daemon.wait_for_runs(&budget, "slot", 1, PATIENCE).await;
     let committed = setup.insert().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = daemon.metrics().await;
+    // The change ages unconsumed: measured by a successful run at least 3 s after its commit.
+    let metrics = wait_for_success_after(&daemon, &budget, committed + 3.0).await;
     let lag = metrics.get(LAG, &labels).expect("lag once covered");
-    let last_success = metrics
-        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
-        .expect("last success");
+    let last_success = last_success(&metrics, &budget);
     let expected = last_success - committed;
     println!("covered: measured lag {lag:.3} s, expected {expected:.3} s");
     assert!(
@@ -452,7 +460,7 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
     // active, so wait for both rather than assume the order.
     let detail = wait_for(
         "the slot to read caught up with pg_recvlogical connected",
-        Duration::from_secs(15),
+        PATIENCE,
         || async {
             let caught_up = daemon.metrics().await.get(LAG, &labels) == Some(0.0);
             let detail = daemon.probe(&budget, "slot").await["detail"]
@@ -468,14 +476,16 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
     let inserted = Instant::now();
     let mut max_lag: f64 = 0.0;
     let mut zero_again = None;
-    while inserted.elapsed() < Duration::from_secs(8) {
-        let lag = daemon.metrics().await.get(LAG, &labels).unwrap_or(0.0);
-        max_lag = max_lag.max(lag);
-        if lag == 0.0 && max_lag > 0.0 && zero_again.is_none() {
-            zero_again = Some(inserted.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Eight runs after the insert, every scrape's lag noted.
+    daemon
+        .watch_runs((&budget, "slot"), 8, PATIENCE, |metrics| {
+            let lag = metrics.get(LAG, &labels).unwrap_or(0.0);
+            max_lag = max_lag.max(lag);
+            if lag == 0.0 && max_lag > 0.0 && zero_again.is_none() {
+                zero_again = Some(inserted.elapsed());
+            }
+        })
+        .await;
     println!(
         "streaming consumer: max lag {max_lag:.3} s after one insert, 0 again after {zero_again:?}"
     );
@@ -484,7 +494,11 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
         "a consumer confirming every second stays within status interval + probe interval: \
          {max_lag}"
     );
-    assert_eq!(daemon.metrics().await.get(LAG, &labels), Some(0.0));
+    daemon
+        .wait_for_metrics("lag 0 again", PATIENCE, |m| {
+            m.get(LAG, &labels) == Some(0.0)
+        })
+        .await;
 
     setup
         .db
@@ -492,9 +506,10 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
         .await
         .expect("checkpoint");
     let checkpointed = Instant::now();
-    let mut backlog_seen: f64 = 0.0;
-    let mut confirmed_after = None;
-    while checkpointed.elapsed() < Duration::from_secs(15) && confirmed_after.is_none() {
+    // Lag 0 at every scrape until the checkpoint's backlog is seen and confirmed (or 15 s
+    // pass: a confirmation between two scrapes is never seen as backlog).
+    let backlog_seen = Cell::new(0.0_f64);
+    let confirmed_after = poll_until(Duration::from_secs(15), || async {
         let metrics = daemon.metrics().await;
         assert_eq!(
             metrics.get(LAG, &labels),
@@ -503,20 +518,20 @@ async fn a_streaming_consumer_keeps_lag_low_and_idle_reads_zero() {
             checkpointed.elapsed()
         );
         let backlog = metrics.get(BACKLOG, &labels).unwrap_or(0.0);
-        backlog_seen = backlog_seen.max(backlog);
-        if backlog_seen > 0.0 && backlog == 0.0 {
-            confirmed_after = Some(checkpointed.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    println!(
-        "streaming consumer, idle: lag 0 throughout; checkpoint backlog {backlog_seen} bytes, \
-         confirmed after {confirmed_after:?}"
-    );
-    // The consumer confirms background WAL when the server's keepalive reaches it.
-    wait_for("backlog 0", Duration::from_secs(5), || async {
-        (daemon.metrics().await.get(BACKLOG, &labels) == Some(0.0)).then_some(())
+        backlog_seen.set(backlog_seen.get().max(backlog));
+        (backlog_seen.get() > 0.0 && backlog == 0.0).then(|| checkpointed.elapsed())
     })
     .await;
+    println!(
+        "streaming consumer, idle: lag 0 throughout; checkpoint backlog {} bytes, \
+         confirmed after {confirmed_after:?}",
+        backlog_seen.get()
+    );
+    // The consumer confirms background WAL when the server's keepalive reaches it.
+    daemon
+        .wait_for_metrics("backlog 0", PATIENCE, |m| {
+            m.get(BACKLOG, &labels) == Some(0.0)
+        })
+        .await;
     daemon.stop().await;
 }

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 
-use crate::support::{closed_port, unique};
+use crate::support::{closed_port, poll_until, unique};
 
 /// The least-privilege account the daemon uses (README's mysql_replica grants).
 pub const DAEMON_USER: &str = "lagbudget";
@@ -80,23 +80,24 @@ impl MariaDbPair {
             .await
             .expect("start replication");
         // The accounts replicate too: the replica is in sync once the daemon's user is there.
-        let started = Instant::now();
-        loop {
+        let replica = tokio::sync::Mutex::new(replica);
+        let synced = poll_until(Duration::from_secs(30), || async {
             let users: Option<u64> = replica
+                .lock()
+                .await
                 .query_first(format!(
                     "SELECT COUNT(*) FROM mysql.user WHERE user = '{DAEMON_USER}'"
                 ))
                 .await
                 .expect("count users");
-            if users == Some(1) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
+            (users == Some(1)).then_some(())
+        })
+        .await;
+        if synced.is_none() {
+            panic!(
                 "the replica did not catch up within 30 s: {}",
                 pair.replica_status().await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         pair
     }
@@ -138,18 +139,16 @@ impl MariaDbPair {
     }
 
     async fn wait_accepting(&self, port: u16) -> Conn {
-        let started = Instant::now();
-        loop {
-            if let Ok(conn) = Conn::new(root_opts(port)).await {
-                return conn;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
+        poll_until(Duration::from_secs(30), || async {
+            Conn::new(root_opts(port)).await.ok()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
                 "MariaDB on port {port} did not accept connections within 30 s; log:\n{}",
                 self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            )
+        })
     }
 
     fn logs(&self) -> String {

@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
 use crate::mariadb_support::MariaDbPair;
-use crate::support::{Daemon, Metrics, unique, wait_for};
+use crate::support::{Daemon, Metrics, PATIENCE, unique, wait_for};
 
 const PROBE: &str = "replica-lag";
 
@@ -129,16 +129,23 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
 
     pair.on_replica("STOP SLAVE SQL_THREAD").await;
     let stopped_at = now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-
-    let metrics = daemon.metrics().await;
-    let measured = lag(&metrics, &budget).expect("lag while the SQL thread is stopped");
-    let measured_at = metrics
-        .get(
+    // Injects lag: the SQL thread stays stopped until a successful run at least 10 s after
+    // the stop (the daemon's own timestamp) that counted five more read-your-writes checks.
+    let last_success = |m: &Metrics| {
+        m.get(
             "lagbudget_probe_last_success_timestamp_seconds",
             &[("budget", budget.as_str()), ("probe", PROBE)],
         )
-        .expect("last success");
+    };
+    let metrics = daemon
+        .wait_for_metrics("a run 10 s into the stop", Duration::from_secs(60), |m| {
+            last_success(m).is_some_and(|at| at >= stopped_at + 10.0)
+                && lag(m, &budget).is_some()
+                && ryw_counters(m, &budget).0 - checks_before >= 5.0
+        })
+        .await;
+    let measured = lag(&metrics, &budget).expect("lag while the SQL thread is stopped");
+    let measured_at = last_success(&metrics).expect("last success");
     // The first heartbeat the replica cannot apply was sent within one write period (500 ms)
     // after the stop; its age at the run that measured it is the expected lag.
     let expected = measured_at - stopped_at;
@@ -146,8 +153,9 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
     let probe = daemon.probe(&budget, PROBE).await;
     let detail = probe["detail"].as_str().unwrap_or_default().to_owned();
     eprintln!(
-        "SQL thread stopped 10 s: heartbeat lag {measured:.3} s, expected {expected:.3} s \
+        "SQL thread stopped {:.1} s: heartbeat lag {measured:.3} s, expected {expected:.3} s \
          (difference {:+.3} s, tolerance ±1.5 s); MariaDB says: {status}; probe detail: {detail}",
+        measured_at - stopped_at,
         measured - expected
     );
     assert!(
@@ -217,7 +225,7 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
 
     pair.on_replica("START SLAVE SQL_THREAD").await;
     let resumed = std::time::Instant::now();
-    let lag_after = wait_caught_up(&daemon, &budget, Duration::from_secs(15)).await;
+    let lag_after = wait_caught_up(&daemon, &budget, PATIENCE).await;
     eprintln!(
         "SQL thread started: lag {lag_after:.3} s and ok after {:.1} s",
         resumed.elapsed().as_secs_f64()
@@ -232,10 +240,14 @@ async fn stopped_sql_thread_reads_as_heartbeat_lag_and_sbm_as_down() {
     );
     eprintln!("Seconds_Behind_Source after START SLAVE: {behind:?}");
     assert!(behind.is_some(), "reported again while both threads run");
-    // Caught up, read-your-writes checks stop missing.
+    // Caught up, read-your-writes checks stop missing: three more checks, no more misses.
     let (checks_caught_up, misses_caught_up) = ryw_counters(&daemon.metrics().await, &budget);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (checks_later, misses_later) = ryw_counters(&daemon.metrics().await, &budget);
+    let later = daemon
+        .wait_for_metrics("three more read-your-writes checks", PATIENCE, |m| {
+            ryw_counters(m, &budget).0 >= checks_caught_up + 3.0
+        })
+        .await;
+    let (checks_later, misses_later) = ryw_counters(&later, &budget);
     eprintln!(
         "read-your-writes after catching up: {} checks, {} misses",
         checks_later - checks_caught_up,
@@ -267,12 +279,11 @@ async fn killed_replica_is_unknown_and_recovers() {
     pair.kill_replica();
     let labels = [("budget", budget.as_str()), ("probe", PROBE)];
     let killed = std::time::Instant::now();
-    wait_for("the probe to be stale", Duration::from_secs(10), || async {
-        let metrics = daemon.metrics().await;
-        (metrics.get("lagbudget_probe_stale", &labels) == Some(1.0)).then_some(())
-    })
-    .await;
-    let metrics = daemon.metrics().await;
+    let metrics = daemon
+        .wait_for_metrics("the probe to be stale", PATIENCE, |m| {
+            m.get("lagbudget_probe_stale", &labels) == Some(1.0)
+        })
+        .await;
     let probe = daemon.probe(&budget, PROBE).await;
     eprintln!(
         "replica killed: stale after {:.1} s, error {}",
@@ -285,10 +296,24 @@ async fn killed_replica_is_unknown_and_recovers() {
         "no lag series while stale"
     );
     assert_eq!(probe["error"]["reason"], "connect");
-    // The budget is evaluated every second: it follows the stale probe within one tick.
-    daemon
-        .wait_for_state(&budget, "unknown", Duration::from_secs(3))
-        .await;
+    // The budget is evaluated every second: it follows the stale probe within one tick, by
+    // the daemon's clock (stale: more than 3 intervals of 1 s after the last success).
+    daemon.wait_for_state(&budget, "unknown", PATIENCE).await;
+    let metrics = daemon.metrics().await;
+    let unknown_after = metrics
+        .get(
+            "lagbudget_state_since_timestamp_seconds",
+            &[("budget", budget.as_str())],
+        )
+        .expect("state since")
+        - metrics
+            .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+            .expect("last success");
+    eprintln!("replica killed: unknown {unknown_after:.3} s after the last success");
+    assert!(
+        (3.0..=5.0).contains(&unknown_after),
+        "unknown once stale (3 s), within a tick or a run (1 s): {unknown_after}"
+    );
 
     pair.restart_replica().await;
     let restarted = std::time::Instant::now();
@@ -404,7 +429,7 @@ async fn a_failing_heartbeat_writer_makes_the_replica_unknown_not_zero() {
 
     pair.kill_primary();
     let killed = std::time::Instant::now();
-    let error = wait_for("the probe to go down", Duration::from_secs(10), || async {
+    let error = wait_for("the probe to go down", PATIENCE, || async {
         let probe = daemon.probe(&budget, PROBE).await;
         (probe["up"] == false).then(|| probe["error"].clone())
     })
@@ -420,9 +445,7 @@ async fn a_failing_heartbeat_writer_makes_the_replica_unknown_not_zero() {
             .is_some_and(|m| m.contains("no heartbeat written")),
         "{error}"
     );
-    daemon
-        .wait_for_state(&budget, "unknown", Duration::from_secs(10))
-        .await;
+    daemon.wait_for_state(&budget, "unknown", PATIENCE).await;
     assert!(lag(&daemon.metrics().await, &budget).is_none());
     daemon.stop().await;
 }

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
 use crate::support::{
-    Daemon, Metrics, check_connect_lines, closed_port, load_config, unique, wait_for,
+    Daemon, Metrics, PATIENCE, check_connect_lines, closed_port, load_config, unique, wait_for,
 };
 
 /// A `nats-server -js` of this test's own, stopped (and its store removed) on drop.
@@ -154,6 +154,8 @@ async fn consumer_lag_and_backlog_match_published_ages() {
     pull_consumer(&stream, "lazy").await;
 
     let first_at = publish(&js, &subject).await;
+    // Injects age: #1 is two seconds older than #2 (each age is checked against its own
+    // publication time, not against this sleep).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second_at = publish(&js, &subject).await;
     for _ in 0..3 {
@@ -166,7 +168,8 @@ async fn consumer_lag_and_backlog_match_published_ages() {
     for message in fetch(&done, 5).await {
         message.double_ack().await.expect("ack");
     }
-    // Let the outstanding messages age: #1 by 4 s, #2 by 2 s.
+    // Injects age: the outstanding messages age by 2 s more before the daemon starts (about
+    // 4 s for #1 and 2 s for #2; checked against their publication times).
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let budget = unique("nats");
@@ -194,8 +197,8 @@ budgets:
         missing = probe("missing", "nobody"),
     ))
     .await;
-    daemon.wait_ready(Duration::from_secs(15)).await;
-    let metrics = wait_for("fresh samples", Duration::from_secs(10), || async {
+    daemon.wait_ready(PATIENCE).await;
+    let metrics = wait_for("fresh samples", PATIENCE, || async {
         let metrics = daemon.metrics().await;
         ["mailer", "done", "lazy"]
             .iter()
@@ -253,15 +256,11 @@ budgets:
 
     // #1 deleted: lazy's first unacknowledged message is now the next one stored, #2.
     assert!(stream.delete_message(1).await.expect("delete #1"));
-    let metrics = wait_for(
-        "the deletion to be seen",
-        Duration::from_secs(10),
-        || async {
-            let metrics = daemon.metrics().await;
-            (get(&metrics, "lagbudget_backlog_messages", &budget, "lazy") == Some(4.0))
-                .then_some(metrics)
-        },
-    )
+    let metrics = wait_for("the deletion to be seen", PATIENCE, || async {
+        let metrics = daemon.metrics().await;
+        (get(&metrics, "lagbudget_backlog_messages", &budget, "lazy") == Some(4.0))
+            .then_some(metrics)
+    })
     .await;
     check_age(&metrics, "lazy", second_at);
 
@@ -270,7 +269,7 @@ budgets:
     for message in fetch(&mailer, 3).await {
         message.double_ack().await.expect("ack");
     }
-    wait_for("mailer caught up", Duration::from_secs(10), || async {
+    wait_for("mailer caught up", PATIENCE, || async {
         let metrics = daemon.metrics().await;
         let lag = get(&metrics, "lagbudget_lag_seconds", &budget, "mailer");
         let backlog = get(&metrics, "lagbudget_backlog_messages", &budget, "mailer");
@@ -317,10 +316,14 @@ budgets:
 ",
         closed_port()
     ));
+    // Bounded: the run ends (with its 2 s timeout at the latest) rather than retrying forever.
+    // How long it took is printed, not asserted: a loaded machine may take longer.
     let started = std::time::Instant::now();
-    let results = lagbudget::oneshot::run_probes_once(&config, None)
-        .await
-        .expect("runs");
+    let results =
+        tokio::time::timeout(PATIENCE, lagbudget::oneshot::run_probes_once(&config, None))
+            .await
+            .unwrap_or_else(|_| panic!("a run with a 2 s timeout still running after {PATIENCE:?}"))
+            .expect("runs");
     let took = started.elapsed();
     let error = results[0].result.as_ref().expect_err("nobody answers");
     eprintln!("no server: {error} after {took:?}");
@@ -328,7 +331,6 @@ budgets:
         ["connect", "timeout"].contains(&error.reason.as_str()),
         "{error}"
     );
-    assert!(took < Duration::from_secs(4), "{took:?}");
 }
 
 /// Credentials in the URL are used (user and password), and a wrong password is a `connect`

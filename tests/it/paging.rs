@@ -337,16 +337,43 @@ scrape_configs:
     assert_eq!(daemon.state(&budget).await, "breach", "blind keeps breach");
     panels.run(&prom, "blind").await;
     blind_status_page(&daemon, &budget, dir.path()).await;
-    // Watch the blind period a little longer: no resolved Exceeded, no second page.
-    let watch_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < watch_until {
-        assert!(
-            inbox.resolved(&budget, EXCEEDED).is_empty(),
-            "Exceeded must not resolve while the daemon is blind: {:#?}",
-            inbox.resolved(&budget, EXCEEDED)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Watch the blind period a little longer: no resolved Exceeded, no second page, through
+    // five more failed runs of the probe and five more evaluations of the rules (a resolve
+    // would follow an evaluation that found the alert gone).
+    let failed = |m: &crate::support::Metrics| {
+        m.samples
+            .iter()
+            .filter(|(name, labels, _)| {
+                name == "lagbudget_probe_errors_total"
+                    && labels.get("budget").map(String::as_str) == Some(budget.as_str())
+            })
+            .map(|(_, _, value)| *value)
+            .sum::<f64>()
+    };
+    let failed_from = failed(&daemon.metrics().await);
+    let evaluations = std::cell::RefCell::new((prom.last_evaluations().await, 0));
+    wait_for(
+        "five more failed runs and rule evaluations while blind",
+        Duration::from_secs(60),
+        || async {
+            assert!(
+                inbox.resolved(&budget, EXCEEDED).is_empty(),
+                "Exceeded must not resolve while the daemon is blind: {:#?}",
+                inbox.resolved(&budget, EXCEEDED)
+            );
+            let now = prom.last_evaluations().await;
+            let evaluated = {
+                let mut seen = evaluations.borrow_mut();
+                if now != seen.0 {
+                    *seen = (now, seen.1 + 1);
+                }
+                seen.1
+            };
+            let failed_runs = failed(&daemon.metrics().await) - failed_from;
+            (evaluated >= 5 && failed_runs >= 5.0).then_some(())
+        },
+    )
+    .await;
     check_inhibited_in_alertmanager(&http, &am_url, &budget, "blind").await;
     assert_eq!(
         inbox.firing(&budget, EXCEEDED).len(),
@@ -789,6 +816,30 @@ impl Prom {
         Ok(body["data"].clone())
     }
 
+    /// When Prometheus last evaluated each rule group (changes at every evaluation).
+    async fn last_evaluations(&self) -> Vec<String> {
+        let body: Value = self
+            .http
+            .get(format!("{}/api/v1/rules", self.url))
+            .send()
+            .await
+            .expect("rules")
+            .json()
+            .await
+            .expect("rules json");
+        body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|group| {
+                group["lastEvaluation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// How many series an instant query returns.
     async fn series(&self, expr: &str, time: Option<f64>) -> Result<usize, String> {
         let data = self.query(expr, time).await?;
@@ -978,8 +1029,21 @@ async fn lag_panels_agree_with_api(prom: &Prom, api: &ApiLagRecorder, budget: &s
                 "lag panel {uid} / {title} ({expr}) shows {shown:?}, Prometheus' lag is {value}"
             );
         }
-        // The next round looks at the next scrape.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The next round looks at the next scrape: wait until Prometheus has one newer than
+        // this round's, 1.2 s old at least (so that API readings cover a second past it).
+        wait_for(
+            "Prometheus' next scrape",
+            Duration::from_secs(30),
+            || async {
+                let newer = prom
+                    .vector(&format!("timestamp({raw})"), Some(unix_now() - 1.2))
+                    .await
+                    .first()
+                    .map(|(_, at)| *at)?;
+                (newer > scraped_at).then_some(())
+            },
+        )
+        .await;
     }
 }
 

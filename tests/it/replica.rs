@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::{Daemon, Metrics, StreamingPair, connect, unique, wait_for};
+use crate::support::{Daemon, Metrics, PATIENCE, StreamingPair, connect, unique, wait_for};
 
 async fn start_pair() -> StreamingPair {
     tokio::task::spawn_blocking(StreamingPair::start)
@@ -74,6 +74,23 @@ fn lag(metrics: &Metrics, budget: &str) -> Option<f64> {
     metrics.get("lagbudget_lag_seconds", &labels(budget))
 }
 
+fn last_success(metrics: &Metrics, budget: &str) -> Option<f64> {
+    metrics.get(
+        "lagbudget_probe_last_success_timestamp_seconds",
+        &labels(budget),
+    )
+}
+
+/// When the budget's current state began (daemon clock, unix seconds).
+fn state_since(metrics: &Metrics, budget: &str) -> f64 {
+    metrics
+        .get(
+            "lagbudget_state_since_timestamp_seconds",
+            &[("budget", budget)],
+        )
+        .unwrap_or_else(|| panic!("state since of {budget}"))
+}
+
 /// A table on the primary with one row per insert, stamped with the primary's clock (the same
 /// machine's clock as the daemon's).
 async fn create_rows_table(dsn: &str) -> String {
@@ -113,7 +130,7 @@ async fn paused_replay_breaches_with_true_lag_and_recovers() {
     let (yaml, heartbeat, passive) = config(&[&pair], ", ryw_delay: 1s");
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let before = daemon.metrics().await;
     let ryw = |m: &Metrics, name: &str| {
@@ -128,19 +145,22 @@ async fn paused_replay_breaches_with_true_lag_and_recovers() {
 
     pair.pause_replay().await;
     let inserted_at = insert_row(&pair.primary_dsn(), &table).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let metrics = daemon.metrics().await;
+    // Injects lag: replay stays paused until both probes have a successful run at least 12 s
+    // after the insert (the daemon's timestamps) and ten more read-your-writes checks ran.
+    let metrics = daemon
+        .wait_for_metrics("runs 12 s into the pause", Duration::from_secs(60), |m| {
+            [&heartbeat, &passive].into_iter().all(|budget| {
+                lag(m, budget).is_some()
+                    && last_success(m, budget).is_some_and(|at| at >= inserted_at + 12.0)
+            }) && ryw(m, "lagbudget_read_your_writes_checks_total") - checks_before >= 10.0
+        })
+        .await;
     let hb_lag = lag(&metrics, &heartbeat).expect("heartbeat lag while fresh");
-    let last_success = metrics
-        .get(
-            "lagbudget_probe_last_success_timestamp_seconds",
-            &labels(&heartbeat),
-        )
-        .expect("last success");
+    let last_success = last_success(&metrics, &heartbeat).expect("last success");
     let row_age = last_success - inserted_at;
     let pv_lag = lag(&metrics, &passive).expect("passive lag while fresh");
     eprintln!(
-        "replay paused 12 s: heartbeat lag {hb_lag:.3} s vs row age {row_age:.3} s \
+        "replay paused {row_age:.1} s: heartbeat lag {hb_lag:.3} s vs row age {row_age:.3} s \
          (tolerance ±1.5 s); passive lag {pv_lag:.3} s (budget 5 s)"
     );
     assert!(
@@ -182,20 +202,27 @@ async fn paused_replay_breaches_with_true_lag_and_recovers() {
     );
 
     pair.resume_replay().await;
-    let resumed = Instant::now();
+    let resumed = unix_now();
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_millis(2500))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let metrics = daemon.metrics().await;
     let (hb, pv) = (
         lag(&metrics, &heartbeat).expect("lag"),
         lag(&metrics, &passive).expect("lag"),
     );
+    // Ok within two intervals (1 s) of the resume, by the daemon's clock: the time the state
+    // changed, not the time this test saw it. A third interval of slack covers run durations.
+    let ok_after = [&heartbeat, &passive].map(|budget| state_since(&metrics, budget) - resumed);
     eprintln!(
-        "resumed: both ok after {:?}; heartbeat lag {hb:.3} s, passive lag {pv:.3} s",
-        resumed.elapsed()
+        "resumed: ok {ok_after:.3?} s after the resume; heartbeat lag {hb:.3} s, passive lag \
+         {pv:.3} s"
     );
     assert!(hb < 2.0 && pv < 2.0, "{hb} {pv}");
+    assert!(
+        ok_after.iter().all(|after| *after <= 3.0),
+        "ok within two intervals of the resume: {ok_after:?}"
+    );
     daemon.stop().await;
 }
 
@@ -211,12 +238,14 @@ async fn idle_primary_is_not_lag() {
     let (yaml, heartbeat, passive) = config(&[&heartbeat_pair, &passive_pair], "");
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let mut max_lag = [0.0f64; 2];
-    let watch = async |seconds: u64, max_lag: &mut [f64; 2]| {
-        let until = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < until {
+    // Scrapes every 250 ms until `done` holds for a scrape; neither budget may breach at any
+    // scrape meanwhile, and the largest lag of each is kept.
+    let watch = async |max_lag: &mut [f64; 2], done: &dyn Fn(&Metrics) -> bool| {
+        let started = Instant::now();
+        loop {
             let metrics = daemon.metrics().await;
             for (i, budget) in [&heartbeat, &passive].into_iter().enumerate() {
                 let state = metrics
@@ -230,10 +259,24 @@ async fn idle_primary_is_not_lag() {
                     max_lag[i] = max_lag[i].max(lag);
                 }
             }
+            if done(&metrics) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "watched for {:?} without an end",
+                started.elapsed()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     };
-    watch(60, &mut max_lag).await;
+    // Injects idle time: the primary gets no write for 60 s (wall time is the point here; the
+    // naive formula below measures it by itself).
+    let idle_since = Instant::now();
+    watch(&mut max_lag, &|_| {
+        idle_since.elapsed() >= Duration::from_secs(60)
+    })
+    .await;
     let naive: f64 = connect(&passive_pair.standby_dsn())
         .await
         .query_one(
@@ -261,14 +304,27 @@ async fn idle_primary_is_not_lag() {
     }
     insert_row(&heartbeat_pair.primary_dsn(), &hb_table).await;
     insert_row(&passive_pair.primary_dsn(), &pv_table).await;
-    watch(3, &mut paused_max).await;
+    // Injects lag: replay stays paused for 3 s of wall time.
+    let paused = Instant::now();
+    watch(&mut paused_max, &|_| {
+        paused.elapsed() >= Duration::from_secs(3)
+    })
+    .await;
     for pair in [&heartbeat_pair, &passive_pair] {
         pair.resume_replay().await;
     }
-    watch(4, &mut paused_max).await;
+    let resumed = unix_now();
+    let paused_for = paused.elapsed();
+    // After the resume: watched until both probes have a success 4 s after it (four runs).
+    watch(&mut paused_max, &|metrics| {
+        [&heartbeat, &passive]
+            .into_iter()
+            .all(|budget| last_success(metrics, budget).is_some_and(|at| at >= resumed + 4.0))
+    })
+    .await;
     eprintln!(
-        "one write, replay paused 3 s: max lag heartbeat {:.3} s, passive {:.3} s (budget 5 s, \
-         never breach)",
+        "one write, replay paused {paused_for:.1?}: max lag heartbeat {:.3} s, passive {:.3} s \
+         (budget 5 s, never breach)",
         paused_max[0], paused_max[1]
     );
     assert!(
@@ -298,38 +354,55 @@ async fn frozen_wal_receiver_is_not_caught_up() {
     ));
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(
-            &[&heartbeat, &passive, &silent],
-            "ok",
-            Duration::from_secs(15),
-        )
+        .wait_for_states(&[&heartbeat, &passive, &silent], "ok", PATIENCE)
         .await;
     let pid = pair.stop_walreceiver().await;
-    let stopped = Instant::now();
+    let stopped = unix_now();
     let mut last_lag = [0.0f64; 2];
-    while stopped.elapsed() < Duration::from_secs(9) {
+    // Injects lag: the receiver stays frozen, with a write every 300 ms, until each probe is
+    // down or has a successful run 9 s after the freeze, and the silent probe is down.
+    let frozen_long_enough = |metrics: &Metrics| {
+        [&heartbeat, &passive].into_iter().all(|budget| {
+            metrics.get("lagbudget_probe_up", &labels(budget)) == Some(0.0)
+                || last_success(metrics, budget).is_some_and(|at| at >= stopped + 9.0)
+        }) && metrics.get("lagbudget_probe_up", &[("budget", silent.as_str())]) == Some(0.0)
+    };
+    let metrics = loop {
         insert_row(&pair.primary_dsn(), &table).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let metrics = daemon.metrics().await;
         for (i, budget) in [&heartbeat, &passive].into_iter().enumerate() {
             let up = metrics.get("lagbudget_probe_up", &labels(budget));
             if let Some(lag) = lag(&metrics, budget) {
-                if up == Some(1.0) && stopped.elapsed() > Duration::from_secs(2) {
+                // Measured by a run more than 2 s into the freeze (the daemon's timestamp).
+                let into = last_success(&metrics, budget).expect("last success") - stopped;
+                if up == Some(1.0) && into > 2.0 {
                     assert!(
                         lag > 1.0,
-                        "{budget}: a frozen receiver is not caught up, lag {lag} after {:?}",
-                        stopped.elapsed()
+                        "{budget}: a frozen receiver is not caught up, lag {lag} measured \
+                         {into:.3} s into the freeze"
                     );
                 }
                 last_lag[i] = lag;
             }
         }
-    }
-    let metrics = daemon.metrics().await;
+        if frozen_long_enough(&metrics) {
+            break metrics;
+        }
+        assert!(
+            unix_now() - stopped < 60.0,
+            "frozen for 60 s without every probe down or measured 9 s in:\n{}",
+            metrics.text
+        );
+    };
     for budget in [&heartbeat, &passive] {
         let up = metrics.get("lagbudget_probe_up", &labels(budget));
         let lag = lag(&metrics, budget);
-        eprintln!("walreceiver {pid} frozen 9 s: {budget} up {up:?}, lag {lag:?}");
+        let into = last_success(&metrics, budget).map(|at| at - stopped);
+        eprintln!(
+            "walreceiver {pid} frozen: {budget} up {up:?}, lag {lag:?} measured {into:.3?} s \
+             into the freeze"
+        );
         assert!(
             up == Some(0.0) || lag.is_some_and(|lag| lag > 6.0),
             "{budget}: down or lag grown to about 9 s, got up {up:?} lag {lag:?}"
@@ -350,11 +423,7 @@ async fn frozen_wal_receiver_is_not_caught_up() {
     pair.continue_walreceiver();
     let resumed = Instant::now();
     daemon
-        .wait_for_states(
-            &[&heartbeat, &passive, &silent],
-            "ok",
-            Duration::from_secs(5),
-        )
+        .wait_for_states(&[&heartbeat, &passive, &silent], "ok", PATIENCE)
         .await;
     eprintln!("SIGCONT: both ok after {:?}", resumed.elapsed());
     daemon.stop().await;
@@ -379,21 +448,19 @@ async fn killed_standby_is_unknown_and_recovers() {
         .replace("standbys: [standby-b]", "standbys: [standby-b, second]");
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let (pair, ()) = pair.step("kill standby", StreamingPair::kill_standby).await;
     let killed = Instant::now();
     for budget in [&heartbeat, &passive] {
-        wait_for("probe down", Duration::from_secs(3), || async {
-            let m = daemon.metrics().await;
-            (m.get("lagbudget_probe_up", &labels(budget)) == Some(0.0)).then_some(())
-        })
-        .await;
+        daemon
+            .wait_for_metrics("probe down", PATIENCE, |m| {
+                m.get("lagbudget_probe_up", &labels(budget)) == Some(0.0)
+            })
+            .await;
     }
     for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "unknown", Duration::from_secs(6))
-            .await;
+        daemon.wait_for_state(budget, "unknown", PATIENCE).await;
         let metrics = daemon.metrics().await;
         assert_eq!(
             metrics.get("lagbudget_probe_stale", &labels(budget)),
@@ -437,7 +504,7 @@ async fn killed_standby_is_unknown_and_recovers() {
         .await;
     let restarted = Instant::now();
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(20))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     eprintln!("standby restarted: both ok after {:?}", restarted.elapsed());
     daemon.stop().await;
@@ -452,22 +519,26 @@ async fn promoted_standby_is_a_topology_error() {
     let (yaml, heartbeat, passive) = config(&[&pair], "");
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let (pair, ()) = pair.step("promote", StreamingPair::promote_standby).await;
-    let promoted_at = unix_now();
+    let topology = |m: &Metrics, budget: &str| {
+        m.get(
+            "lagbudget_probe_errors_total",
+            &[("budget", budget), ("reason", "topology")],
+        )
+        .expect("topology counter")
+    };
+    let mut found = Vec::new();
     for budget in [&heartbeat, &passive] {
-        let errors = wait_for("a topology error", Duration::from_secs(5), || async {
-            let m = daemon.metrics().await;
-            m.get(
-                "lagbudget_probe_errors_total",
-                &[("budget", budget), ("reason", "topology")],
-            )
-            .filter(|n| *n >= 1.0)
-        })
-        .await;
+        let metrics = daemon
+            .wait_for_metrics("a topology error", PATIENCE, |m| topology(m, budget) >= 1.0)
+            .await;
         let probe = daemon.probe(budget, "standby").await;
-        eprintln!("promoted: {budget} topology errors {errors}, probe {probe}");
+        eprintln!(
+            "promoted: {budget} topology errors {}, probe {probe}",
+            topology(&metrics, budget)
+        );
         // From the first topology error on, the pre-promotion lag (0) is not shown: the
         // probe counts as stale at once, and its budget is unknown.
         assert!(
@@ -476,21 +547,25 @@ async fn promoted_standby_is_a_topology_error() {
         );
         assert_eq!(probe["stale"], true, "{probe}");
         assert_eq!(daemon.state(budget).await, "unknown");
+        found.push((
+            budget,
+            topology(&metrics, budget),
+            last_success(&metrics, budget).expect("last success"),
+        ));
     }
-    // Every run after the promotion fails.
-    for budget in [&heartbeat, &passive] {
-        daemon
-            .wait_for_state(budget, "unknown", Duration::from_secs(6))
-            .await;
+    // Every run after the promotion was found fails: three more runs, three more topology
+    // errors, and no new success.
+    for (budget, errors, success_before) in found {
+        daemon.wait_for_runs(budget, "standby", 3, PATIENCE).await;
         let metrics = daemon.metrics().await;
-        let last_success = metrics
-            .get(
-                "lagbudget_probe_last_success_timestamp_seconds",
-                &labels(budget),
-            )
-            .expect("last success");
+        assert_eq!(daemon.state(budget).await, "unknown");
         assert!(
-            last_success < promoted_at + 0.5,
+            topology(&metrics, budget) >= errors + 3.0,
+            "{budget}: every run is a topology error"
+        );
+        assert_eq!(
+            last_success(&metrics, budget),
+            Some(success_before),
             "{budget}: no successful run after the promotion"
         );
         assert!(
@@ -523,17 +598,19 @@ async fn heartbeat_continues_after_restart_and_a_lost_primary_is_unknown() {
         (row.get(0), row.get(1))
     };
     let daemon = Daemon::start(&yaml).await;
-    daemon
-        .wait_for_state(&heartbeat, "ok", Duration::from_secs(15))
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.wait_for_state(&heartbeat, "ok", PATIENCE).await;
+    // Some heartbeats written, so that a restart from seq 1 could not pass for one continuing.
+    wait_for("heartbeat seq 4", PATIENCE, || async {
+        (seq().await.0 >= 4).then_some(())
+    })
+    .await;
     daemon.stop().await;
     let (first_seq, rows) = seq().await;
     assert_eq!(rows, 1, "one row per instance and probe");
 
     let daemon = Daemon::start(&yaml).await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(15))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     let (second_seq, rows) = seq().await;
     eprintln!("heartbeat seq {first_seq} before the restart, {second_seq} after; {rows} row");
@@ -543,11 +620,11 @@ async fn heartbeat_continues_after_restart_and_a_lost_primary_is_unknown() {
     let (pair, ()) = pair.step("kill primary", StreamingPair::kill_primary).await;
     let killed = Instant::now();
     for budget in [&heartbeat, &passive] {
-        wait_for("probe down", Duration::from_secs(4), || async {
-            let m = daemon.metrics().await;
-            (m.get("lagbudget_probe_up", &labels(budget)) == Some(0.0)).then_some(())
-        })
-        .await;
+        daemon
+            .wait_for_metrics("probe down", PATIENCE, |m| {
+                m.get("lagbudget_probe_up", &labels(budget)) == Some(0.0)
+            })
+            .await;
         let probe = daemon.probe(budget, "standby").await;
         eprintln!(
             "primary gone: {budget} down after {:?}: {}",
@@ -560,7 +637,7 @@ async fn heartbeat_continues_after_restart_and_a_lost_primary_is_unknown() {
         .step("restart primary", StreamingPair::start_primary)
         .await;
     daemon
-        .wait_for_states(&[&heartbeat, &passive], "ok", Duration::from_secs(20))
+        .wait_for_states(&[&heartbeat, &passive], "ok", PATIENCE)
         .await;
     daemon.stop().await;
     drop(pair);
@@ -684,7 +761,7 @@ budgets:
         ("not-a-standby", "is not in recovery"),
         ("primary-is-a-standby", "the primary is in recovery"),
     ] {
-        wait_for("a topology error", Duration::from_secs(10), || async {
+        wait_for("a topology error", PATIENCE, || async {
             daemon
                 .metrics()
                 .await

@@ -68,8 +68,17 @@ pub async fn check_connect_lines(config: &lagbudget::model::Config) -> Vec<Strin
     lines
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+/// The deadline of a wait for something that should happen within a few probe intervals. It
+/// guards against a hang and is not a timing assertion: a loaded machine may take many times
+/// longer than an idle one, and a test must still pass there.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How often a bounded wait looks again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Polls `check` every 100 ms until it returns `Some`, or gives up with `None` after `limit`
+/// (for callers whose failure message needs more than a description).
+pub async fn poll_until<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -77,14 +86,24 @@ where
     let started = Instant::now();
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_until(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 /// A daemon running in this test's runtime, on a port chosen by the OS.
@@ -182,6 +201,71 @@ impl Daemon {
         self.probe(budget, probe).await["runs"]
             .as_u64()
             .expect("runs")
+    }
+
+    /// Waits until the probe has run `more` times after now (counted by the API's `runs`),
+    /// and returns its run count then.
+    pub async fn wait_for_runs(
+        &self,
+        budget: &str,
+        probe: &str,
+        more: u64,
+        limit: Duration,
+    ) -> u64 {
+        let from = self.runs(budget, probe).await;
+        wait_for(
+            &format!("{budget}/{probe} to run {more} more times (from run {from})"),
+            limit,
+            || async {
+                let runs = self.runs(budget, probe).await;
+                (runs >= from + more).then_some(runs)
+            },
+        )
+        .await
+    }
+
+    /// Scrapes `/metrics` every 100 ms until `done` holds for a scrape, which it returns.
+    pub async fn wait_for_metrics(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        wait_for(what, limit, || async {
+            let metrics = self.metrics().await;
+            done(&metrics).then_some(metrics)
+        })
+        .await
+    }
+
+    /// "Nothing changes": scrapes `/metrics` every 100 ms and hands each scrape to `check`
+    /// (which asserts) until the probe has run `more` times after now; returns the last scrape
+    /// checked, taken after the last of those runs. Counting runs rather than seconds keeps
+    /// the assertion about what the daemon did on a loaded machine, where a second of wall time
+    /// may hold no run at all.
+    pub async fn watch_runs(
+        &self,
+        (budget, probe): (&str, &str),
+        more: u64,
+        limit: Duration,
+        mut check: impl FnMut(&Metrics),
+    ) -> Metrics {
+        let from = self.runs(budget, probe).await;
+        let started = Instant::now();
+        loop {
+            let runs = self.runs(budget, probe).await;
+            let metrics = self.metrics().await;
+            check(&metrics);
+            if runs >= from + more {
+                return metrics;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out after {limit:?} watching {budget}/{probe} run {more} more times \
+                 (from run {from}, at run {runs})"
+            );
+            tokio::time::sleep(POLL_EVERY).await;
+        }
     }
 
     pub async fn state(&self, budget: &str) -> String {
@@ -597,6 +681,26 @@ impl Projection {
             .await
             .expect("first unapplied");
         row.get(0)
+    }
+
+    /// How many rows the worker has not applied, of those inserted by unix time
+    /// `inserted_by` (all of them with `None`).
+    pub async fn unapplied_rows(&self, inserted_by: Option<f64>) -> i64 {
+        connect(&self.dsn)
+            .await
+            .query_one(
+                format!(
+                    "SELECT count(*) FROM {s}.orders
+                     WHERE id > (SELECT last_order_id FROM {s}.projection_checkpoints)
+                       AND ($1::float8 IS NULL OR paid_at <= to_timestamp($1::float8))",
+                    s = self.schema
+                )
+                .as_str(),
+                &[&inserted_by],
+            )
+            .await
+            .expect("unapplied rows")
+            .get(0)
     }
 
     pub async fn drop_schema(self) {

@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use crate::support::{
-    Daemon, PrivatePostgres, Projection, SHARED_PG_DSN, closed_port, connect, unique, wait_for,
+    Daemon, Metrics, PATIENCE, PrivatePostgres, Projection, SHARED_PG_DSN, closed_port, connect,
+    unique, wait_for,
 };
+
+fn unix_now() -> f64 {
+    lagbudget::schedule::unix_now()
+}
 
 fn one_budget_config(dsn: &str, budget: &str, max_lag: &str, probe: &str) -> String {
     format!(
@@ -38,33 +43,47 @@ async fn stalled_projection_breaches_with_true_lag_and_recovers() {
         &projection.probe_yaml("db"),
     ))
     .await;
-    daemon
-        .wait_for_state(&budget, "ok", Duration::from_secs(10))
-        .await;
+    daemon.wait_for_state(&budget, "ok", PATIENCE).await;
 
     projection.pause();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let metrics = daemon.metrics().await;
+    let paused_at = unix_now();
     let labels = [("budget", budget.as_str()), ("probe", "projection")];
+    let success = |m: &Metrics| m.get("lagbudget_probe_last_success_timestamp_seconds", &labels);
+    // Injects lag: the worker stays paused until a successful run at least 10 s into the pause
+    // (the daemon's timestamp). The position a run 2 s in saw is the last one: no progress
+    // from there on.
+    let early = daemon
+        .wait_for_metrics("a run 2 s into the pause", PATIENCE, |m| {
+            success(m).is_some_and(|at| at >= paused_at + 2.0)
+        })
+        .await;
+    let progress_early = early
+        .get("lagbudget_progress_timestamp_seconds", &labels)
+        .expect("progress timestamp");
+    let metrics = daemon
+        .wait_for_metrics("a run 10 s into the pause", Duration::from_secs(60), |m| {
+            m.has_series("lagbudget_lag_seconds", &labels)
+                && success(m).is_some_and(|at| at >= paused_at + 10.0)
+        })
+        .await;
     let lag = metrics
         .get("lagbudget_lag_seconds", &labels)
         .expect("lag while fresh");
-    let last_success = metrics
-        .get("lagbudget_probe_last_success_timestamp_seconds", &labels)
-        .expect("last success");
+    let last_success = success(&metrics).expect("last success");
     let inserted = projection
         .first_unapplied_insert_time()
         .await
         .expect("rows are pending while paused");
     let expected = last_success - inserted;
-    println!("paused 10 s: measured lag {lag:.3} s, expected {expected:.3} s");
+    let paused_for = last_success - paused_at;
+    println!("paused {paused_for:.1} s: measured lag {lag:.3} s, expected {expected:.3} s");
     assert!(
         (lag - expected).abs() <= 1.0,
         "lag {lag} not within ±1 s of {expected}"
     );
     assert!(
-        lag > 8.0,
-        "10 s of pause shows as about 10 s of lag, got {lag}"
+        lag > paused_for - 2.0,
+        "{paused_for:.1} s of pause shows as about as much lag, got {lag}"
     );
     assert_eq!(daemon.state(&budget).await, "breach");
     assert_eq!(
@@ -74,23 +93,46 @@ async fn stalled_projection_breaches_with_true_lag_and_recovers() {
         ),
         Some(1.0)
     );
+    // The backlog counts the rows pending when the run queried: at least those inserted a
+    // second before the run began, at most those pending now.
     let backlog = metrics
         .get("lagbudget_backlog_rows", &labels)
         .expect("count given ⇒ backlog rows");
-    assert!(backlog >= 30.0, "about 50 rows pending, got {backlog}");
+    let run_began = last_success
+        - metrics
+            .get("lagbudget_probe_last_duration_seconds", &labels)
+            .expect("last duration");
+    let (at_least, at_most) = (
+        projection.unapplied_rows(Some(run_began - 1.0)).await,
+        projection.unapplied_rows(None).await,
+    );
+    println!("backlog {backlog} rows: between {at_least} and {at_most}");
+    assert!(
+        backlog > 0.0 && (at_least as f64..=at_most as f64).contains(&backlog),
+        "backlog {backlog} rows, pending then between {at_least} and {at_most}"
+    );
     // Behind and the watermark has not moved for longer than stall_after (= max_lag, 4 s).
     assert_eq!(metrics.get("lagbudget_stalled", &labels), Some(1.0));
     let progress = metrics
         .get("lagbudget_progress_timestamp_seconds", &labels)
         .expect("progress timestamp");
-    assert!(last_success - progress >= 8.0, "no progress while paused");
+    assert_eq!(progress, progress_early, "no progress while paused");
 
     projection.resume();
-    let took = daemon
-        .wait_for_state(&budget, "ok", Duration::from_millis(2500))
-        .await;
-    println!("resumed: ok after {took:?} (interval 1 s)");
+    let resumed = unix_now();
+    daemon.wait_for_state(&budget, "ok", PATIENCE).await;
     let metrics = daemon.metrics().await;
+    // Ok within two intervals (1 s) of the resume, by the daemon's clock (when the state
+    // changed, not when this test saw it); a third interval of slack covers run durations.
+    let ok_after = metrics
+        .get(
+            "lagbudget_state_since_timestamp_seconds",
+            &[("budget", &budget)],
+        )
+        .expect("state since")
+        - resumed;
+    println!("resumed: ok {ok_after:.3} s after the resume (interval 1 s)");
+    assert!(ok_after <= 3.0, "ok within two intervals: {ok_after}");
     assert_eq!(metrics.get("lagbudget_stalled", &labels), Some(0.0));
 
     daemon.stop().await;
@@ -109,28 +151,35 @@ async fn idle_source_reports_zero_not_growing_lag() {
         &projection.probe_yaml("db"),
     ))
     .await;
-    daemon
-        .wait_for_state(&budget, "ok", Duration::from_secs(10))
-        .await;
+    daemon.wait_for_state(&budget, "ok", PATIENCE).await;
     let labels = [("budget", budget.as_str()), ("probe", "projection")];
+    let success = |m: &Metrics| {
+        m.get("lagbudget_probe_last_success_timestamp_seconds", &labels)
+            .expect("last success")
+    };
+    let first = daemon.metrics().await;
+    // Idle through 15 more runs (15 s at least), lag and backlog 0 at every scrape.
     let started = std::time::Instant::now();
-    let mut scrapes = 0;
-    while started.elapsed() < Duration::from_secs(15) {
-        let metrics = daemon.metrics().await;
-        assert_eq!(
-            metrics.get("lagbudget_lag_seconds", &labels),
-            Some(0.0),
-            "idle and caught up is 0 after {:?}",
-            started.elapsed()
-        );
-        assert_eq!(metrics.get("lagbudget_backlog_rows", &labels), Some(0.0));
-        scrapes += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(scrapes >= 20);
+    let last = daemon
+        .watch_runs(
+            (&budget, "projection"),
+            15,
+            Duration::from_secs(60),
+            |metrics| {
+                assert_eq!(
+                    metrics.get("lagbudget_lag_seconds", &labels),
+                    Some(0.0),
+                    "idle and caught up is 0 after {:?}",
+                    started.elapsed()
+                );
+                assert_eq!(metrics.get("lagbudget_backlog_rows", &labels), Some(0.0));
+            },
+        )
+        .await;
+    let idle_for = success(&last) - success(&first);
+    println!("idle: lag 0 through 15 runs, {idle_for:.3} s of runs");
+    assert!(idle_for >= 14.0, "15 runs a second apart: {idle_for}");
     assert_eq!(daemon.state(&budget).await, "ok");
-    let probe = daemon.probe(&budget, "projection").await;
-    assert!(probe["runs"].as_u64().expect("runs") >= 14, "{probe}");
     daemon.stop().await;
     projection.drop_schema().await;
 }
@@ -172,12 +221,8 @@ budgets:
         never_probe = steady.probe_yaml("nowhere"),
     );
     let daemon = Daemon::start(&config).await;
-    daemon
-        .wait_for_state("steady", "ok", Duration::from_secs(10))
-        .await;
-    daemon
-        .wait_for_state("behind", "breach", Duration::from_secs(10))
-        .await;
+    daemon.wait_for_state("steady", "ok", PATIENCE).await;
+    daemon.wait_for_state("behind", "breach", PATIENCE).await;
 
     let steady_labels = [("budget", "steady"), ("probe", "projection")];
     let never_labels = [("budget", "never"), ("probe", "projection")];
@@ -189,30 +234,52 @@ budgets:
     .await
     .expect("stop");
     let stopped_at = std::time::Instant::now();
+    let steady_success = |m: &Metrics| {
+        m.get(
+            "lagbudget_probe_last_success_timestamp_seconds",
+            &steady_labels,
+        )
+        .expect("last success")
+    };
 
-    // Down at once: the next run fails (interval 1 s), but the probe is not yet stale.
-    let down_after = wait_for("steady probe down", Duration::from_secs(3), || async {
+    // Down at once: the next run fails (interval 1 s), but the probe is not yet stale. Stale
+    // is judged when the scrape is served, so it must read 0 if the scrape ended within
+    // 3 intervals of the last success (read after it, so that a slow scrape cannot fool it).
+    let (down_after, scraped_by) = wait_for("steady probe down", PATIENCE, || async {
         let m = daemon.metrics().await;
-        (m.get("lagbudget_probe_up", &steady_labels) == Some(0.0)).then_some(m)
+        let scraped_by = unix_now();
+        (m.get("lagbudget_probe_up", &steady_labels) == Some(0.0)).then_some((m, scraped_by))
     })
     .await;
-    assert_eq!(
-        down_after.get("lagbudget_probe_stale", &steady_labels),
-        Some(0.0)
+    let silent_for = scraped_by - steady_success(&down_after);
+    println!(
+        "down after {:?}, {silent_for:.3} s after the last success",
+        stopped_at.elapsed()
     );
-    println!("down after {:?}", stopped_at.elapsed());
+    if silent_for < 3.0 {
+        assert_eq!(
+            down_after.get("lagbudget_probe_stale", &steady_labels),
+            Some(0.0),
+            "down {silent_for:.3} s after the last success is not stale yet"
+        );
+    }
 
-    // Stale and unknown after 3 intervals, and the lag disappears instead of reading 0.
-    daemon
-        .wait_for_state("steady", "unknown", Duration::from_secs(6))
-        .await;
-    let stale_at = stopped_at.elapsed();
-    println!("unknown after {stale_at:?}");
-    assert!(
-        stale_at >= Duration::from_secs(2),
-        "not stale before ~3 intervals"
-    );
+    // Stale and unknown after 3 intervals (by the daemon's clock: the state's start against
+    // the last success), and the lag disappears instead of reading 0.
+    daemon.wait_for_state("steady", "unknown", PATIENCE).await;
     let m = daemon.metrics().await;
+    let unknown_after = m
+        .get(
+            "lagbudget_state_since_timestamp_seconds",
+            &[("budget", "steady")],
+        )
+        .expect("state since")
+        - steady_success(&m);
+    println!("unknown {unknown_after:.3} s after the last success");
+    assert!(
+        unknown_after >= 3.0,
+        "not stale before 3 intervals: {unknown_after}"
+    );
     assert_eq!(m.get("lagbudget_probe_stale", &steady_labels), Some(1.0));
     assert!(!m.has_series("lagbudget_lag_seconds", &steady_labels));
     assert!(!m.has_series("lagbudget_budget_used_ratio", &steady_labels));
@@ -233,9 +300,22 @@ budgets:
         "last known lag kept: {api}"
     );
 
-    // Going blind during a breach does not resolve it.
+    // Going blind during a breach does not resolve it: still breach after two more failed
+    // runs of its probe.
     assert_eq!(daemon.state("behind").await, "breach");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let behind_errors = |m: &Metrics| {
+        m.get(
+            "lagbudget_probe_errors_total",
+            &[("budget", "behind"), ("reason", "connect")],
+        )
+        .expect("connect counter")
+    };
+    let blind_from = behind_errors(&daemon.metrics().await);
+    daemon
+        .wait_for_metrics("two more failed runs of behind", PATIENCE, |m| {
+            behind_errors(m) >= blind_from + 2.0
+        })
+        .await;
     assert_eq!(daemon.state("behind").await, "breach");
 
     // A probe that never reached its database never had a lag.
@@ -254,14 +334,10 @@ budgets:
     })
     .await
     .expect("start again");
-    daemon
-        .wait_for_state("steady", "ok", Duration::from_secs(10))
-        .await;
+    daemon.wait_for_state("steady", "ok", PATIENCE).await;
     assert_eq!(daemon.state("behind").await, "breach", "still behind");
     behind.apply_all().await;
-    daemon
-        .wait_for_state("behind", "ok", Duration::from_secs(5))
-        .await;
+    daemon.wait_for_state("behind", "ok", PATIENCE).await;
     let m = daemon.metrics().await;
     assert_eq!(m.get("lagbudget_lag_seconds", &steady_labels), Some(0.0));
     assert!(!m.has_series("lagbudget_lag_seconds", &never_labels));
