@@ -54,66 +54,114 @@ pub fn interpolate(text: &str, value: impl Fn(&str) -> Option<String>) -> String
     out
 }
 
-/// Places panels on Grafana's 24-column grid, line by line; panels after a collapsed row go
-/// inside it, as Grafana stores them.
-#[derive(Default)]
-pub struct Layout {
-    panels: Vec<Value>,
-    y: u32,
-    collapsed_row: Option<usize>,
+/// A row of a dashboard: a title bar and the lines of panels under it, each line a height and
+/// panels with their widths on Grafana's 24-column grid. A collapsed row shows only its title
+/// bar until it is opened and carries its panels inside the row object, as Grafana stores
+/// them. The lines at the top of a dashboard, above any title bar, are `Row::top`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    title: Option<String>,
+    collapsed: bool,
+    lines: Vec<(u32, Vec<(u32, Value)>)>,
 }
 
-impl Layout {
-    pub fn line(&mut self, height: u32, panels: Vec<(u32, Value)>) {
-        let mut x = 0;
-        for (width, mut panel) in panels {
-            panel["gridPos"] = json!({ "h": height, "w": width, "x": x, "y": self.y });
-            x += width;
-            match self.collapsed_row {
-                Some(row) => push_array(&mut self.panels[row]["panels"], panel),
-                None => self.panels.push(panel),
-            }
+impl Row {
+    /// The lines above the first title bar; only the first row of a dashboard may be one.
+    pub fn top() -> Row {
+        Row {
+            title: None,
+            collapsed: false,
+            lines: Vec::new(),
         }
-        debug_assert!(x <= 24, "a line wider than the grid");
-        self.y += height;
     }
 
-    pub fn row(&mut self, title: &str, collapsed: bool) {
-        self.panels.push(json!({
-            "type": "row",
-            "title": title,
-            "collapsed": collapsed,
-            "gridPos": { "h": 1, "w": 24, "x": 0, "y": self.y },
-            "panels": [],
-        }));
-        self.collapsed_row = collapsed.then(|| self.panels.len() - 1);
-        self.y += 1;
+    /// A row that is open when the dashboard loads.
+    pub fn expanded(title: &str) -> Row {
+        Row {
+            title: Some(title.to_owned()),
+            collapsed: false,
+            lines: Vec::new(),
+        }
     }
 
-    /// The panels with ids 1, 2, … in reading order (rows and the panels inside them too),
-    /// table overrides matched to renamed columns.
-    pub fn finish(mut self) -> Vec<Value> {
-        let mut id = 0;
-        for panel in &mut self.panels {
-            id += 1;
-            panel["id"] = json!(id);
-            match_renamed_columns(panel);
-            if let Some(children) = panel.get_mut("panels").and_then(Value::as_array_mut) {
-                for child in children {
-                    id += 1;
-                    child["id"] = json!(id);
-                    match_renamed_columns(child);
-                }
-            }
+    /// A row that shows only its title bar until it is opened.
+    pub fn collapsed(title: &str) -> Row {
+        Row {
+            collapsed: true,
+            ..Row::expanded(title)
         }
-        self.panels
+    }
+
+    /// Adds a line of panels `height` high, placed left to right with their widths.
+    pub fn line(mut self, height: u32, panels: Vec<(u32, Value)>) -> Row {
+        debug_assert!(
+            panels.iter().map(|(width, _)| width).sum::<u32>() <= 24,
+            "a line wider than the grid"
+        );
+        self.lines.push((height, panels));
+        self
+    }
+
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    pub fn is_collapsed(&self) -> bool {
+        self.collapsed
     }
 }
 
-fn push_array(array: &mut Value, item: Value) {
-    if let Value::Array(items) = array {
-        items.push(item);
+/// The panels of `rows`, top to bottom: rows as Grafana row panels (a collapsed one with its
+/// panels inside), every panel with its grid position, ids 1, 2, … in reading order (rows and
+/// the panels inside them too), and table overrides matched to renamed columns. Panels inside
+/// a collapsed row keep the place they take when it is open, so no two panels overlap.
+pub fn layout(rows: Vec<Row>) -> Vec<Value> {
+    let mut panels: Vec<Value> = Vec::new();
+    let mut y = 0;
+    for (index, row) in rows.into_iter().enumerate() {
+        debug_assert!(
+            index == 0 || row.title.is_some(),
+            "only the first row may have no title bar"
+        );
+        let mut children = Vec::new();
+        if let Some(title) = &row.title {
+            panels.push(json!({
+                "type": "row",
+                "title": title,
+                "collapsed": row.collapsed,
+                "gridPos": { "h": 1, "w": 24, "x": 0, "y": y },
+                "panels": [],
+            }));
+            y += 1;
+        }
+        for (height, line) in row.lines {
+            let mut x = 0;
+            for (width, mut panel) in line {
+                panel["gridPos"] = json!({ "h": height, "w": width, "x": x, "y": y });
+                x += width;
+                children.push(panel);
+            }
+            y += height;
+        }
+        match panels.last_mut() {
+            Some(bar) if row.collapsed => bar["panels"] = Value::Array(children),
+            _ => panels.extend(children),
+        }
     }
+    let mut id = 0;
+    for panel in &mut panels {
+        id += 1;
+        panel["id"] = json!(id);
+        match_renamed_columns(panel);
+        if let Some(children) = panel.get_mut("panels").and_then(Value::as_array_mut) {
+            for child in children {
+                id += 1;
+                child["id"] = json!(id);
+                match_renamed_columns(child);
+            }
+        }
+    }
+    panels
 }
 
 /// Small convenience to adjust a value in an expression.
