@@ -539,4 +539,47 @@ mod tests {
         assert_eq!(interpolate("$budgets", vars), "$budgets");
         assert_eq!(interpolate("end $", vars), "end $");
     }
+
+    #[test]
+    fn a_collapsed_row_carries_its_panels_and_an_open_row_leaves_them_after_it() {
+        let panel = |title: &str| json!({ "title": title });
+        let panels = layout(vec![
+            Row::top().line(4, vec![(12, panel("a")), (12, panel("b"))]),
+            Row::expanded("open").line(8, vec![(24, panel("c"))]),
+            Row::collapsed("shut").line(6, vec![(24, panel("d"))]),
+            Row::collapsed("shut too").line(5, vec![(8, panel("e"))]),
+        ]);
+        let summary: Vec<(Value, Value, Value, usize)> = panels
+            .iter()
+            .map(|p| {
+                let inside = p["panels"].as_array().map_or(0, Vec::len);
+                (
+                    p["title"].clone(),
+                    p["id"].clone(),
+                    p["gridPos"]["y"].clone(),
+                    inside,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (json!("a"), json!(1), json!(0), 0),
+                (json!("b"), json!(2), json!(0), 0),
+                (json!("open"), json!(3), json!(4), 0),
+                (json!("c"), json!(4), json!(5), 0),
+                (json!("shut"), json!(5), json!(13), 1),
+                (json!("shut too"), json!(7), json!(20), 1),
+            ]
+        );
+        assert_eq!(panels[2]["collapsed"], false);
+        assert_eq!(panels[4]["collapsed"], true);
+        let inner = &panels[4]["panels"][0];
+        assert_eq!((&inner["title"], &inner["id"]), (&json!("d"), &json!(6)));
+        assert_eq!(
+            inner["gridPos"],
+            json!({ "h": 6, "w": 24, "x": 0, "y": 14 })
+        );
+        assert_eq!(panels[1]["gridPos"]["x"], 12);
+    }
 }
