@@ -8,6 +8,10 @@
 //! the time counters, whose ratio stays sound) so that two daemons scraped at once still give
 //! one line per budget or probe. `panel_queries` hands the queries, variables filled in, to a
 //! test that runs them against a real Prometheus.
+//!
+//! Each dashboard is a list of `grafana::Row`s, one function per row and per panel. The rows
+//! that only some probe kinds fill come from `probe::dashboard_rows`, collapsed: this file
+//! knows no probe kind.
 
 use std::path::{Path, PathBuf};
 
