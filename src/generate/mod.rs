@@ -4,4 +4,5 @@
 //! `dashboards/`, and a test fails when the committed files are stale.
 
 pub mod dashboards;
+pub mod grafana;
 pub mod rules;

@@ -49,6 +49,21 @@ pub fn require_lag(
     }
 }
 
+/// The rows of the per-budget Grafana dashboard that only some probe kinds fill, from each
+/// kind's `dashboard.rs`, in the order the dashboard shows them; `probes` are the label
+/// matchers of the probes it shows. Every one is collapsed, so a budget without that kind
+/// does not open on empty panels. `generate/dashboards.rs` calls this and knows no kind.
+pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
+    [
+        postgres_replica::dashboard::rows(probes),
+        mysql_replica::dashboard::rows(probes),
+        kafka_consumer_group::dashboard::rows(probes),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// A live connection handle per configured source, shared by every probe that reads it.
 #[derive(Clone)]
 pub enum SourceHandle {
