@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod evaluate;
+pub mod families;
 pub mod generate;
 pub mod metrics;
 pub mod model;

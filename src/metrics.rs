@@ -4,11 +4,11 @@
 //! probe removed by a reload has no series left behind and an unknown lag is simply absent.
 //! Only process-level metrics (the duration histogram) live in a registry.
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 
 use crate::clock::Now;
 use crate::evaluate::BudgetState;
+use crate::families::{FamilyBuilder, bool_value, counter, gauge, with_label};
 use crate::probe::{BacklogUnit, ErrorReason, KafkaDetail};
 use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
 
@@ -88,97 +88,20 @@ impl ProcessMetrics {
     }
 }
 
-/// Encodes the budget and probe families, then the process registry's, in the Prometheus text
-/// format.
-pub fn encode(mut families: Vec<MetricFamily>, process: &ProcessMetrics) -> String {
-    families.extend(process.registry.gather());
-    let mut out = Vec::with_capacity(64 * 1024);
-    // Encoding into a Vec cannot fail for well-formed families; an error would be a bug in
-    // how we built them, and an empty scrape is better than a crashed daemon.
-    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
-        tracing::error!(error = %e, "rendering metrics failed");
+/// Appends the process registry's families to the budget and probe families, all in the
+/// Prometheus text format.
+pub fn encode(mut text: String, process: &ProcessMetrics) -> String {
+    // Encoding gathered families cannot fail for well-formed ones; an error would be a bug in
+    // the registry, and a scrape without them is better than a crashed daemon.
+    if let Err(e) = TextEncoder::new().encode_utf8(&process.registry.gather(), &mut text) {
+        tracing::error!(error = %e, "rendering process metrics failed");
     }
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Builds one metric family at a time from labelled values.
-struct FamilyBuilder {
-    family: MetricFamily,
-    metrics: Vec<Metric>,
-}
-
-impl FamilyBuilder {
-    fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        let mut family = MetricFamily::default();
-        family.set_name(name.to_owned());
-        family.set_help(help.to_owned());
-        family.set_field_type(kind);
-        Self {
-            family,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*name).to_owned());
-                pair.set_value((*value).to_owned());
-                pair
-            })
-            .collect();
-        let mut metric = Metric::from_label(pairs);
-        match self.family.get_field_type() {
-            MetricType::COUNTER => {
-                let mut counter = Counter::default();
-                counter.set_value(value);
-                metric.set_counter(counter);
-            }
-            _ => {
-                let mut gauge = Gauge::default();
-                gauge.set_value(value);
-                metric.set_gauge(gauge);
-            }
-        }
-        self.metrics.push(metric);
-    }
-
-    fn finish(mut self, out: &mut Vec<MetricFamily>) {
-        // Families with no series are left out: the text format has no use for an empty one.
-        if !self.metrics.is_empty() {
-            self.family.set_metric(self.metrics);
-            out.push(self.family);
-        }
-    }
-}
-
-fn gauge(name: &str, help: &str) -> FamilyBuilder {
-    FamilyBuilder::new(name, help, MetricType::GAUGE)
-}
-
-fn counter(name: &str, help: &str) -> FamilyBuilder {
-    FamilyBuilder::new(name, help, MetricType::COUNTER)
-}
-
-/// `labels` and one more.
-fn with_label<'a>(
-    labels: &[(&'a str, &'a str)],
-    extra: (&'a str, &'a str),
-) -> Vec<(&'a str, &'a str)> {
-    let mut all = labels.to_vec();
-    all.push(extra);
-    all
-}
-
-fn bool_value(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
+    text
 }
 
 /// Every budget and probe family, rendered from the state at `now`.
-pub fn state_families(state: &DaemonState, now: Now) -> Vec<MetricFamily> {
-    let mut out = Vec::new();
+pub fn state_families(state: &DaemonState, now: Now) -> String {
+    let mut out = String::with_capacity(1 << 20);
     budget_families(&state.budgets, &mut out);
     probe_families(&state.budgets, now, &mut out);
 
@@ -203,7 +126,7 @@ pub fn state_families(state: &DaemonState, now: Now) -> Vec<MetricFamily> {
     out
 }
 
-fn budget_families(budgets: &[BudgetEntry], out: &mut Vec<MetricFamily>) {
+fn budget_families(budgets: &[BudgetEntry], out: &mut String) {
     let mut info = gauge(
         BUDGET_INFO,
         "Always 1; the budget's owner, severity, runbook and routing labels, to join on.",
@@ -250,7 +173,7 @@ fn budget_families(budgets: &[BudgetEntry], out: &mut Vec<MetricFamily>) {
     }
 }
 
-fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut Vec<MetricFamily>) {
+fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
     let mut lag = gauge(
         LAG_SECONDS,
         "Lag of a fresh probe; absent while the probe is stale.",
@@ -484,7 +407,7 @@ impl KafkaFamilies {
         }
     }
 
-    fn finish(self, out: &mut Vec<MetricFamily>) {
+    fn finish(self, out: &mut String) {
         for family in [
             self.members,
             self.data_loss,
