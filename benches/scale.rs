@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lagbudget::Shared;
-use lagbudget::evaluate::Outcome;
 use lagbudget::model::{
     Budget, Config, HttpSettings, PostgresSource, Probe, ProbeKind, Secret, SecretSet, Source,
     SourceKind, SqlWatermark, WatermarkMode,
@@ -104,7 +103,7 @@ fn loaded_state() -> (Shared, Vec<(ProbeKey, u64)>) {
     let mut tasks = Vec::with_capacity(diff.start.len());
     for (probe, id) in diff.start {
         let key = lagbudget::state::probe_key(&probe);
-        state.record(&key, id, now, 0.004, Outcome::Success(fresh_sample()));
+        state.record(&key, id, now, 0.004, Ok(fresh_sample().into()));
         tasks.push((key, id));
     }
     (Shared::new(state), tasks)
@@ -170,7 +169,7 @@ fn record_wait_benchmark() {
         let mut state = shared.state();
         let held = Instant::now();
         let now = lagbudget::clock::now();
-        state.record(key, *task_id, now, 0.004, Outcome::Success(fresh_sample()));
+        state.record(key, *task_id, now, 0.004, Ok(fresh_sample().into()));
         drop(state);
         waits.push(held - asked);
         holds.push(held.elapsed());

@@ -344,13 +344,15 @@ mod tests {
             ..Sample::default()
         };
         // Counted against max_lag it would read as ratio 0: the run fails instead.
-        let error = crate::probe::require_lag(&probe(Some(10), None), Ok(backlog_only.clone()))
-            .expect_err("no lag under max_lag");
+        let error =
+            crate::probe::require_lag(&probe(Some(10), None), Ok(backlog_only.clone().into()))
+                .expect_err("no lag under max_lag");
         assert_eq!(error.reason, ErrorReason::NoData);
         // Budgeted by backlog only, it is a sample like any other.
-        let kept = crate::probe::require_lag(&probe(None, Some(5)), Ok(backlog_only.clone()))
-            .expect("backlog-only");
-        assert_eq!(used_ratio(&probe(None, Some(5)), &kept), 0.6);
+        let kept =
+            crate::probe::require_lag(&probe(None, Some(5)), Ok(backlog_only.clone().into()))
+                .expect("backlog-only");
+        assert_eq!(used_ratio(&probe(None, Some(5)), &kept.sample), 0.6);
     }
 
     fn budget(breach_after: u64) -> Budget {

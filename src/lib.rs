@@ -27,3 +27,6 @@ pub mod status;
 
 pub use daemon::{ConfigLoader, RunSettings, run};
 pub use shared::Shared;
+
+#[cfg(test)]
+mod testing;

@@ -9,7 +9,13 @@ use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 use crate::clock::Now;
 use crate::evaluate::BudgetState;
 use crate::families::{FamilyBuilder, bool_value, counter, gauge, with_label};
-use crate::probe::{BacklogUnit, ErrorReason, KafkaDetail};
+use crate::probe::{BacklogUnit, DetailFamilies, ErrorReason};
+// The kinds' own families are named in `probe/<kind>/detail.rs`; re-exported so that every
+// metric name the generators and tests need is reachable from here.
+pub use crate::probe::{
+    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
+    MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
+};
 use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
 
 pub const LAG_SECONDS: &str = "lagbudget_lag_seconds";
@@ -36,14 +42,6 @@ pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
 pub const CLOCK_SKEW: &str = "lagbudget_clock_skew_seconds";
 pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_total";
 pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
-pub const MYSQL_REPLICATION_RUNNING: &str = "lagbudget_mysql_replication_running";
-pub const MYSQL_SECONDS_BEHIND_SOURCE: &str = "lagbudget_mysql_seconds_behind_source";
-pub const RECEIVER_LAST_MESSAGE_AGE: &str = "lagbudget_replica_receiver_last_message_age_seconds";
-pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
-pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
-pub const KAFKA_TIMESTAMP_TYPE: &str = "lagbudget_kafka_timestamp_type";
-pub const PARTITION_LAG: &str = "lagbudget_partition_lag_seconds";
-pub const PARTITION_BACKLOG: &str = "lagbudget_partition_backlog_messages";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -225,11 +223,6 @@ fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
         CLOCK_SKEW,
         "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
     );
-    let mut receiver_age = gauge(
-        RECEIVER_LAST_MESSAGE_AGE,
-        "Seconds since the standby's WAL receiver last heard from its primary (standby clock); \
-         absent while stale.",
-    );
     let mut ryw_checks = counter(
         READ_YOUR_WRITES_CHECKS,
         "Reads at a replica a set delay after a write at the primary.",
@@ -238,16 +231,7 @@ fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
         READ_YOUR_WRITES_MISSES,
         "Reads at a replica a set delay after a write at the primary that did not see it.",
     );
-    let mut mysql_running = gauge(
-        MYSQL_REPLICATION_RUNNING,
-        "1 while the replica's replication thread (thread=\"io\" or \"sql\") runs; absent while stale.",
-    );
-    let mut mysql_behind = gauge(
-        MYSQL_SECONDS_BEHIND_SOURCE,
-        "The replica's own Seconds_Behind_Master/_Source, only while both replication threads \
-         run (NULL is down, not 0); a secondary signal, the heartbeat lag is the lag.",
-    );
-    let mut kafka = KafkaFamilies::new();
+    let mut details = DetailFamilies::new();
 
     for budget in budgets {
         for probe in &budget.probes {
@@ -275,24 +259,11 @@ fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
                         family.push(labels, b.value);
                     }
                 }
-                if let Some(detail) = &sample.kafka {
-                    kafka.push(labels, detail);
-                }
                 if let Some(s) = sample.clock_skew_seconds {
                     skew.push(labels, s);
                 }
-                if let Some(age) = sample.receiver_last_message_age_seconds {
-                    receiver_age.push(labels, age);
-                }
-                if let Some(mysql) = &sample.mysql {
-                    for (thread, running) in [("io", mysql.io_running), ("sql", mysql.sql_running)]
-                    {
-                        mysql_running
-                            .push(&with_label(labels, ("thread", thread)), bool_value(running));
-                    }
-                    if let Some(behind) = mysql.seconds_behind_source {
-                        mysql_behind.push(labels, behind);
-                    }
+                if let Some(detail) = &probe.detail {
+                    details.push(labels, detail);
                 }
             }
             up.push(labels, bool_value(history.is_up()));
@@ -338,84 +309,10 @@ fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
         negative,
         regressions,
         skew,
-        receiver_age,
         ryw_checks,
         ryw_misses,
-        mysql_running,
-        mysql_behind,
     ] {
         family.finish(out);
     }
-    kafka.finish(out);
-}
-
-/// Families only `kafka_consumer_group` probes fill, from a fresh sample.
-struct KafkaFamilies {
-    members: FamilyBuilder,
-    data_loss: FamilyBuilder,
-    timestamp_type: FamilyBuilder,
-    partition_lag: FamilyBuilder,
-    partition_backlog: FamilyBuilder,
-}
-
-impl KafkaFamilies {
-    fn new() -> Self {
-        Self {
-            members: gauge(
-                KAFKA_GROUP_MEMBERS,
-                "Members of the consumer group (absent when the cluster does not say).",
-            ),
-            data_loss: gauge(
-                KAFKA_DATA_LOSS,
-                "1 when a committed offset is below the log start: records were deleted unread.",
-            ),
-            timestamp_type: gauge(
-                KAFKA_TIMESTAMP_TYPE,
-                "1 for the record timestamp type lag was measured from (CreateTime or LogAppendTime).",
-            ),
-            partition_lag: gauge(
-                PARTITION_LAG,
-                "Lag of one partition (opt-in with partition_detail, most lagging partitions only).",
-            ),
-            partition_backlog: gauge(
-                PARTITION_BACKLOG,
-                "Messages behind in one partition (opt-in with partition_detail).",
-            ),
-        }
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], detail: &KafkaDetail) {
-        if let Some(members) = detail.members {
-            self.members.push(labels, members as f64);
-        }
-        self.data_loss.push(labels, bool_value(detail.data_loss));
-        if let Some(log_append) = detail.log_append_time {
-            let kind = if log_append {
-                "LogAppendTime"
-            } else {
-                "CreateTime"
-            };
-            self.timestamp_type
-                .push(&with_label(labels, ("timestamp_type", kind)), 1.0);
-        }
-        for p in &detail.partitions {
-            let partition = p.partition.to_string();
-            let mut series = with_label(labels, ("topic", p.topic.as_str()));
-            series.push(("partition", partition.as_str()));
-            self.partition_lag.push(&series, p.lag_seconds);
-            self.partition_backlog.push(&series, p.backlog as f64);
-        }
-    }
-
-    fn finish(self, out: &mut String) {
-        for family in [
-            self.members,
-            self.data_loss,
-            self.timestamp_type,
-            self.partition_lag,
-            self.partition_backlog,
-        ] {
-            family.finish(out);
-        }
-    }
+    details.finish(out);
 }

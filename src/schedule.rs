@@ -9,7 +9,7 @@ use tokio::time::{MissedTickBehavior, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::evaluate::{Outcome, Transition};
+use crate::evaluate::Transition;
 use crate::model::Probe;
 use crate::probe::{ErrorReason, ProbeError, ProbeRunner, SourceHandles};
 use crate::shared::Shared;
@@ -75,14 +75,8 @@ async fn probe_loop(
         };
         let duration = clock::elapsed(started).as_secs_f64();
         shared.observe_duration(kind, duration);
-        let outcome = match outcome {
-            Ok(sample) => Outcome::Success(sample),
-            Err(error) => Outcome::Failure(error.scrubbed(&shared.secrets())),
-        };
-        let log_error = match &outcome {
-            Outcome::Failure(e) => Some(e.clone()),
-            Outcome::Success(_) => None,
-        };
+        let outcome = outcome.map_err(|error| error.scrubbed(&shared.secrets()));
+        let log_error = outcome.as_ref().err().cloned();
         let transition = shared
             .state()
             .record(&key, task_id, clock::now(), duration, outcome);

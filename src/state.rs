@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::clock::Now;
 use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition, used_ratio};
 use crate::model::{Budget, Config, Probe};
+use crate::probe::{Detail, ProbeError, Reading};
 
 /// A probe's identity across reloads: its budget's name, its own, and its replica if it has one.
 pub type ProbeKey = (String, String, Option<String>);
@@ -36,6 +37,9 @@ pub struct BudgetEntry {
 pub struct ProbeEntry {
     pub spec: Arc<Probe>,
     pub history: ProbeHistory,
+    /// The kind's detail of the last success (kept beside `history.last_sample`, and like it
+    /// shown only while the probe is fresh).
+    pub detail: Option<Detail>,
     /// Identifies the task that measures this probe; results of replaced tasks are ignored.
     pub task_id: u64,
 }
@@ -126,6 +130,7 @@ impl DaemonState {
                         probes.push(ProbeEntry {
                             spec: probe.clone(),
                             history: ProbeHistory::default(),
+                            detail: None,
                             task_id: *next_task_id,
                         });
                     }
@@ -158,13 +163,20 @@ impl DaemonState {
         task_id: u64,
         now: Now,
         duration: f64,
-        outcome: Outcome,
+        result: Result<Reading, ProbeError>,
     ) -> Option<Transition> {
         let budget = self.budgets.iter_mut().find(|b| b.spec.name == key.0)?;
         let probe = budget
             .probes
             .iter_mut()
             .find(|p| p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id)?;
+        let outcome = match result {
+            Ok(Reading { sample, detail }) => {
+                probe.detail = detail;
+                Outcome::Success(sample)
+            }
+            Err(error) => Outcome::Failure(error),
+        };
         let transition = probe.history.record(now, duration, outcome);
         evaluate_budget(budget, now);
         Some(transition)

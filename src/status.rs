@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::clock::Now;
 use crate::evaluate::BudgetState;
-use crate::probe::ErrorReason;
+use crate::probe::{DetailStatus, ErrorReason};
 use crate::state::{BudgetEntry, ProbeEntry};
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,9 +63,10 @@ pub struct ProbeStatus {
     pub interval_seconds: f64,
     pub error: Option<ErrorStatus>,
     pub detail: Option<String>,
-    /// Consumer-group facts, for `kafka_consumer_group` probes with a fresh sample.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaStatus>,
+    /// The kind's own object, for kinds that show one, while the probe is fresh: `"kafka":
+    /// {…}` for `kafka_consumer_group` (see `probe::DetailStatus`).
+    #[serde(flatten)]
+    pub kind_detail: Option<DetailStatus>,
     /// Source clock − daemon clock, where the probe compares them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_skew_seconds: Option<f64>,
@@ -78,23 +79,6 @@ pub struct ProbeStatus {
 pub struct ReadYourWritesStatus {
     pub checks: u64,
     pub misses: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct KafkaStatus {
-    pub members: Option<usize>,
-    pub data_loss: bool,
-    pub timestamp_type: Option<&'static str>,
-    pub partitions_total: usize,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    pub lag_seconds: f64,
-    pub backlog_messages: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,24 +166,9 @@ impl ProbeStatus {
                 message: e.message.clone(),
             }),
             detail: last.and_then(|s| s.detail.clone()),
-            kafka: fresh.and_then(|s| s.kafka.as_deref()).map(|k| KafkaStatus {
-                members: k.members,
-                data_loss: k.data_loss,
-                timestamp_type: k
-                    .log_append_time
-                    .map(|l| if l { "LogAppendTime" } else { "CreateTime" }),
-                partitions_total: k.partitions_total,
-                partitions: k
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionStatus {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        lag_seconds: p.lag_seconds,
-                        backlog_messages: p.backlog,
-                    })
-                    .collect(),
-            }),
+            kind_detail: fresh
+                .and(probe.detail.as_ref())
+                .and_then(|detail| detail.status()),
             clock_skew_seconds: fresh.and_then(|s| s.clock_skew_seconds),
             read_your_writes: (history.read_your_writes_checks > 0).then_some(
                 ReadYourWritesStatus {
@@ -244,6 +213,52 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::kafka_consumer_group::detail::{KafkaDetail, PartitionLag};
+    use crate::probe::{Detail, Reading, Sample};
+    use crate::state::DaemonState;
+    use crate::testing::{MIXED, at, config};
+    use std::sync::Arc;
+
+    /// The `kafka` object kept its exact JSON when the detail left the sample: same keys, same
+    /// place (after `detail`), same values; absent once the probe is stale.
+    #[test]
+    fn a_kafka_probe_shows_its_kafka_object_while_fresh() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        let (probe, task) = diff.start[0].clone();
+        assert_eq!(probe.name, "group");
+        let detail = KafkaDetail {
+            members: Some(2),
+            data_loss: false,
+            log_append_time: Some(false),
+            partitions_total: 3,
+            partitions: vec![PartitionLag {
+                topic: "orders".into(),
+                partition: 1,
+                lag_seconds: 4.5,
+                backlog: 12,
+            }],
+        };
+        let reading = Reading {
+            sample: Sample {
+                lag_seconds: Some(4.5),
+                detail: Some("1 of 3 partitions behind, 12 messages".into()),
+                ..Sample::default()
+            },
+            detail: Some(Detail::KafkaConsumerGroup(Arc::new(detail))),
+        };
+        let key = crate::state::probe_key(&probe);
+        state.record(&key, task, at(1.0), 0.25, Ok(reading));
+        let entry = &state.budgets[0].probes[0];
+        let json = serde_json::to_string(&ProbeStatus::new(entry, at(2.0))).expect("json");
+        assert_eq!(
+            json,
+            r#"{"name":"group","kind":"kafka_consumer_group","source":"events","up":true,"stale":false,"stalled":false,"runs":1,"lag_seconds":4.5,"last_lag_seconds":4.5,"budget_seconds":60.0,"used_ratio":0.075,"backlog":null,"last_run":"1970-01-01T00:00:01.000Z","last_success":"1970-01-01T00:00:01.000Z","last_duration_seconds":0.25,"interval_seconds":10.0,"error":null,"detail":"1 of 3 partitions behind, 12 messages","kafka":{"members":2,"data_loss":false,"timestamp_type":"CreateTime","partitions_total":3,"partitions":[{"topic":"orders","partition":1,"lag_seconds":4.5,"backlog_messages":12}]}}"#
+        );
+        let stale = serde_json::to_value(ProbeStatus::new(entry, at(31.5))).expect("json");
+        assert_eq!(stale["stale"], true);
+        assert!(stale.get("kafka").is_none(), "{stale}");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {
