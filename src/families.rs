@@ -19,7 +19,137 @@ pub enum Kind {
     Counter,
 }
 
-/// One metric family: its header, then one line per series.
+/// The text of a whole answer, family after family. A family is either written straight into
+/// it (`family`, when all its series are known together) or collected apart and appended when
+/// complete (`FamilyBuilder`, when its series come from many places).
+#[derive(Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An exposition with room for `bytes` of text: a scrape of thousands of probes writes
+    /// megabytes, and a buffer that doubles its way there copies them several times over.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+        }
+    }
+
+    /// Appends text already in the exposition format.
+    pub fn push_text(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    /// Starts a family written straight into the text. Its header is written with its first
+    /// series; a family that gets none leaves nothing behind.
+    pub fn family(&mut self, name: &str, help: &str, kind: Kind) -> FamilyWriter<'_> {
+        FamilyWriter {
+            header: Some(header(name, help, kind)),
+            name: name.to_owned(),
+            out: &mut self.text,
+        }
+    }
+
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
+/// A family being written straight into an `Exposition`.
+pub struct FamilyWriter<'a> {
+    header: Option<String>,
+    name: String,
+    out: &'a mut String,
+}
+
+impl FamilyWriter<'_> {
+    fn begin(&mut self) {
+        if let Some(header) = self.header.take() {
+            self.out.push_str(&header);
+        }
+    }
+
+    /// Adds one series.
+    pub fn push(&mut self, labels: &Labels, value: f64) {
+        self.begin();
+        push_series(self.out, &self.name, labels, value);
+    }
+
+    /// Adds one series labelled `set`, then `extra`.
+    pub fn push_with(&mut self, set: &LabelSet, extra: &Labels, value: f64) {
+        self.begin();
+        push_series_with(self.out, &self.name, set, extra, value);
+    }
+}
+
+/// `# HELP` (unless `help` is empty, as `TextEncoder` does) and `# TYPE` lines.
+fn header(name: &str, help: &str, kind: Kind) -> String {
+    let mut header = String::with_capacity(name.len() * 2 + help.len() + 24);
+    if !help.is_empty() {
+        let _ = writeln!(header, "# HELP {name} {}", escape(help, false));
+    }
+    let kind = match kind {
+        Kind::Gauge => "gauge",
+        Kind::Counter => "counter",
+    };
+    let _ = writeln!(header, "# TYPE {name} {kind}");
+    header
+}
+
+fn push_series(out: &mut String, name: &str, labels: &Labels, value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        push_labels(out, labels, "{");
+        out.push('}');
+    }
+    out.push(' ');
+    push_value(out, value);
+    out.push('\n');
+}
+
+fn push_series_with(out: &mut String, name: &str, set: &LabelSet, extra: &Labels, value: f64) {
+    if set.0.is_empty() {
+        return push_series(out, name, extra, value);
+    }
+    out.push_str(name);
+    out.push('{');
+    out.push_str(&set.0);
+    push_labels(out, extra, ",");
+    out.push_str("} ");
+    push_value(out, value);
+    out.push('\n');
+}
+
+/// Labels escaped once, for the many series of one probe.
+pub struct LabelSet(String);
+
+impl LabelSet {
+    pub fn new(labels: &Labels) -> Self {
+        let mut text = String::with_capacity(64);
+        push_labels(&mut text, labels, "");
+        Self(text)
+    }
+}
+
+/// Appends `name="value"` pairs, `,`-separated, with `separator` before the first.
+fn push_labels(out: &mut String, labels: &Labels, mut separator: &'static str) {
+    for (name, value) in labels {
+        out.push_str(separator);
+        out.push_str(name);
+        out.push_str("=\"");
+        out.push_str(&escape(value, true));
+        out.push('"');
+        separator = ",";
+    }
+}
+
+/// One metric family whose series come from many places (the kinds' detail families, filled
+/// probe by probe): collected apart, appended to an `Exposition` when complete.
 pub struct FamilyBuilder {
     header: String,
     name: String,
@@ -28,17 +158,8 @@ pub struct FamilyBuilder {
 
 impl FamilyBuilder {
     pub fn new(name: &str, help: &str, kind: Kind) -> Self {
-        let mut header = String::with_capacity(name.len() * 2 + help.len() + 24);
-        if !help.is_empty() {
-            let _ = writeln!(header, "# HELP {name} {}", escape(help, false));
-        }
-        let kind = match kind {
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-        };
-        let _ = writeln!(header, "# TYPE {name} {kind}");
         Self {
-            header,
+            header: header(name, help, kind),
             name: name.to_owned(),
             body: String::new(),
         }
@@ -46,31 +167,20 @@ impl FamilyBuilder {
 
     /// Adds one series.
     pub fn push(&mut self, labels: &Labels, value: f64) {
-        let body = &mut self.body;
-        body.push_str(&self.name);
-        let mut separator = '{';
-        for (name, value) in labels {
-            body.push(separator);
-            body.push_str(name);
-            body.push_str("=\"");
-            body.push_str(&escape(value, true));
-            body.push('"');
-            separator = ',';
-        }
-        if !labels.is_empty() {
-            body.push('}');
-        }
-        body.push(' ');
-        push_value(body, value);
-        body.push('\n');
+        push_series(&mut self.body, &self.name, labels, value);
+    }
+
+    /// Adds one series labelled `set`, then `extra`.
+    pub fn push_with(&mut self, set: &LabelSet, extra: &Labels, value: f64) {
+        push_series_with(&mut self.body, &self.name, set, extra, value);
     }
 
     /// Appends the family to `out`. A family with no series is left out: the text format has
     /// no use for an empty one.
-    pub fn finish(self, out: &mut String) {
+    pub fn finish(self, out: &mut Exposition) {
         if !self.body.is_empty() {
-            out.push_str(&self.header);
-            out.push_str(&self.body);
+            out.text.push_str(&self.header);
+            out.text.push_str(&self.body);
         }
     }
 }
@@ -217,25 +327,43 @@ mod tests {
                 "Plain help.",
                 "Help with \\ and\nnewline and \"quotes\".",
             ] {
-                let mut family = FamilyBuilder::new("lagbudget_x", help, kind);
+                let expected = reference("lagbudget_x", help, reference_kind, &labelled);
+                // A family collected apart, series by series.
+                let mut built = FamilyBuilder::new("lagbudget_x", help, kind);
                 for (labels, value) in &labelled {
-                    family.push(labels, *value);
+                    built.push(labels, *value);
                 }
-                let mut ours = String::new();
-                family.finish(&mut ours);
-                assert_eq!(
-                    ours,
-                    reference("lagbudget_x", help, reference_kind, &labelled),
-                    "{kind:?}, help {help:?}"
-                );
+                let mut out = Exposition::new();
+                built.finish(&mut out);
+                assert_eq!(out.into_text(), expected, "{kind:?}, help {help:?}");
+                // The same with the first label escaped once in a set.
+                let mut with_sets = FamilyBuilder::new("lagbudget_x", help, kind);
+                for (labels, value) in &labelled {
+                    let (set, extra) = match labels.split_first() {
+                        Some((first, rest)) => (LabelSet::new(&[*first]), rest),
+                        None => (LabelSet::new(&[]), &[][..]),
+                    };
+                    with_sets.push_with(&set, extra, *value);
+                }
+                let mut out = Exposition::new();
+                with_sets.finish(&mut out);
+                assert_eq!(out.into_text(), expected, "sets, {kind:?}, help {help:?}");
+                // Written straight into the exposition.
+                let mut out = Exposition::new();
+                let mut writer = out.family("lagbudget_x", help, kind);
+                for (labels, value) in &labelled {
+                    writer.push(labels, *value);
+                }
+                assert_eq!(out.into_text(), expected, "writer, {kind:?}, help {help:?}");
             }
         }
     }
 
     #[test]
     fn a_family_without_series_writes_nothing() {
-        let mut out = String::new();
+        let mut out = Exposition::new();
         gauge("lagbudget_empty", "Nothing.").finish(&mut out);
-        assert_eq!(out, "");
+        out.family("lagbudget_empty", "Nothing.", Kind::Gauge);
+        assert_eq!(out.into_text(), "");
     }
 }

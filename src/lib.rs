@@ -3,8 +3,9 @@
 //! Code map: `config` turns YAML into the validated `model`; `probe` measures (the only code
 //! that talks to measured systems); `schedule` runs one task per probe; `state` keeps what
 //! they found; `evaluate` turns it into budget states without IO; `metrics`, `status` and
-//! `server` show it; `daemon` ties them together and handles reloads; `oneshot` serves the
-//! `probe` and `check --connect` commands. See ARCHITECTURE.md for the invariants.
+//! `server` show a snapshot of it (`families` writes the Prometheus text format for `metrics`
+//! and the kinds' detail families); `daemon` ties them together and handles reloads; `oneshot`
+//! serves the `probe` and `check --connect` commands. See ARCHITECTURE.md for the invariants.
 
 pub mod clock;
 pub mod config;

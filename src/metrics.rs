@@ -1,22 +1,25 @@
 //! Metric names and `/metrics` rendering.
 //!
-//! Metrics about budgets and probes are rendered from the current state at scrape time, so a
-//! probe removed by a reload has no series left behind and an unknown lag is simply absent.
-//! Only process-level metrics (the duration histogram) live in a registry.
+//! Metrics about budgets and probes are rendered at scrape time from a `Snapshot` of the state,
+//! evaluated once at the scrape's `now` and rendered after the state lock is released, so a
+//! probe removed by a reload has no series left behind, an unknown lag is simply absent, and a
+//! scrape never holds up a probe task for longer than the copy. Only process-level metrics (the
+//! duration histogram, the process collector) live in a registry.
 
 use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 
-use crate::clock::Now;
 use crate::evaluate::BudgetState;
-use crate::families::{FamilyBuilder, bool_value, counter, gauge, with_label};
+use crate::evaluate::ProbeView;
+use crate::families::{Exposition, Kind, LabelSet, bool_value};
 use crate::probe::{BacklogUnit, DetailFamilies, ErrorReason};
+use crate::sample::Sample;
 // The kinds' own families are named in `probe/<kind>/detail.rs`; re-exported so that every
 // metric name the generators and tests need is reachable from here.
 pub use crate::probe::{
     KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
     MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
 };
-use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
+use crate::state::{BudgetSnapshot, ProbeEntry, Snapshot};
 
 pub const LAG_SECONDS: &str = "lagbudget_lag_seconds";
 pub const BUDGET_SECONDS: &str = "lagbudget_budget_seconds";
@@ -88,231 +91,358 @@ impl ProcessMetrics {
 
 /// Appends the process registry's families to the budget and probe families, all in the
 /// Prometheus text format.
-pub fn encode(mut text: String, process: &ProcessMetrics) -> String {
+pub fn encode(mut families: Exposition, process: &ProcessMetrics) -> String {
+    let mut text = String::new();
     // Encoding gathered families cannot fail for well-formed ones; an error would be a bug in
     // the registry, and a scrape without them is better than a crashed daemon.
     if let Err(e) = TextEncoder::new().encode_utf8(&process.registry.gather(), &mut text) {
         tracing::error!(error = %e, "rendering process metrics failed");
     }
-    text
+    families.push_text(&text);
+    families.into_text()
 }
 
-/// Every budget and probe family, rendered from the state at `now`.
-pub fn state_families(state: &DaemonState, now: Now) -> String {
-    let mut out = String::with_capacity(1 << 20);
+/// Every budget and probe family of one answer, in the text format.
+pub fn render(state: &Snapshot) -> Exposition {
+    let probes: usize = state.budgets.iter().map(|b| b.probes.len()).sum();
+    // Room for what a scrape of this size writes; room never written costs only address space.
+    let mut out = Exposition::with_capacity(4096 + state.budgets.len() * 2048 + probes * 2048);
     budget_families(&state.budgets, &mut out);
-    probe_families(&state.budgets, now, &mut out);
+    probe_families(&state.budgets, &mut out);
 
-    let mut build = gauge(
+    out.family(
         BUILD_INFO,
         "Always 1; the version and git revision of this build.",
-    );
-    build.push(&[("version", VERSION), ("revision", REVISION)], 1.0);
-    build.finish(&mut out);
-    let mut reload_ok = gauge(
+        Kind::Gauge,
+    )
+    .push(&[("version", VERSION), ("revision", REVISION)], 1.0);
+    out.family(
         RELOAD_SUCCESSFUL,
         "1 if the last config reload succeeded (or none was attempted).",
-    );
-    reload_ok.push(&[], bool_value(state.reload.last_successful));
-    reload_ok.finish(&mut out);
-    let mut reload_at = gauge(
+        Kind::Gauge,
+    )
+    .push(&[], bool_value(state.reload.last_successful));
+    out.family(
         RELOAD_SUCCESS_TIMESTAMP,
         "Unix time of the last successful config load.",
-    );
-    reload_at.push(&[], state.reload.last_success_at.unix);
-    reload_at.finish(&mut out);
+        Kind::Gauge,
+    )
+    .push(&[], state.reload.last_success_at.unix);
     out
 }
 
-fn budget_families(budgets: &[BudgetEntry], out: &mut String) {
-    let mut info = gauge(
+/// A budget or a probe, with its labels escaped once.
+trait Labelled {
+    fn set(&self) -> &LabelSet;
+}
+
+/// Writes one family with a series for each item that `value` gives a value for.
+fn family_of<T: Labelled>(
+    out: &mut Exposition,
+    items: &[T],
+    (name, help, kind): (&str, &str, Kind),
+    value: impl Fn(&T) -> Option<f64>,
+) {
+    let mut family = out.family(name, help, kind);
+    for item in items {
+        if let Some(v) = value(item) {
+            family.push_with(item.set(), &[], v);
+        }
+    }
+}
+
+/// One budget as `/metrics` labels it.
+struct BudgetRow<'a> {
+    budget: &'a BudgetSnapshot,
+    set: LabelSet,
+}
+
+impl Labelled for BudgetRow<'_> {
+    fn set(&self) -> &LabelSet {
+        &self.set
+    }
+}
+
+fn budget_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
+    let rows: Vec<BudgetRow> = budgets
+        .iter()
+        .map(|budget| BudgetRow {
+            budget,
+            set: LabelSet::new(&[("budget", budget.spec.name.as_str())]),
+        })
+        .collect();
+    let mut info = out.family(
         BUDGET_INFO,
         "Always 1; the budget's owner, severity, runbook and routing labels, to join on.",
+        Kind::Gauge,
     );
-    let mut objective = gauge(
-        OBJECTIVE_RATIO,
-        "Target share of time the budget should be within its limits.",
-    );
-    let mut window = gauge(OBJECTIVE_WINDOW, "Window of the budget's objective.");
-    let mut state_gauge = gauge(STATE, "1 for the budget's current state, 0 for the others.");
-    let mut since = gauge(STATE_SINCE, "Unix time the budget's current state began.");
-    let mut evaluated = counter(EVALUATED_SECONDS, "Wall time the budget was evaluated.");
-    let mut over = counter(
-        OVER_SECONDS,
-        "Wall time the budget was in breach or unknown (not within budget).",
-    );
-    for budget in budgets {
-        let spec = &budget.spec;
-        let name = spec.name.as_str();
+    for row in &rows {
+        let spec = &row.budget.spec;
         let mut labels: Vec<(&str, &str)> = vec![
-            ("budget", name),
+            ("budget", spec.name.as_str()),
             ("owner", spec.owner.as_deref().unwrap_or("")),
             ("severity", spec.severity.as_str()),
             ("runbook_url", spec.runbook_url.as_deref().unwrap_or("")),
         ];
         labels.extend(spec.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         info.push(&labels, 1.0);
-        if let Some(o) = spec.objective {
-            objective.push(&[("budget", name)], o.target);
-            window.push(&[("budget", name)], o.window.as_secs_f64());
-        }
+    }
+    family_of(
+        out,
+        &rows,
+        (
+            OBJECTIVE_RATIO,
+            "Target share of time the budget should be within its limits.",
+            Kind::Gauge,
+        ),
+        |row| row.budget.spec.objective.map(|o| o.target),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            OBJECTIVE_WINDOW,
+            "Window of the budget's objective.",
+            Kind::Gauge,
+        ),
+        |row| row.budget.spec.objective.map(|o| o.window.as_secs_f64()),
+    );
+    let mut state_gauge = out.family(
+        STATE,
+        "1 for the budget's current state, 0 for the others.",
+        Kind::Gauge,
+    );
+    for row in &rows {
         for s in BudgetState::ALL {
-            state_gauge.push(
-                &[("budget", name), ("state", s.as_str())],
-                bool_value(budget.tracker.state == s),
+            state_gauge.push_with(
+                &row.set,
+                &[("state", s.as_str())],
+                bool_value(row.budget.tracker.state == s),
             );
         }
-        since.push(&[("budget", name)], budget.tracker.since.unix);
-        evaluated.push(&[("budget", name)], budget.tracker.evaluated_seconds_total);
-        over.push(&[("budget", name)], budget.tracker.over_seconds_total);
     }
-    for family in [info, objective, window, state_gauge, since, evaluated, over] {
-        family.finish(out);
+    family_of(
+        out,
+        &rows,
+        (
+            STATE_SINCE,
+            "Unix time the budget's current state began.",
+            Kind::Gauge,
+        ),
+        |row| Some(row.budget.tracker.since.unix),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            EVALUATED_SECONDS,
+            "Wall time the budget was evaluated.",
+            Kind::Counter,
+        ),
+        |row| Some(row.budget.tracker.evaluated_seconds_total),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            OVER_SECONDS,
+            "Wall time the budget was in breach or unknown (not within budget).",
+            Kind::Counter,
+        ),
+        |row| Some(row.budget.tracker.over_seconds_total),
+    );
+}
+
+/// One probe as `/metrics` labels it, with its evaluation at the scrape's `now`.
+struct ProbeRow<'a> {
+    labels: Vec<(&'a str, &'a str)>,
+    set: LabelSet,
+    probe: &'a ProbeEntry,
+    view: &'a ProbeView,
+}
+
+impl Labelled for ProbeRow<'_> {
+    fn set(&self) -> &LabelSet {
+        &self.set
     }
 }
 
-fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut String) {
-    let mut lag = gauge(
-        LAG_SECONDS,
-        "Lag of a fresh probe; absent while the probe is stale.",
-    );
-    let mut budget_seconds = gauge(BUDGET_SECONDS, "The effective lag budget of the probe.");
-    let mut ratio = gauge(
-        BUDGET_USED_RATIO,
-        "Lag over budget (or backlog over max backlog, the larger); absent while stale.",
-    );
-    let mut backlogs: Vec<(BacklogUnit, FamilyBuilder)> = BacklogUnit::ALL
+impl ProbeRow<'_> {
+    fn fresh(&self) -> Option<&Sample> {
+        self.probe.fresh_sample(self.view)
+    }
+}
+
+/// Every per-probe family, one family at a time over all probes, written straight into `out`.
+fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
+    let rows: Vec<ProbeRow> = budgets
         .iter()
-        .map(|unit| {
-            let name = format!("{BACKLOG_PREFIX}{}", unit.as_str());
-            let help = format!(
-                "Positions behind, in {}; absent while stale.",
-                unit.as_str()
-            );
-            (*unit, gauge(&name, &help))
+        .flat_map(|budget| {
+            budget.probes().map(|(probe, view)| {
+                let mut labels = vec![
+                    ("budget", budget.spec.name.as_str()),
+                    ("probe", probe.spec.name.as_str()),
+                ];
+                if let Some(replica) = &probe.spec.replica {
+                    labels.push(("replica", replica.as_str()));
+                }
+                ProbeRow {
+                    set: LabelSet::new(&labels),
+                    labels,
+                    probe,
+                    view,
+                }
+            })
         })
         .collect();
-    let mut up = gauge(PROBE_UP, "1 if the probe's last run succeeded.");
-    let mut stale = gauge(
-        PROBE_STALE,
-        "1 while the probe has had no success within 3 intervals (or never).",
+    let gauge = |name, help| (name, help, Kind::Gauge);
+    let counter = |name, help| (name, help, Kind::Counter);
+    family_of(
+        out,
+        &rows,
+        gauge(
+            LAG_SECONDS,
+            "Lag of a fresh probe; absent while the probe is stale.",
+        ),
+        |row| row.fresh().and_then(|s| s.lag_seconds),
     );
-    let mut last_duration = gauge(PROBE_LAST_DURATION, "Duration of the probe's last run.");
-    let mut last_success = gauge(
-        PROBE_LAST_SUCCESS,
-        "Unix time of the probe's last successful run.",
+    family_of(
+        out,
+        &rows,
+        gauge(BUDGET_SECONDS, "The effective lag budget of the probe."),
+        |row| row.probe.spec.max_lag.map(|max| max.as_secs_f64()),
     );
-    let mut errors = counter(PROBE_ERRORS, "Failed probe runs by reason.");
-    let mut progress = gauge(
-        PROGRESS_TIMESTAMP,
-        "Unix time the view's position last advanced.",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            BUDGET_USED_RATIO,
+            "Lag over budget (or backlog over max backlog, the larger); absent while stale.",
+        ),
+        |row| row.view.used_ratio,
     );
-    let mut stalled = gauge(
-        STALLED,
-        "1 while the probe is behind and its position has not advanced for the stall limit.",
+    for unit in BacklogUnit::ALL {
+        let name = format!("{BACKLOG_PREFIX}{}", unit.as_str());
+        let help = format!(
+            "Positions behind, in {}; absent while stale.",
+            unit.as_str()
+        );
+        family_of(out, &rows, (&name, &help, Kind::Gauge), |row| {
+            row.fresh()
+                .and_then(|s| s.backlog)
+                .filter(|b| b.unit == unit)
+                .map(|b| b.value)
+        });
+    }
+    family_of(
+        out,
+        &rows,
+        gauge(PROBE_UP, "1 if the probe's last run succeeded."),
+        |row| Some(bool_value(row.probe.history.is_up())),
     );
-    let mut negative = counter(
-        NEGATIVE_LAG,
-        "Measurements below zero, clamped to 0 (clock skew or future timestamps).",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROBE_STALE,
+            "1 while the probe has had no success within 3 intervals (or never).",
+        ),
+        |row| Some(bool_value(row.view.stale)),
     );
-    let mut regressions = counter(
-        POSITION_REGRESSIONS,
-        "Positions that went backwards (failover, rewind).",
+    family_of(
+        out,
+        &rows,
+        gauge(PROBE_LAST_DURATION, "Duration of the probe's last run."),
+        |row| row.probe.history.last_duration,
     );
-    let mut skew = gauge(
-        CLOCK_SKEW,
-        "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROBE_LAST_SUCCESS,
+            "Unix time of the probe's last successful run.",
+        ),
+        |row| row.probe.history.last_success_at.map(|at| at.unix),
     );
-    let mut ryw_checks = counter(
-        READ_YOUR_WRITES_CHECKS,
-        "Reads at a replica a set delay after a write at the primary.",
-    );
-    let mut ryw_misses = counter(
-        READ_YOUR_WRITES_MISSES,
-        "Reads at a replica a set delay after a write at the primary that did not see it.",
-    );
-    let mut details = DetailFamilies::new();
-
-    for budget in budgets {
-        for probe in &budget.probes {
-            let mut labels = vec![
-                ("budget", budget.spec.name.as_str()),
-                ("probe", probe.spec.name.as_str()),
-            ];
-            if let Some(replica) = &probe.spec.replica {
-                labels.push(("replica", replica.as_str()));
-            }
-            let labels = labels.as_slice();
-            let history = &probe.history;
-            if let Some(max) = probe.spec.max_lag {
-                budget_seconds.push(labels, max.as_secs_f64());
-            }
-            if let Some(sample) = history.fresh_sample(now, probe.interval_secs()) {
-                if let Some(seconds) = sample.lag_seconds {
-                    lag.push(labels, seconds);
-                }
-                if let Some(r) = probe.fresh_ratio(now) {
-                    ratio.push(labels, r);
-                }
-                if let Some(b) = sample.backlog {
-                    if let Some((_, family)) = backlogs.iter_mut().find(|(u, _)| *u == b.unit) {
-                        family.push(labels, b.value);
-                    }
-                }
-                if let Some(s) = sample.clock_skew_seconds {
-                    skew.push(labels, s);
-                }
-                if let Some(detail) = &probe.detail {
-                    details.push(labels, detail);
-                }
-            }
-            up.push(labels, bool_value(history.is_up()));
-            stale.push(labels, bool_value(probe.is_stale(now)));
-            if let Some(d) = history.last_duration {
-                last_duration.push(labels, d);
-            }
-            if let Some(at) = history.last_success_at {
-                last_success.push(labels, at.unix);
-            }
-            for reason in ErrorReason::ALL {
-                errors.push(
-                    &with_label(labels, ("reason", reason.as_str())),
-                    history.errors[reason.index()] as f64,
-                );
-            }
-            if probe.spec.checks_read_your_writes() {
-                ryw_checks.push(labels, history.read_your_writes_checks as f64);
-                ryw_misses.push(labels, history.read_your_writes_misses as f64);
-            }
-            if let Some(at) = history.progress_at {
-                progress.push(labels, at.unix);
-            }
-            stalled.push(labels, bool_value(ProbeEntry::is_stalled(probe, now)));
-            negative.push(labels, history.negative_lag_total as f64);
-            regressions.push(labels, history.position_regressions_total as f64);
+    let mut errors = out.family(PROBE_ERRORS, "Failed probe runs by reason.", Kind::Counter);
+    for row in &rows {
+        for reason in ErrorReason::ALL {
+            errors.push_with(
+                &row.set,
+                &[("reason", reason.as_str())],
+                row.probe.history.errors[reason.index()] as f64,
+            );
         }
     }
-    for family in [lag, budget_seconds, ratio] {
-        family.finish(out);
-    }
-    for (_, family) in backlogs {
-        family.finish(out);
-    }
-    for family in [
-        up,
-        stale,
-        last_duration,
-        last_success,
-        errors,
-        progress,
-        stalled,
-        negative,
-        regressions,
-        skew,
-        ryw_checks,
-        ryw_misses,
-    ] {
-        family.finish(out);
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROGRESS_TIMESTAMP,
+            "Unix time the view's position last advanced.",
+        ),
+        |row| row.probe.history.progress_at.map(|at| at.unix),
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            STALLED,
+            "1 while the probe is behind and its position has not advanced for the stall limit.",
+        ),
+        |row| Some(bool_value(row.view.stalled)),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            NEGATIVE_LAG,
+            "Measurements below zero, clamped to 0 (clock skew or future timestamps).",
+        ),
+        |row| Some(row.probe.history.negative_lag_total as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            POSITION_REGRESSIONS,
+            "Positions that went backwards (failover, rewind).",
+        ),
+        |row| Some(row.probe.history.position_regressions_total as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            CLOCK_SKEW,
+            "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
+        ),
+        |row| row.fresh().and_then(|s| s.clock_skew_seconds),
+    );
+    let checks_ryw = |row: &ProbeRow| row.probe.spec.checks_read_your_writes();
+    family_of(
+        out,
+        &rows,
+        counter(
+            READ_YOUR_WRITES_CHECKS,
+            "Reads at a replica a set delay after a write at the primary.",
+        ),
+        |row| checks_ryw(row).then_some(row.probe.history.read_your_writes_checks as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            READ_YOUR_WRITES_MISSES,
+            "Reads at a replica a set delay after a write at the primary that did not see it.",
+        ),
+        |row| checks_ryw(row).then_some(row.probe.history.read_your_writes_misses as f64),
+    );
+    let mut details = DetailFamilies::new();
+    for row in &rows {
+        if let Some(detail) = row.probe.fresh_detail(row.view) {
+            details.push(&row.labels, detail);
+        }
     }
     details.finish(out);
 }

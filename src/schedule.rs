@@ -77,9 +77,7 @@ async fn probe_loop(
         shared.observe_duration(kind, duration);
         let outcome = outcome.map_err(|error| error.scrubbed(&shared.secrets()));
         let log_error = outcome.as_ref().err().cloned();
-        let transition = shared
-            .state()
-            .record(&key, task_id, clock::now(), duration, outcome);
+        let transition = shared.record(&key, task_id, duration, outcome);
         match (transition, log_error) {
             (Some(Transition::WentDown), Some(error)) => tracing::warn!(
                 budget = %probe.budget,

@@ -1,5 +1,7 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
-//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory.
+//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
+//! answer takes one `Snapshot` of the state (one `now`, one evaluation) and renders it after the
+//! lock is released.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock;
+use crate::model::HttpSettings;
 use crate::shared::Shared;
 use crate::status::{BacklogStatus, BudgetList, BudgetStatus};
 
@@ -72,10 +74,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Adds `Cache-Control` and, for allowed origins, CORS headers to an API answer.
-fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
-    let state = app.shared.state();
-    let http = &state.config.http;
+/// `Cache-Control` and, for allowed origins, CORS headers for an API answer.
+fn api_headers(http: &HttpSettings, request: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let cache = format!("max-age={}", http.api_cache_max_age.as_secs());
     if let Ok(value) = HeaderValue::from_str(&cache) {
@@ -100,17 +100,10 @@ fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
 }
 
 async fn list_budgets(State(app): State<AppState>, request: HeaderMap) -> Response {
-    let headers = api_headers(&app, &request);
-    let now = clock::now();
-    let list = {
-        let state = app.shared.state();
-        BudgetList {
-            budgets: state
-                .budgets
-                .iter()
-                .map(|b| BudgetStatus::new(b, now))
-                .collect(),
-        }
+    let snapshot = app.shared.snapshot(None);
+    let headers = api_headers(&snapshot.config.http, &request);
+    let list = BudgetList {
+        budgets: snapshot.budgets.iter().map(BudgetStatus::new).collect(),
     };
     (headers, axum::Json(list)).into_response()
 }
@@ -120,14 +113,9 @@ async fn one_budget(
     Path(name): Path<String>,
     request: HeaderMap,
 ) -> Response {
-    let headers = api_headers(&app, &request);
-    let now = clock::now();
-    let found = app
-        .shared
-        .state()
-        .budget(&name)
-        .map(|b| BudgetStatus::new(b, now));
-    match found {
+    let snapshot = app.shared.snapshot(Some(&name));
+    let headers = api_headers(&snapshot.config.http, &request);
+    match snapshot.budgets.first().map(BudgetStatus::new) {
         Some(status) => (headers, axum::Json(status)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -168,15 +156,12 @@ async fn reload(State(app): State<AppState>) -> Response {
 /// A small server-rendered page: every budget, its state and since when, lag against budget,
 /// and each probe's freshness and last error. Refreshes itself; no JavaScript.
 async fn status_page(State(app): State<AppState>) -> Html<String> {
-    let now = clock::now();
-    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = {
-        let state = app.shared.state();
-        state
-            .budgets
-            .iter()
-            .map(|b| (BudgetStatus::new(b, now), now.since(b.tracker.since)))
-            .unzip()
-    };
+    let snapshot = app.shared.snapshot(None);
+    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = snapshot
+        .budgets
+        .iter()
+        .map(|b| (BudgetStatus::new(b), snapshot.now.since(b.tracker.since)))
+        .unzip();
     Html(render_status_page(&budgets, &since))
 }
 

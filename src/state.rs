@@ -1,13 +1,21 @@
 //! The daemon's memory: every budget and probe of the running config with its history. Probe
-//! tasks write results here; `/metrics`, the API and the status page read from here. No IO.
+//! tasks write results here; `/metrics`, the API and the status page read a `Snapshot` of it. No
+//! IO.
+//!
+//! An answer copies the state under the lock (`DaemonState::copy`: per budget, two `Arc`s and
+//! its tracker; a budget's probes are shared and copied on write, only when one of them records
+//! while an answer still holds them) and evaluates and renders that copy outside the lock
+//! (`StateCopy::evaluate`), so a scrape of thousands of probes never makes a probe task wait for
+//! more than the copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::clock::Now;
-use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition, used_ratio};
+use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition};
 use crate::model::{Budget, Config, Probe};
 use crate::probe::{Detail, ProbeError, Reading};
+use crate::sample::Sample;
 
 /// A probe's identity across reloads: its budget's name, its own, and its replica if it has one.
 pub type ProbeKey = (String, String, Option<String>);
@@ -28,12 +36,16 @@ pub struct DaemonState {
     pub reload: ReloadStatus,
 }
 
+#[derive(Clone)]
 pub struct BudgetEntry {
     pub spec: Arc<Budget>,
     pub tracker: BudgetTracker,
-    pub probes: Vec<ProbeEntry>,
+    /// Shared with the answers that copied this budget; a record copies them first
+    /// (`Arc::make_mut`) if an answer still holds them.
+    pub probes: Arc<Vec<ProbeEntry>>,
 }
 
+#[derive(Clone)]
 pub struct ProbeEntry {
     pub spec: Arc<Probe>,
     pub history: ProbeHistory,
@@ -96,10 +108,10 @@ impl DaemonState {
                 .map(|b| b.tracker.clone())
                 .unwrap_or_else(|| BudgetTracker::new(now));
             let mut old_probes: BTreeMap<ProbeKey, ProbeEntry> = old
-                .as_mut()
+                .take()
                 .map(|b| {
-                    b.probes
-                        .drain(..)
+                    Arc::unwrap_or_clone(b.probes)
+                        .into_iter()
                         .map(|p| (probe_key(&p.spec), p))
                         .collect()
                 })
@@ -139,7 +151,7 @@ impl DaemonState {
             self.budgets.push(BudgetEntry {
                 spec: budget.clone(),
                 tracker,
-                probes,
+                probes: Arc::new(probes),
             });
         }
         for budget in old_config.budgets.iter() {
@@ -166,10 +178,10 @@ impl DaemonState {
         result: Result<Reading, ProbeError>,
     ) -> Option<Transition> {
         let budget = self.budgets.iter_mut().find(|b| b.spec.name == key.0)?;
-        let probe = budget
-            .probes
-            .iter_mut()
-            .find(|p| p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id)?;
+        let index = budget.probes.iter().position(|p| {
+            p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id
+        })?;
+        let probe = &mut Arc::make_mut(&mut budget.probes)[index];
         let outcome = match result {
             Ok(Reading { sample, detail }) => {
                 probe.detail = detail;
@@ -207,33 +219,111 @@ impl ProbeEntry {
         self.spec.interval.as_secs_f64()
     }
 
-    /// The used ratio of the fresh sample, `None` while stale.
-    pub fn fresh_ratio(&self, now: Now) -> Option<f64> {
-        self.history
-            .fresh_sample(now, self.interval_secs())
-            .map(|s| used_ratio(&self.spec, s))
+    /// The probe evaluated at `now`.
+    pub fn view(&self, now: Now) -> ProbeView {
+        ProbeView::of(&self.spec, &self.history, now)
     }
 
-    pub fn is_stale(&self, now: Now) -> bool {
-        self.history.is_stale(now, self.interval_secs())
+    /// The last success's sample, if `view` (this probe's, at the answer's `now`) is fresh.
+    pub fn fresh_sample(&self, view: &ProbeView) -> Option<&Sample> {
+        if view.stale {
+            None
+        } else {
+            self.history.last_sample.as_deref()
+        }
     }
 
-    pub fn is_stalled(&self, now: Now) -> bool {
-        self.history.is_stalled(
-            now,
-            self.interval_secs(),
-            self.spec.stall_after.as_secs_f64(),
-        )
+    /// The last success's detail, if `view` is fresh: shown exactly when the sample is.
+    pub fn fresh_detail(&self, view: &ProbeView) -> Option<&Detail> {
+        self.fresh_sample(view).and(self.detail.as_ref())
     }
 }
 
-fn evaluate_budget(budget: &mut BudgetEntry, now: Now) {
-    let views: Vec<ProbeView> = budget
-        .probes
-        .iter()
-        .map(|p| ProbeView {
-            used_ratio: p.fresh_ratio(now),
-        })
-        .collect();
+/// Re-evaluates `budget` at `now`: every probe's view, then the tracker from them.
+fn evaluate_budget(budget: &mut BudgetEntry, now: Now) -> Vec<ProbeView> {
+    let views: Vec<ProbeView> = budget.probes.iter().map(|p| p.view(now)).collect();
     budget.tracker.evaluate(&budget.spec, &views, now);
+    views
+}
+
+impl DaemonState {
+    /// A copy for one answer at `now` (read by the caller while it holds the lock, so that
+    /// answers and records are ordered by their `now`): every budget, or the one named `only`.
+    /// Cheap: see the module comment.
+    pub fn copy(&self, now: Now, only: Option<&str>) -> StateCopy {
+        StateCopy {
+            now,
+            config: self.config.clone(),
+            reload: self.reload,
+            budgets: self
+                .budgets
+                .iter()
+                .filter(|b| only.is_none_or(|name| b.spec.name == name))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The state as one answer copied it, not yet evaluated.
+pub struct StateCopy {
+    now: Now,
+    config: Arc<Config>,
+    reload: ReloadStatus,
+    budgets: Vec<BudgetEntry>,
+}
+
+impl StateCopy {
+    /// Evaluates every budget of the copy at its `now`, as the daemon's tick would: each probe's
+    /// view, then a copy of the budget's tracker from them. The state's own trackers are not
+    /// touched; they move on with the tick and with records.
+    pub fn evaluate(self) -> Snapshot {
+        let now = self.now;
+        Snapshot {
+            now,
+            config: self.config,
+            reload: self.reload,
+            budgets: self
+                .budgets
+                .into_iter()
+                .map(|mut budget| {
+                    let views = evaluate_budget(&mut budget, now);
+                    BudgetSnapshot {
+                        spec: budget.spec,
+                        tracker: budget.tracker,
+                        probes: budget.probes,
+                        views,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Everything one answer shows, evaluated once at one `now`: `/metrics`, the API and the status
+/// page render from this and compute nothing about freshness or budgets themselves.
+pub struct Snapshot {
+    pub now: Now,
+    pub config: Arc<Config>,
+    pub reload: ReloadStatus,
+    /// Budgets in config order.
+    pub budgets: Vec<BudgetSnapshot>,
+}
+
+/// One budget at the answer's `now`.
+pub struct BudgetSnapshot {
+    pub spec: Arc<Budget>,
+    /// The budget's tracker evaluated at `now` from `views` (state, since, time counters, the
+    /// largest used ratio).
+    pub tracker: BudgetTracker,
+    pub probes: Arc<Vec<ProbeEntry>>,
+    /// Each probe evaluated at `now`, in the order of `probes`.
+    pub views: Vec<ProbeView>,
+}
+
+impl BudgetSnapshot {
+    /// Each probe with its view.
+    pub fn probes(&self) -> impl Iterator<Item = (&ProbeEntry, &ProbeView)> {
+        self.probes.iter().zip(&self.views)
+    }
 }

@@ -1,12 +1,13 @@
-//! The JSON views of `/api/v1/budgets`, built from the state. Unknown values are `null`,
-//! never 0: a product page must be able to tell "caught up" from "cannot see".
+//! The JSON views of `/api/v1/budgets`, built from a `Snapshot` of the state: freshness, stall,
+//! used ratios and the budget's state all come from its one evaluation at the answer's `now`.
+//! Unknown values are `null`, never 0: a product page must be able to tell "caught up" from
+//! "cannot see".
 
 use serde::Serialize;
 
-use crate::clock::Now;
-use crate::evaluate::BudgetState;
+use crate::evaluate::{BudgetState, ProbeView};
 use crate::probe::{DetailStatus, ErrorReason};
-use crate::state::{BudgetEntry, ProbeEntry};
+use crate::state::{BudgetSnapshot, ProbeEntry};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetList {
@@ -94,11 +95,10 @@ pub struct ErrorStatus {
 }
 
 impl BudgetStatus {
-    pub fn new(budget: &BudgetEntry, now: Now) -> Self {
+    pub fn new(budget: &BudgetSnapshot) -> Self {
         let probes: Vec<ProbeStatus> = budget
-            .probes
-            .iter()
-            .map(|p| ProbeStatus::new(p, now))
+            .probes()
+            .map(|(probe, view)| ProbeStatus::new(probe, view))
             .collect();
         let any_stale = probes.iter().any(|p| p.stale);
         let lag_seconds = if any_stale {
@@ -136,23 +136,24 @@ impl BudgetStatus {
 }
 
 impl ProbeStatus {
-    pub fn new(probe: &ProbeEntry, now: Now) -> Self {
+    /// `probe` as `view` (its evaluation at the answer's `now`) shows it.
+    pub fn new(probe: &ProbeEntry, view: &ProbeView) -> Self {
         let history = &probe.history;
-        let fresh = history.fresh_sample(now, probe.interval_secs());
-        let last = history.last_sample.as_ref();
+        let fresh = probe.fresh_sample(view);
+        let last = history.last_sample.as_deref();
         Self {
             name: probe.spec.name.clone(),
             replica: probe.spec.replica.clone(),
             kind: probe.spec.kind_key(),
             source: probe.spec.source_name().to_owned(),
             up: history.is_up(),
-            stale: probe.is_stale(now),
-            stalled: probe.is_stalled(now),
+            stale: view.stale,
+            stalled: view.stalled,
             runs: history.runs,
             lag_seconds: fresh.and_then(|s| s.lag_seconds),
             last_lag_seconds: last.and_then(|s| s.lag_seconds),
             budget_seconds: probe.spec.max_lag.map(|d| d.as_secs_f64()),
-            used_ratio: probe.fresh_ratio(now),
+            used_ratio: view.used_ratio,
             backlog: fresh.and_then(|s| s.backlog).map(|b| BacklogStatus {
                 unit: b.unit.as_str(),
                 value: b.value,
@@ -166,9 +167,7 @@ impl ProbeStatus {
                 message: e.message.clone(),
             }),
             detail: last.and_then(|s| s.detail.clone()),
-            kind_detail: fresh
-                .and(probe.detail.as_ref())
-                .and_then(|detail| detail.status()),
+            kind_detail: probe.fresh_detail(view).and_then(|detail| detail.status()),
             clock_skew_seconds: fresh.and_then(|s| s.clock_skew_seconds),
             read_your_writes: (history.read_your_writes_checks > 0).then_some(
                 ReadYourWritesStatus {
@@ -249,13 +248,16 @@ mod tests {
         };
         let key = crate::state::probe_key(&probe);
         state.record(&key, task, at(1.0), 0.25, Ok(reading));
-        let entry = &state.budgets[0].probes[0];
-        let json = serde_json::to_string(&ProbeStatus::new(entry, at(2.0))).expect("json");
+        let status = |now| {
+            let budget = &state.copy(now, None).evaluate().budgets[0];
+            ProbeStatus::new(&budget.probes[0], &budget.views[0])
+        };
+        let json = serde_json::to_string(&status(at(2.0))).expect("json");
         assert_eq!(
             json,
             r#"{"name":"group","kind":"kafka_consumer_group","source":"events","up":true,"stale":false,"stalled":false,"runs":1,"lag_seconds":4.5,"last_lag_seconds":4.5,"budget_seconds":60.0,"used_ratio":0.075,"backlog":null,"last_run":"1970-01-01T00:00:01.000Z","last_success":"1970-01-01T00:00:01.000Z","last_duration_seconds":0.25,"interval_seconds":10.0,"error":null,"detail":"1 of 3 partitions behind, 12 messages","kafka":{"members":2,"data_loss":false,"timestamp_type":"CreateTime","partitions_total":3,"partitions":[{"topic":"orders","partition":1,"lag_seconds":4.5,"backlog_messages":12}]}}"#
         );
-        let stale = serde_json::to_value(ProbeStatus::new(entry, at(31.5))).expect("json");
+        let stale = serde_json::to_value(status(at(31.5))).expect("json");
         assert_eq!(stale["stale"], true);
         assert!(stale.get("kafka").is_none(), "{stale}");
     }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use crate::families::Labels;
+use crate::families::{Exposition, Labels};
 use crate::model::{Config, Probe, ProbeKind, Source, SourceKind};
 pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
@@ -111,7 +111,7 @@ impl DetailFamilies {
     }
 
     /// Appends every family with at least one series to `out`.
-    pub fn finish(self, out: &mut String) {
+    pub fn finish(self, out: &mut Exposition) {
         self.postgres_replica.finish(out);
         self.mysql_replica.finish(out);
         self.kafka_consumer_group.finish(out);

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::families::{FamilyBuilder, Labels, bool_value, gauge, with_label};
+use crate::families::{Exposition, FamilyBuilder, Labels, bool_value, gauge, with_label};
 
 pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
 pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
@@ -141,7 +141,7 @@ impl Families {
         }
     }
 
-    pub fn finish(self, out: &mut String) {
+    pub fn finish(self, out: &mut Exposition) {
         for family in [
             self.members,
             self.data_loss,

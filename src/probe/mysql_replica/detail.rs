@@ -2,7 +2,7 @@
 //! threads, a secondary signal beside the heartbeat lag, never the lag itself; and the metric
 //! families it exports. Shown, like lag, only while the probe is fresh; the API shows none of it.
 
-use crate::families::{FamilyBuilder, Labels, bool_value, gauge, with_label};
+use crate::families::{Exposition, FamilyBuilder, Labels, bool_value, gauge, with_label};
 
 pub const MYSQL_REPLICATION_RUNNING: &str = "lagbudget_mysql_replication_running";
 pub const MYSQL_SECONDS_BEHIND_SOURCE: &str = "lagbudget_mysql_seconds_behind_source";
@@ -57,7 +57,7 @@ impl Families {
         }
     }
 
-    pub fn finish(self, out: &mut String) {
+    pub fn finish(self, out: &mut Exposition) {
         self.running.finish(out);
         self.behind.finish(out);
     }

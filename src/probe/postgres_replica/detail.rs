@@ -2,7 +2,7 @@
 //! silent, liveness that "caught up" alone cannot show; and the metric family it exports. Shown,
 //! like lag, only while the probe is fresh; the API shows none of it.
 
-use crate::families::{FamilyBuilder, Labels, gauge};
+use crate::families::{Exposition, FamilyBuilder, Labels, gauge};
 
 pub const RECEIVER_LAST_MESSAGE_AGE: &str = "lagbudget_replica_receiver_last_message_age_seconds";
 
@@ -43,7 +43,7 @@ impl Families {
         }
     }
 
-    pub fn finish(self, out: &mut String) {
+    pub fn finish(self, out: &mut Exposition) {
         self.receiver_age.finish(out);
     }
 }
