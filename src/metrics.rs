@@ -53,7 +53,8 @@ pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("LAGBUDGET_REVISION");
 
-/// Process-level metrics kept in a registry: they accumulate independently of the config.
+/// Process-level metrics kept in a registry: they accumulate independently of the config. The
+/// probe duration histogram and the standard `process_*` collector.
 pub struct ProcessMetrics {
     registry: Registry,
     durations: HistogramVec,
@@ -77,6 +78,15 @@ impl ProcessMetrics {
         .expect("static histogram options are valid");
         registry
             .register(Box::new(durations.clone()))
+            .expect("registered once into a fresh registry");
+        // The standard process metrics (`process_cpu_seconds_total`,
+        // `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds`…),
+        // read from /proc at each scrape, outside the state lock. Linux only, as the collector.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("registered once into a fresh registry");
         Self {
             registry,
@@ -445,4 +455,30 @@ fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
         }
     }
     details.finish(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_standard_process_metrics_are_exported() {
+        let text = encode(Exposition::new(), &ProcessMetrics::new());
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+        ] {
+            let line = text
+                .lines()
+                .find(|line| line.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            let value: f64 = line[name.len() + 1..].parse().expect("a number");
+            assert!(value >= 0.0, "{line}");
+        }
+    }
 }
