@@ -460,6 +460,191 @@ fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Now;
+    use crate::probe::kafka_consumer_group::detail::{KafkaDetail, PartitionLag};
+    use crate::probe::mysql_replica::detail::MysqlReplicaDetail;
+    use crate::probe::postgres_replica::detail::StandbyDetail;
+    use crate::probe::{Detail, Reading};
+    use crate::state::{DaemonState, probe_key};
+    use crate::testing::{MIXED, at, config, sample};
+    use std::sync::Arc;
+
+    /// The series of `name` in `text`: (labels text, value).
+    fn series<'t>(text: &'t str, name: &str) -> Vec<(&'t str, f64)> {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (labels, value) = rest.rsplit_once(' ')?;
+                (labels.is_empty() || labels.starts_with('{'))
+                    .then(|| (labels, value.parse().expect("a number")))
+            })
+            .collect()
+    }
+
+    fn render_at(state: &DaemonState, now: Now) -> String {
+        render(&state.copy(now, None).evaluate()).into_text()
+    }
+
+    /// Every probe of `MIXED` reports once at 1 s, each kind with its detail.
+    fn measured() -> DaemonState {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        for (probe, task) in diff.start {
+            let detail = match probe.name.as_str() {
+                "group" => Some(Detail::KafkaConsumerGroup(Arc::new(KafkaDetail {
+                    members: Some(3),
+                    data_loss: true,
+                    log_append_time: Some(true),
+                    partitions_total: 4,
+                    partitions: vec![PartitionLag {
+                        topic: "orders".into(),
+                        partition: 2,
+                        lag_seconds: 1.5,
+                        backlog: 9,
+                    }],
+                }))),
+                "mirror" => Some(Detail::MysqlReplica(MysqlReplicaDetail {
+                    io_running: true,
+                    sql_running: false,
+                    seconds_behind_source: None,
+                })),
+                "stream" => Some(Detail::PostgresReplica(StandbyDetail {
+                    receiver_last_message_age_seconds: Some(0.75),
+                })),
+                _ => None,
+            };
+            let reading = Reading {
+                sample: sample(3.0),
+                detail,
+            };
+            state.record(&probe_key(&probe), task, at(1.0), 0.1, Ok(reading));
+        }
+        state
+    }
+
+    #[test]
+    fn every_error_reason_counter_exists_at_zero_from_load() {
+        let mut next = 0;
+        let (state, _) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        let text = render_at(&state, at(0.5));
+        let errors = series(&text, PROBE_ERRORS);
+        assert_eq!(errors.len(), 5 * ErrorReason::ALL.len(), "{text}");
+        assert!(errors.iter().all(|(_, value)| *value == 0.0));
+        for reason in ErrorReason::ALL {
+            let label = format!("reason=\"{}\"", reason.as_str());
+            assert_eq!(
+                errors.iter().filter(|(l, _)| l.contains(&label)).count(),
+                5,
+                "{reason:?}"
+            );
+        }
+        // Nothing measured yet: stale, down, and no lag, ratio or backlog at all.
+        assert_eq!(series(&text, PROBE_STALE).len(), 5);
+        assert!(series(&text, PROBE_STALE).iter().all(|(_, v)| *v == 1.0));
+        assert!(series(&text, PROBE_UP).iter().all(|(_, v)| *v == 0.0));
+        for absent in [LAG_SECONDS, BUDGET_USED_RATIO, "lagbudget_backlog_messages"] {
+            assert!(series(&text, absent).is_empty(), "{absent} in:\n{text}");
+        }
+        // The other per-probe counters too, and the read-your-writes counters where they apply.
+        for counter in [NEGATIVE_LAG, POSITION_REGRESSIONS] {
+            assert_eq!(series(&text, counter).len(), 5, "{counter}");
+        }
+        assert_eq!(
+            series(&text, READ_YOUR_WRITES_CHECKS),
+            [(
+                "{budget=\"checkout\",probe=\"mirror\",replica=\"replica\"}",
+                0.0
+            )]
+        );
+    }
+
+    #[test]
+    fn a_stale_probe_has_no_lag_ratio_backlog_or_detail_series() {
+        let state = measured();
+        let fresh = render_at(&state, at(2.0));
+        assert_eq!(series(&fresh, LAG_SECONDS).len(), 5);
+        assert_eq!(series(&fresh, BUDGET_USED_RATIO).len(), 5);
+        assert_eq!(series(&fresh, "lagbudget_backlog_messages").len(), 5);
+        assert!(
+            series(&fresh, BUDGET_USED_RATIO)
+                .iter()
+                .all(|(_, v)| *v == 0.05)
+        );
+        // 3 intervals of 10 s after the last success: every probe is stale.
+        let stale = render_at(&state, at(31.5));
+        for absent in [
+            LAG_SECONDS,
+            BUDGET_USED_RATIO,
+            "lagbudget_backlog_messages",
+            KAFKA_GROUP_MEMBERS,
+            KAFKA_DATA_LOSS,
+            PARTITION_LAG,
+            MYSQL_REPLICATION_RUNNING,
+            RECEIVER_LAST_MESSAGE_AGE,
+        ] {
+            assert!(series(&stale, absent).is_empty(), "{absent} in:\n{stale}");
+        }
+        assert!(series(&stale, PROBE_STALE).iter().all(|(_, v)| *v == 1.0));
+        // What is known without being fresh stays: the budget, the last success, the counters.
+        assert_eq!(series(&stale, BUDGET_SECONDS).len(), 5);
+        assert_eq!(series(&stale, PROBE_LAST_SUCCESS).len(), 5);
+        // And the budget is unknown at the same instant, in the same answer.
+        let unknown = series(&stale, STATE)
+            .into_iter()
+            .filter(|(labels, v)| labels.contains("state=\"unknown\"") && *v == 1.0)
+            .count();
+        assert_eq!(unknown, 2, "{stale}");
+    }
+
+    #[test]
+    fn kind_details_render_while_fresh() {
+        let text = render_at(&measured(), at(2.0));
+        let group = "{budget=\"checkout\",probe=\"group\"}";
+        assert_eq!(series(&text, KAFKA_GROUP_MEMBERS), [(group, 3.0)]);
+        assert_eq!(series(&text, KAFKA_DATA_LOSS), [(group, 1.0)]);
+        assert_eq!(
+            series(&text, KAFKA_TIMESTAMP_TYPE),
+            [(
+                "{budget=\"checkout\",probe=\"group\",timestamp_type=\"LogAppendTime\"}",
+                1.0
+            )]
+        );
+        let partition = "{budget=\"checkout\",probe=\"group\",topic=\"orders\",partition=\"2\"}";
+        assert_eq!(series(&text, PARTITION_LAG), [(partition, 1.5)]);
+        assert_eq!(series(&text, PARTITION_BACKLOG), [(partition, 9.0)]);
+        let mirror = "budget=\"checkout\",probe=\"mirror\",replica=\"replica\"";
+        assert_eq!(
+            series(&text, MYSQL_REPLICATION_RUNNING),
+            [
+                (format!("{{{mirror},thread=\"io\"}}").as_str(), 1.0),
+                (format!("{{{mirror},thread=\"sql\"}}").as_str(), 0.0),
+            ]
+        );
+        assert!(
+            series(&text, MYSQL_SECONDS_BEHIND_SOURCE).is_empty(),
+            "NULL is absent, never 0"
+        );
+        assert_eq!(
+            series(&text, RECEIVER_LAST_MESSAGE_AGE),
+            [(
+                "{budget=\"checkout\",probe=\"stream\",replica=\"standby\"}",
+                0.75
+            )]
+        );
+        // Each family once, with its help.
+        for name in [
+            KAFKA_GROUP_MEMBERS,
+            MYSQL_REPLICATION_RUNNING,
+            RECEIVER_LAST_MESSAGE_AGE,
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} gauge\n")).count(),
+                1,
+                "{name}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

@@ -9,24 +9,34 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::evaluate::Transition;
 use crate::metrics::{self, ProcessMetrics};
 use crate::probe::{ProbeError, Reading};
 use crate::secret::SecretSet;
 use crate::state::{DaemonState, ProbeKey, Snapshot};
 
+/// Where `Shared` reads the time: `clock::now` in the daemon, a fixed reading in tests.
+pub type Clock = Box<dyn Fn() -> Now + Send + Sync>;
+
 /// What the HTTP server and the probe tasks share.
 pub struct Shared {
     state: Mutex<DaemonState>,
     pub process: ProcessMetrics,
+    clock: Clock,
 }
 
 impl Shared {
     pub fn new(state: DaemonState) -> Self {
+        Self::with_clock(state, Box::new(clock::now))
+    }
+
+    /// `Shared` reading the time from `clock`: tests answer at an instant they choose.
+    pub fn with_clock(state: DaemonState, clock: Clock) -> Self {
         Self {
             state: Mutex::new(state),
             process: ProcessMetrics::new(),
+            clock,
         }
     }
 
@@ -46,13 +56,13 @@ impl Shared {
         result: Result<Reading, ProbeError>,
     ) -> Option<Transition> {
         let mut state = self.state();
-        state.record(key, task_id, clock::now(), duration, result)
+        state.record(key, task_id, (self.clock)(), duration, result)
     }
 
     /// Re-evaluates every budget at the current time: freshness changes with time alone.
     pub fn tick(&self) {
         let mut state = self.state();
-        state.evaluate_all(clock::now());
+        state.evaluate_all((self.clock)());
     }
 
     /// Every budget (or the one named `only`) evaluated at one reading of the clock, for one
@@ -60,7 +70,7 @@ impl Shared {
     pub fn snapshot(&self, only: Option<&str>) -> Snapshot {
         let copy = {
             let state = self.state();
-            state.copy(clock::now(), only)
+            state.copy((self.clock)(), only)
         };
         copy.evaluate()
     }

@@ -327,3 +327,181 @@ impl BudgetSnapshot {
         self.probes.iter().zip(&self.views)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::BudgetState;
+    use crate::testing::{at, config, sample};
+
+    const BEFORE: &str = r#"
+sources:
+  db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  db2: { postgres: { dsn: "host=127.0.0.2 user=postgres dbname=test" } }
+budgets:
+  - name: checkout
+    max_lag: 60s
+    probes:
+      - { name: kept, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: moved, interval: 10s, sql_watermark: { source: db2, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: dropped, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 3", mode: since_watermark } }
+  - name: gone
+    max_lag: 60s
+    probes:
+      - { name: p, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+"#;
+
+    /// `checkout` keeps its name (with another warn level), `kept` is unchanged, `moved`'s
+    /// source points elsewhere, `dropped` and the budget `gone` are removed, `added` is new.
+    const AFTER: &str = r#"
+sources:
+  db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  db2: { postgres: { dsn: "host=127.0.0.3 user=postgres dbname=test" } }
+budgets:
+  - name: checkout
+    max_lag: 60s
+    warn_at: 90%
+    probes:
+      - { name: kept, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: moved, interval: 10s, sql_watermark: { source: db2, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: added, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 4", mode: since_watermark } }
+"#;
+
+    fn key(budget: &str, probe: &str) -> ProbeKey {
+        (budget.to_owned(), probe.to_owned(), None)
+    }
+
+    fn entry<'s>(state: &'s DaemonState, budget: &str, probe: &str) -> &'s ProbeEntry {
+        state
+            .budget(budget)
+            .and_then(|b| b.probes.iter().find(|p| p.spec.name == probe))
+            .unwrap_or_else(|| panic!("{budget}/{probe}"))
+    }
+
+    #[test]
+    fn a_reload_keeps_what_did_not_change_and_drops_what_is_gone() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(BEFORE), at(0.0), &mut next);
+        assert_eq!(diff.start.len(), 4);
+        for (probe, task) in &diff.start {
+            state.record(
+                &probe_key(probe),
+                *task,
+                at(1.0),
+                0.1,
+                Ok(sample(1.0).into()),
+            );
+        }
+        state.evaluate_all(at(5.0));
+        let kept_task = entry(&state, "checkout", "kept").task_id;
+        let moved_task = entry(&state, "checkout", "moved").task_id;
+        let tracker_before = state.budget("checkout").expect("checkout").tracker.clone();
+        assert_eq!(tracker_before.state, BudgetState::Ok);
+
+        let diff = state.apply(config(AFTER), at(6.0), &mut next);
+
+        // Unchanged: same task, same history.
+        let kept = entry(&state, "checkout", "kept");
+        assert_eq!(kept.task_id, kept_task);
+        assert_eq!(kept.history.runs, 1);
+        // Its source changed: a new task and a fresh history.
+        let moved = entry(&state, "checkout", "moved");
+        assert_ne!(moved.task_id, moved_task);
+        assert_eq!(moved.history.runs, 0);
+        assert!(entry(&state, "checkout", "added").history.runs == 0);
+        let started: Vec<&str> = diff.start.iter().map(|(p, _)| p.name.as_str()).collect();
+        assert_eq!(started, ["moved", "added"]);
+        assert_eq!(diff.kept, 1);
+        let mut stopped = diff.stop.clone();
+        stopped.sort();
+        assert_eq!(
+            stopped,
+            [
+                key("checkout", "dropped"),
+                key("checkout", "moved"),
+                key("gone", "p")
+            ]
+        );
+        // Removed things are gone.
+        assert!(state.budget("gone").is_none());
+        assert!(
+            !state
+                .budget("checkout")
+                .expect("checkout")
+                .probes
+                .iter()
+                .any(|p| p.spec.name == "dropped")
+        );
+        // The budget keeps its tracker by name (its spec changed): the same `since`, time
+        // counters that went on, and unknown now that two probes have not run.
+        let budget = state.budget("checkout").expect("checkout");
+        assert_eq!(budget.spec.warn_at, 0.9);
+        assert_eq!(budget.tracker.since, at(6.0), "ok → unknown at the reload");
+        assert_eq!(budget.tracker.state, BudgetState::Unknown);
+        assert_eq!(
+            budget.tracker.evaluated_seconds_total,
+            tracker_before.evaluated_seconds_total + 1.0
+        );
+        // A result of the replaced task is dropped.
+        assert!(
+            state
+                .record(
+                    &key("checkout", "moved"),
+                    moved_task,
+                    at(7.0),
+                    0.1,
+                    Ok(sample(1.0).into())
+                )
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_answer_is_one_evaluation_of_a_copy_at_its_own_now() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(BEFORE), at(0.0), &mut next);
+        for (probe, task) in &diff.start {
+            state.record(
+                &probe_key(probe),
+                *task,
+                at(1.0),
+                0.1,
+                Ok(sample(6.0).into()),
+            );
+        }
+        let copy = state.copy(at(2.0), Some("checkout"));
+        // A record after the copy changes the state, not the copy.
+        let (kept, task) = diff.start[0].clone();
+        state.record(
+            &probe_key(&kept),
+            task,
+            at(3.0),
+            0.1,
+            Ok(sample(30.0).into()),
+        );
+        let answer = copy.evaluate();
+        assert_eq!(answer.now, at(2.0));
+        assert_eq!(answer.budgets.len(), 1);
+        let budget = &answer.budgets[0];
+        assert_eq!(budget.views[0].used_ratio, Some(0.1));
+        assert_eq!(budget.tracker.max_used_ratio, Some(0.1));
+        assert_eq!(entry(&state, "checkout", "kept").history.runs, 2);
+
+        // Evaluated later, the answer sees every probe stale and the budget unknown, while the
+        // state's own tracker, last evaluated at 3 s, is untouched.
+        let late = state.copy(at(40.0), None).evaluate();
+        let budget = &late.budgets[0];
+        assert!(
+            budget
+                .views
+                .iter()
+                .all(|v| v.stale && v.used_ratio.is_none())
+        );
+        assert_eq!(budget.tracker.state, BudgetState::Unknown);
+        assert_eq!(budget.tracker.since, at(40.0));
+        assert_eq!(budget.tracker.max_used_ratio, None);
+        let live = &state.budget("checkout").expect("checkout").tracker;
+        assert_eq!(live.state, BudgetState::Ok);
+        assert_eq!(live.max_used_ratio, Some(0.5));
+    }
+}

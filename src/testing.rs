@@ -22,12 +22,18 @@ pub fn at(x: f64) -> Now {
     Now { unix: x, mono: x }
 }
 
-/// One budget with a `kafka_consumer_group`, a `sql_watermark` and a `mysql_replica` probe (one
-/// replica), every interval 10 s.
+/// One budget with a `kafka_consumer_group`, a `sql_watermark`, a `mysql_replica` (one replica)
+/// and a `postgres_replica` (one standby) probe, every interval 10 s, in that order; and a
+/// budget `other` with one `sql_watermark` probe. CORS allows one origin; answers may be cached
+/// for 5 s.
 pub const MIXED: &str = r#"
+http:
+  cors_allowed_origins: ["https://app.example"]
+  api_cache_max_age: 5s
 sources:
   events: { kafka: { brokers: "127.0.0.1:9092" } }
   db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  standby: { postgres: { dsn: "host=127.0.0.2 user=postgres dbname=test" } }
   primary: { mysql: { url: "mysql://root@127.0.0.1:3306" } }
   replica: { mysql: { url: "mysql://root@127.0.0.1:3307" } }
 budgets:
@@ -42,5 +48,27 @@ budgets:
         sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark }
       - name: mirror
         interval: 10s
-        mysql_replica: { primary: primary, replicas: [replica] }
+        mysql_replica: { primary: primary, replicas: [replica], ryw_delay: 1s }
+      - name: stream
+        interval: 10s
+        postgres_replica: { primary: db, standbys: [standby], method: passive }
+  - name: other
+    max_lag: 60s
+    probes:
+      - name: p
+        interval: 10s
+        sql_watermark: { source: db, watermark: "SELECT 2", mode: since_watermark }
 "#;
+
+/// A sample with this lag and a backlog of 7 messages.
+pub fn sample(lag: f64) -> crate::sample::Sample {
+    crate::sample::Sample {
+        lag_seconds: Some(lag),
+        backlog: Some(crate::sample::Backlog {
+            unit: crate::sample::BacklogUnit::Messages,
+            value: 7.0,
+        }),
+        position: Some("1".into()),
+        ..crate::sample::Sample::default()
+    }
+}
