@@ -185,6 +185,21 @@ fn record_wait_benchmark() {
          {max:.3} ms (record under the lock: p99 {hold_p99:.3} ms, max {hold_max:.3} ms)",
         scrapes.load(Ordering::Relaxed)
     );
+    // What an answer holds the lock for: the copy of the state, alone on the machine's cores.
+    let mut copies = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let state = shared.state();
+        let started = Instant::now();
+        let copy = state.copy(lagbudget::clock::now(), None);
+        copies.push(started.elapsed());
+        drop(state);
+        std::hint::black_box(copy.evaluate());
+    }
+    let (median, p99, max) = spread(&mut copies);
+    println!(
+        "state copy under the lock for one answer, {BUDGETS} budgets x {PROBES} probes, 200 \
+         copies: median {median:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
+    );
 }
 
 fn idle_memory_benchmark() {
