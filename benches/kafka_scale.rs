@@ -149,9 +149,9 @@ fn main() {
                 let (runner, result) = handle.await.expect("probe task");
                 runners.push(runner);
                 match result {
-                    Ok(sample) => {
+                    Ok(reading) => {
                         ok += 1;
-                        if sample.lag_seconds.is_some_and(|lag| lag > 0.0) {
+                        if reading.sample.lag_seconds.is_some_and(|lag| lag > 0.0) {
                             behind += 1;
                         }
                     }

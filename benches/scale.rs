@@ -1,23 +1,25 @@
 //! Scale figures (a bench binary, not a timed test): `cargo bench --bench scale`.
 //!
 //! 1. `/metrics` render time with 1,000 budgets × 5 probes, every probe with a fresh sample.
-//! 2. The daemon's resident memory, idle, with 100 budgets probing the machine's PostgreSQL
+//! 2. How long a probe task waits for the state lock to record its result while `/metrics` is
+//!    rendered back to back on another thread, at the same size.
+//! 3. The daemon's resident memory, idle, with 100 budgets probing the machine's PostgreSQL
 //!    (127.0.0.1:5432, as in the test suite); skipped with a message if it is not reachable.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lagbudget::Shared;
-use lagbudget::evaluate::Outcome;
 use lagbudget::model::{
     Budget, Config, HttpSettings, PostgresSource, Probe, ProbeKind, Secret, SecretSet, Source,
     SourceKind, SqlWatermark, WatermarkMode,
 };
 use lagbudget::probe::{Backlog, BacklogUnit, Sample};
-use lagbudget::state::DaemonState;
+use lagbudget::state::{DaemonState, ProbeKey};
 
 fn synthetic_config(budgets: usize, probes_per_budget: usize) -> Config {
     let source = Arc::new(Source {
@@ -76,27 +78,47 @@ fn synthetic_config(budgets: usize, probes_per_budget: usize) -> Config {
     }
 }
 
-fn render_benchmark() {
-    const BUDGETS: usize = 1_000;
-    const PROBES: usize = 5;
+const BUDGETS: usize = 1_000;
+const PROBES: usize = 5;
+
+/// A fresh sample, as every probe of the synthetic config reports it.
+fn fresh_sample() -> Sample {
+    Sample {
+        lag_seconds: Some(1.5),
+        backlog: Some(Backlog {
+            unit: BacklogUnit::Rows,
+            value: 12.0,
+        }),
+        position: Some("42".into()),
+        ..Sample::default()
+    }
+}
+
+/// 1,000 budgets × 5 probes, every probe with one fresh sample; with each probe's key and task.
+fn loaded_state() -> (Shared, Vec<(ProbeKey, u64)>) {
     let config = Arc::new(synthetic_config(BUDGETS, PROBES));
     let now = lagbudget::clock::now();
     let mut task_id = 0;
     let (mut state, diff) = DaemonState::new(config, now, &mut task_id);
+    let mut tasks = Vec::with_capacity(diff.start.len());
     for (probe, id) in diff.start {
         let key = lagbudget::state::probe_key(&probe);
-        let sample = Sample {
-            lag_seconds: Some(1.5),
-            backlog: Some(Backlog {
-                unit: BacklogUnit::Rows,
-                value: 12.0,
-            }),
-            position: Some("42".into()),
-            ..Sample::default()
-        };
-        state.record(&key, id, now, 0.004, Outcome::Success(sample));
+        state.record(&key, id, now, 0.004, Ok(fresh_sample().into()));
+        tasks.push((key, id));
     }
-    let shared = Shared::new(state);
+    (Shared::new(state), tasks)
+}
+
+/// Median, 99th percentile and maximum of `timings`, in milliseconds.
+fn spread(timings: &mut [Duration]) -> (f64, f64, f64) {
+    timings.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| timings[((timings.len() - 1) as f64 * q).round() as usize];
+    (ms(at(0.5)), ms(at(0.99)), ms(timings[timings.len() - 1]))
+}
+
+fn render_benchmark() {
+    let (shared, _) = loaded_state();
     // Warm up allocations, then time.
     let body = shared.render_metrics();
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
@@ -107,16 +129,76 @@ fn render_benchmark() {
         timings.push(started.elapsed());
         std::hint::black_box(body);
     }
-    timings.sort();
-    let median = timings[timings.len() / 2];
-    let worst = timings[timings.len() - 1];
+    let (median, _, worst) = spread(&mut timings);
     println!(
         "metrics render, {BUDGETS} budgets x {PROBES} probes: {series} series, {} KiB; \
-         median {:.1} ms, worst {:.1} ms over {} renders",
+         median {median:.1} ms, worst {worst:.1} ms over {} renders",
         body.len() / 1024,
-        median.as_secs_f64() * 1e3,
-        worst.as_secs_f64() * 1e3,
         timings.len()
+    );
+}
+
+/// A probe task records a result every millisecond (round robin over every probe) while one
+/// other thread renders `/metrics` back to back: the time from asking for the state lock to
+/// holding it, per record. One scraping thread, so that on a 2-core machine the figure is the
+/// lock's and not the scheduler's.
+fn record_wait_benchmark() {
+    const RECORDS: usize = 3_000;
+    let (shared, tasks) = loaded_state();
+    let shared = Arc::new(shared);
+    let stop = Arc::new(AtomicBool::new(false));
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let scraper = {
+        let (shared, stop, scrapes) = (shared.clone(), stop.clone(), scrapes.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(shared.render_metrics());
+                scrapes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Let the scraper get going.
+    while scrapes.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut waits = Vec::with_capacity(RECORDS);
+    let mut holds = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let (key, task_id) = &tasks[i % tasks.len()];
+        let asked = Instant::now();
+        let mut state = shared.state();
+        let held = Instant::now();
+        let now = lagbudget::clock::now();
+        state.record(key, *task_id, now, 0.004, Ok(fresh_sample().into()));
+        drop(state);
+        waits.push(held - asked);
+        holds.push(held.elapsed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    scraper.join().expect("scraper thread");
+    let (median, p99, max) = spread(&mut waits);
+    let (_, hold_p99, hold_max) = spread(&mut holds);
+    println!(
+        "record lock wait while /metrics renders back to back ({} renders), {BUDGETS} budgets x \
+         {PROBES} probes, {RECORDS} records: median {median:.3} ms, p99 {p99:.3} ms, max \
+         {max:.3} ms (record under the lock: p99 {hold_p99:.3} ms, max {hold_max:.3} ms)",
+        scrapes.load(Ordering::Relaxed)
+    );
+    // What an answer holds the lock for: the copy of the state, alone on the machine's cores.
+    let mut copies = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let state = shared.state();
+        let started = Instant::now();
+        let copy = state.copy(lagbudget::clock::now(), None);
+        copies.push(started.elapsed());
+        drop(state);
+        std::hint::black_box(copy.evaluate());
+    }
+    let (median, p99, max) = spread(&mut copies);
+    println!(
+        "state copy under the lock for one answer, {BUDGETS} budgets x {PROBES} probes, 200 \
+         copies: median {median:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
     );
 }
 
@@ -197,5 +279,6 @@ fn main() {
         return;
     }
     render_benchmark();
+    record_wait_benchmark();
     idle_memory_benchmark();
 }

@@ -132,7 +132,7 @@ impl Daemon {
                         let _ = reply.send(outcome);
                     }
                 }
-                _ = tick.tick() => self.shared.state().evaluate_all(clock::now()),
+                _ = tick.tick() => self.shared.tick(),
             }
         }
     }
@@ -163,9 +163,9 @@ impl Daemon {
             }
         };
         self.sources = sources;
-        let now = clock::now();
         let diff = {
             let mut state = self.shared.state();
+            let now = clock::now();
             let diff = state.apply(Arc::new(config), now, &mut self.next_task_id);
             state.reload.last_successful = true;
             state.reload.last_success_at = now;

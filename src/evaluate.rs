@@ -3,6 +3,14 @@
 //! so the rules (README.md, "Budget states") are tested with tables. Elapsed time (freshness,
 //! `breach_after`, stall limits, the SLI counters) is measured on the monotonic reading; the wall
 //! reading only dates things (`since`, last success) for display.
+//!
+//! What a probe shows at an instant (stale, stalled, its used ratio) is computed in one place,
+//! `ProbeView::of`, and a budget's state from those views in one place, `BudgetTracker::evaluate`:
+//! the daemon's tick and each recorded run use them on the state, and every answer (`/metrics`,
+//! the API, the status page) uses them on its own copy at its own `now`, so that everything one
+//! answer shows comes from one evaluation.
+
+use std::sync::Arc;
 
 use crate::clock::Now;
 use crate::model::{Budget, Probe};
@@ -11,18 +19,19 @@ use crate::sample::{Backlog, ErrorReason, ProbeError, Sample};
 /// A probe run is stale after this many effective intervals without a success.
 pub const STALE_AFTER_INTERVALS: f64 = 3.0;
 
-/// What one probe has done so far. Owned by the daemon state, updated by `record`.
+/// What one probe has done so far. Owned by the daemon state, updated by `record`. Cheap to
+/// clone (the sample and the error are shared), since every answer may copy it.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeHistory {
     pub runs: u64,
     pub last_run_at: Option<Now>,
     pub last_duration: Option<f64>,
     /// The last run's error, `None` after a success.
-    pub last_error: Option<ProbeError>,
+    pub last_error: Option<Arc<ProbeError>>,
     pub last_success_at: Option<Now>,
     /// The last successful sample. Kept while the probe is down, so that `last_lag` can still be
     /// shown, but never exported as the current lag once stale.
-    pub last_sample: Option<Sample>,
+    pub last_sample: Option<Arc<Sample>>,
     /// Failed runs by reason, indexed by `ErrorReason::index`.
     pub errors: [u64; ErrorReason::ALL.len()],
     /// The last position seen and when it last changed.
@@ -86,7 +95,7 @@ impl ProbeHistory {
                 }
                 self.last_error = None;
                 self.last_success_at = Some(now);
-                self.last_sample = Some(sample);
+                self.last_sample = Some(Arc::new(sample));
                 if !had_success {
                     Transition::FirstSuccess
                 } else if was_up {
@@ -100,7 +109,7 @@ impl ProbeHistory {
                 let changed = first_run
                     || was_up
                     || self.last_error.as_ref().map(|e| e.reason) != Some(error.reason);
-                self.last_error = Some(error);
+                self.last_error = Some(Arc::new(error));
                 if changed {
                     Transition::WentDown
                 } else {
@@ -139,7 +148,7 @@ impl ProbeHistory {
         if self.is_stale(now, interval_secs) {
             None
         } else {
-            self.last_sample.as_ref()
+            self.last_sample.as_deref()
         }
     }
 
@@ -208,11 +217,30 @@ impl BudgetState {
     }
 }
 
-/// What evaluation sees of one probe at one instant.
-#[derive(Debug, Clone, Copy)]
+/// One probe evaluated at one instant: what a budget's evaluation and every output see of it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ProbeView {
-    /// Used ratio of the fresh sample; `None` while stale.
+    /// No success within 3 intervals, never one, or the last run found the wrong topology
+    /// (`ProbeHistory::is_stale`).
+    pub stale: bool,
+    /// Fresh, behind and not advancing for `stall_after` (`ProbeHistory::is_stalled`).
+    pub stalled: bool,
+    /// Used ratio of the fresh sample (`used_ratio`); `None` while stale.
     pub used_ratio: Option<f64>,
+}
+
+impl ProbeView {
+    /// `probe` with `history`, at `now`: the one place freshness, stall and the used ratio are
+    /// computed for display and for the budget.
+    pub fn of(probe: &Probe, history: &ProbeHistory, now: Now) -> Self {
+        let interval = probe.interval.as_secs_f64();
+        let fresh = history.fresh_sample(now, interval);
+        Self {
+            stale: fresh.is_none(),
+            stalled: history.is_stalled(now, interval, probe.stall_after.as_secs_f64()),
+            used_ratio: fresh.map(|sample| used_ratio(probe, sample)),
+        }
+    }
 }
 
 /// A budget's state over time: the sticky breach, `breach_after` and the SLI time counters.
@@ -260,7 +288,7 @@ impl BudgetTracker {
             _ => now,
         });
 
-        let any_stale = probes.iter().any(|p| p.used_ratio.is_none());
+        let any_stale = probes.iter().any(|p| p.stale);
         let max_ratio = probes
             .iter()
             .filter_map(|p| p.used_ratio)
@@ -344,13 +372,15 @@ mod tests {
             ..Sample::default()
         };
         // Counted against max_lag it would read as ratio 0: the run fails instead.
-        let error = crate::probe::require_lag(&probe(Some(10), None), Ok(backlog_only.clone()))
-            .expect_err("no lag under max_lag");
+        let error =
+            crate::probe::require_lag(&probe(Some(10), None), Ok(backlog_only.clone().into()))
+                .expect_err("no lag under max_lag");
         assert_eq!(error.reason, ErrorReason::NoData);
         // Budgeted by backlog only, it is a sample like any other.
-        let kept = crate::probe::require_lag(&probe(None, Some(5)), Ok(backlog_only.clone()))
-            .expect("backlog-only");
-        assert_eq!(used_ratio(&probe(None, Some(5)), &kept), 0.6);
+        let kept =
+            crate::probe::require_lag(&probe(None, Some(5)), Ok(backlog_only.clone().into()))
+                .expect("backlog-only");
+        assert_eq!(used_ratio(&probe(None, Some(5)), &kept.sample), 0.6);
     }
 
     fn budget(breach_after: u64) -> Budget {
@@ -529,6 +559,15 @@ mod tests {
         );
     }
 
+    /// A probe's view with this ratio (`None`: stale).
+    fn view(ratio: Option<f64>) -> ProbeView {
+        ProbeView {
+            stale: ratio.is_none(),
+            stalled: false,
+            used_ratio: ratio,
+        }
+    }
+
     /// One step of a budget table: at `now`, the probes show these ratios (None = stale).
     struct Step {
         now: f64,
@@ -540,11 +579,7 @@ mod tests {
         let b = budget(breach_after);
         let mut t = BudgetTracker::new(at(0.0));
         for (i, step) in steps.iter().enumerate() {
-            let views: Vec<ProbeView> = step
-                .ratios
-                .iter()
-                .map(|r| ProbeView { used_ratio: *r })
-                .collect();
+            let views: Vec<ProbeView> = step.ratios.iter().map(|r| view(*r)).collect();
             let got = t.evaluate(&b, &views, at(step.now));
             assert_eq!(got, step.expect, "step {i} at t={}", step.now);
         }
@@ -636,9 +671,7 @@ mod tests {
 
         let b = budget(0);
         let mut tracker = BudgetTracker::new(before);
-        let view = [ProbeView {
-            used_ratio: Some(2.0),
-        }];
+        let view = [view(Some(2.0))];
         tracker.evaluate(&b, &view, before);
         tracker.evaluate(&b, &view, after);
         assert_eq!(tracker.evaluated_seconds_total, 1.0);

@@ -1,16 +1,25 @@
 //! Metric names and `/metrics` rendering.
 //!
-//! Metrics about budgets and probes are rendered from the current state at scrape time, so a
-//! probe removed by a reload has no series left behind and an unknown lag is simply absent.
-//! Only process-level metrics (the duration histogram) live in a registry.
+//! Metrics about budgets and probes are rendered at scrape time from a `Snapshot` of the state,
+//! evaluated once at the scrape's `now` and rendered after the state lock is released, so a
+//! probe removed by a reload has no series left behind, an unknown lag is simply absent, and a
+//! scrape never holds up a probe task for longer than the copy. Only process-level metrics (the
+//! duration histogram, the process collector) live in a registry.
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, Registry, TextEncoder};
 
-use crate::clock::Now;
 use crate::evaluate::BudgetState;
-use crate::probe::{BacklogUnit, ErrorReason, KafkaDetail};
-use crate::state::{BudgetEntry, DaemonState, ProbeEntry};
+use crate::evaluate::ProbeView;
+use crate::families::{Exposition, Kind, LabelSet, bool_value};
+use crate::probe::{BacklogUnit, DetailFamilies, ErrorReason};
+use crate::sample::Sample;
+// The kinds' own families are named in `probe/<kind>/detail.rs`; re-exported so that every
+// metric name the generators and tests need is reachable from here.
+pub use crate::probe::{
+    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
+    MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
+};
+use crate::state::{BudgetSnapshot, ProbeEntry, Snapshot};
 
 pub const LAG_SECONDS: &str = "lagbudget_lag_seconds";
 pub const BUDGET_SECONDS: &str = "lagbudget_budget_seconds";
@@ -36,14 +45,6 @@ pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
 pub const CLOCK_SKEW: &str = "lagbudget_clock_skew_seconds";
 pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_total";
 pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
-pub const MYSQL_REPLICATION_RUNNING: &str = "lagbudget_mysql_replication_running";
-pub const MYSQL_SECONDS_BEHIND_SOURCE: &str = "lagbudget_mysql_seconds_behind_source";
-pub const RECEIVER_LAST_MESSAGE_AGE: &str = "lagbudget_replica_receiver_last_message_age_seconds";
-pub const KAFKA_GROUP_MEMBERS: &str = "lagbudget_kafka_group_members";
-pub const KAFKA_DATA_LOSS: &str = "lagbudget_kafka_data_loss";
-pub const KAFKA_TIMESTAMP_TYPE: &str = "lagbudget_kafka_timestamp_type";
-pub const PARTITION_LAG: &str = "lagbudget_partition_lag_seconds";
-pub const PARTITION_BACKLOG: &str = "lagbudget_partition_backlog_messages";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -52,7 +53,8 @@ pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("LAGBUDGET_REVISION");
 
-/// Process-level metrics kept in a registry: they accumulate independently of the config.
+/// Process-level metrics kept in a registry: they accumulate independently of the config. The
+/// probe duration histogram and the standard `process_*` collector.
 pub struct ProcessMetrics {
     registry: Registry,
     durations: HistogramVec,
@@ -77,6 +79,15 @@ impl ProcessMetrics {
         registry
             .register(Box::new(durations.clone()))
             .expect("registered once into a fresh registry");
+        // The standard process metrics (`process_cpu_seconds_total`,
+        // `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds`…),
+        // read from /proc at each scrape, outside the state lock. Linux only, as the collector.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("registered once into a fresh registry");
         Self {
             registry,
             durations,
@@ -88,411 +99,571 @@ impl ProcessMetrics {
     }
 }
 
-/// Encodes the budget and probe families, then the process registry's, in the Prometheus text
-/// format.
-pub fn encode(mut families: Vec<MetricFamily>, process: &ProcessMetrics) -> String {
-    families.extend(process.registry.gather());
-    let mut out = Vec::with_capacity(64 * 1024);
-    // Encoding into a Vec cannot fail for well-formed families; an error would be a bug in
-    // how we built them, and an empty scrape is better than a crashed daemon.
-    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
-        tracing::error!(error = %e, "rendering metrics failed");
+/// Appends the process registry's families to the budget and probe families, all in the
+/// Prometheus text format.
+pub fn encode(mut families: Exposition, process: &ProcessMetrics) -> String {
+    let mut text = String::new();
+    // Encoding gathered families cannot fail for well-formed ones; an error would be a bug in
+    // the registry, and a scrape without them is better than a crashed daemon.
+    if let Err(e) = TextEncoder::new().encode_utf8(&process.registry.gather(), &mut text) {
+        tracing::error!(error = %e, "rendering process metrics failed");
     }
-    String::from_utf8(out).unwrap_or_default()
+    families.push_text(&text);
+    families.into_text()
 }
 
-/// Builds one metric family at a time from labelled values.
-struct FamilyBuilder {
-    family: MetricFamily,
-    metrics: Vec<Metric>,
-}
-
-impl FamilyBuilder {
-    fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        let mut family = MetricFamily::default();
-        family.set_name(name.to_owned());
-        family.set_help(help.to_owned());
-        family.set_field_type(kind);
-        Self {
-            family,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*name).to_owned());
-                pair.set_value((*value).to_owned());
-                pair
-            })
-            .collect();
-        let mut metric = Metric::from_label(pairs);
-        match self.family.get_field_type() {
-            MetricType::COUNTER => {
-                let mut counter = Counter::default();
-                counter.set_value(value);
-                metric.set_counter(counter);
-            }
-            _ => {
-                let mut gauge = Gauge::default();
-                gauge.set_value(value);
-                metric.set_gauge(gauge);
-            }
-        }
-        self.metrics.push(metric);
-    }
-
-    fn finish(mut self, out: &mut Vec<MetricFamily>) {
-        // Families with no series are left out: the text format has no use for an empty one.
-        if !self.metrics.is_empty() {
-            self.family.set_metric(self.metrics);
-            out.push(self.family);
-        }
-    }
-}
-
-fn gauge(name: &str, help: &str) -> FamilyBuilder {
-    FamilyBuilder::new(name, help, MetricType::GAUGE)
-}
-
-fn counter(name: &str, help: &str) -> FamilyBuilder {
-    FamilyBuilder::new(name, help, MetricType::COUNTER)
-}
-
-/// `labels` and one more.
-fn with_label<'a>(
-    labels: &[(&'a str, &'a str)],
-    extra: (&'a str, &'a str),
-) -> Vec<(&'a str, &'a str)> {
-    let mut all = labels.to_vec();
-    all.push(extra);
-    all
-}
-
-fn bool_value(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-/// Every budget and probe family, rendered from the state at `now`.
-pub fn state_families(state: &DaemonState, now: Now) -> Vec<MetricFamily> {
-    let mut out = Vec::new();
+/// Every budget and probe family of one answer, in the text format.
+pub fn render(state: &Snapshot) -> Exposition {
+    let probes: usize = state.budgets.iter().map(|b| b.probes.len()).sum();
+    // Room for what a scrape of this size writes; room never written costs only address space.
+    let mut out = Exposition::with_capacity(4096 + state.budgets.len() * 2048 + probes * 2048);
     budget_families(&state.budgets, &mut out);
-    probe_families(&state.budgets, now, &mut out);
+    probe_families(&state.budgets, &mut out);
 
-    let mut build = gauge(
+    out.family(
         BUILD_INFO,
         "Always 1; the version and git revision of this build.",
-    );
-    build.push(&[("version", VERSION), ("revision", REVISION)], 1.0);
-    build.finish(&mut out);
-    let mut reload_ok = gauge(
+        Kind::Gauge,
+    )
+    .push(&[("version", VERSION), ("revision", REVISION)], 1.0);
+    out.family(
         RELOAD_SUCCESSFUL,
         "1 if the last config reload succeeded (or none was attempted).",
-    );
-    reload_ok.push(&[], bool_value(state.reload.last_successful));
-    reload_ok.finish(&mut out);
-    let mut reload_at = gauge(
+        Kind::Gauge,
+    )
+    .push(&[], bool_value(state.reload.last_successful));
+    out.family(
         RELOAD_SUCCESS_TIMESTAMP,
         "Unix time of the last successful config load.",
-    );
-    reload_at.push(&[], state.reload.last_success_at.unix);
-    reload_at.finish(&mut out);
+        Kind::Gauge,
+    )
+    .push(&[], state.reload.last_success_at.unix);
     out
 }
 
-fn budget_families(budgets: &[BudgetEntry], out: &mut Vec<MetricFamily>) {
-    let mut info = gauge(
+/// A budget or a probe, with its labels escaped once.
+trait Labelled {
+    fn set(&self) -> &LabelSet;
+}
+
+/// Writes one family with a series for each item that `value` gives a value for.
+fn family_of<T: Labelled>(
+    out: &mut Exposition,
+    items: &[T],
+    (name, help, kind): (&str, &str, Kind),
+    value: impl Fn(&T) -> Option<f64>,
+) {
+    let mut family = out.family(name, help, kind);
+    for item in items {
+        if let Some(v) = value(item) {
+            family.push_with(item.set(), &[], v);
+        }
+    }
+}
+
+/// One budget as `/metrics` labels it.
+struct BudgetRow<'a> {
+    budget: &'a BudgetSnapshot,
+    set: LabelSet,
+}
+
+impl Labelled for BudgetRow<'_> {
+    fn set(&self) -> &LabelSet {
+        &self.set
+    }
+}
+
+fn budget_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
+    let rows: Vec<BudgetRow> = budgets
+        .iter()
+        .map(|budget| BudgetRow {
+            budget,
+            set: LabelSet::new(&[("budget", budget.spec.name.as_str())]),
+        })
+        .collect();
+    let mut info = out.family(
         BUDGET_INFO,
         "Always 1; the budget's owner, severity, runbook and routing labels, to join on.",
+        Kind::Gauge,
     );
-    let mut objective = gauge(
-        OBJECTIVE_RATIO,
-        "Target share of time the budget should be within its limits.",
-    );
-    let mut window = gauge(OBJECTIVE_WINDOW, "Window of the budget's objective.");
-    let mut state_gauge = gauge(STATE, "1 for the budget's current state, 0 for the others.");
-    let mut since = gauge(STATE_SINCE, "Unix time the budget's current state began.");
-    let mut evaluated = counter(EVALUATED_SECONDS, "Wall time the budget was evaluated.");
-    let mut over = counter(
-        OVER_SECONDS,
-        "Wall time the budget was in breach or unknown (not within budget).",
-    );
-    for budget in budgets {
-        let spec = &budget.spec;
-        let name = spec.name.as_str();
+    for row in &rows {
+        let spec = &row.budget.spec;
         let mut labels: Vec<(&str, &str)> = vec![
-            ("budget", name),
+            ("budget", spec.name.as_str()),
             ("owner", spec.owner.as_deref().unwrap_or("")),
             ("severity", spec.severity.as_str()),
             ("runbook_url", spec.runbook_url.as_deref().unwrap_or("")),
         ];
         labels.extend(spec.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         info.push(&labels, 1.0);
-        if let Some(o) = spec.objective {
-            objective.push(&[("budget", name)], o.target);
-            window.push(&[("budget", name)], o.window.as_secs_f64());
-        }
+    }
+    family_of(
+        out,
+        &rows,
+        (
+            OBJECTIVE_RATIO,
+            "Target share of time the budget should be within its limits.",
+            Kind::Gauge,
+        ),
+        |row| row.budget.spec.objective.map(|o| o.target),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            OBJECTIVE_WINDOW,
+            "Window of the budget's objective.",
+            Kind::Gauge,
+        ),
+        |row| row.budget.spec.objective.map(|o| o.window.as_secs_f64()),
+    );
+    let mut state_gauge = out.family(
+        STATE,
+        "1 for the budget's current state, 0 for the others.",
+        Kind::Gauge,
+    );
+    for row in &rows {
         for s in BudgetState::ALL {
-            state_gauge.push(
-                &[("budget", name), ("state", s.as_str())],
-                bool_value(budget.tracker.state == s),
+            state_gauge.push_with(
+                &row.set,
+                &[("state", s.as_str())],
+                bool_value(row.budget.tracker.state == s),
             );
         }
-        since.push(&[("budget", name)], budget.tracker.since.unix);
-        evaluated.push(&[("budget", name)], budget.tracker.evaluated_seconds_total);
-        over.push(&[("budget", name)], budget.tracker.over_seconds_total);
     }
-    for family in [info, objective, window, state_gauge, since, evaluated, over] {
-        family.finish(out);
+    family_of(
+        out,
+        &rows,
+        (
+            STATE_SINCE,
+            "Unix time the budget's current state began.",
+            Kind::Gauge,
+        ),
+        |row| Some(row.budget.tracker.since.unix),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            EVALUATED_SECONDS,
+            "Wall time the budget was evaluated.",
+            Kind::Counter,
+        ),
+        |row| Some(row.budget.tracker.evaluated_seconds_total),
+    );
+    family_of(
+        out,
+        &rows,
+        (
+            OVER_SECONDS,
+            "Wall time the budget was in breach or unknown (not within budget).",
+            Kind::Counter,
+        ),
+        |row| Some(row.budget.tracker.over_seconds_total),
+    );
+}
+
+/// One probe as `/metrics` labels it, with its evaluation at the scrape's `now`.
+struct ProbeRow<'a> {
+    labels: Vec<(&'a str, &'a str)>,
+    set: LabelSet,
+    probe: &'a ProbeEntry,
+    view: &'a ProbeView,
+}
+
+impl Labelled for ProbeRow<'_> {
+    fn set(&self) -> &LabelSet {
+        &self.set
     }
 }
 
-fn probe_families(budgets: &[BudgetEntry], now: Now, out: &mut Vec<MetricFamily>) {
-    let mut lag = gauge(
-        LAG_SECONDS,
-        "Lag of a fresh probe; absent while the probe is stale.",
-    );
-    let mut budget_seconds = gauge(BUDGET_SECONDS, "The effective lag budget of the probe.");
-    let mut ratio = gauge(
-        BUDGET_USED_RATIO,
-        "Lag over budget (or backlog over max backlog, the larger); absent while stale.",
-    );
-    let mut backlogs: Vec<(BacklogUnit, FamilyBuilder)> = BacklogUnit::ALL
+impl ProbeRow<'_> {
+    fn fresh(&self) -> Option<&Sample> {
+        self.probe.fresh_sample(self.view)
+    }
+}
+
+/// Every per-probe family, one family at a time over all probes, written straight into `out`.
+fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
+    let rows: Vec<ProbeRow> = budgets
         .iter()
-        .map(|unit| {
-            let name = format!("{BACKLOG_PREFIX}{}", unit.as_str());
-            let help = format!(
-                "Positions behind, in {}; absent while stale.",
-                unit.as_str()
-            );
-            (*unit, gauge(&name, &help))
+        .flat_map(|budget| {
+            budget.probes().map(|(probe, view)| {
+                let mut labels = vec![
+                    ("budget", budget.spec.name.as_str()),
+                    ("probe", probe.spec.name.as_str()),
+                ];
+                if let Some(replica) = &probe.spec.replica {
+                    labels.push(("replica", replica.as_str()));
+                }
+                ProbeRow {
+                    set: LabelSet::new(&labels),
+                    labels,
+                    probe,
+                    view,
+                }
+            })
         })
         .collect();
-    let mut up = gauge(PROBE_UP, "1 if the probe's last run succeeded.");
-    let mut stale = gauge(
-        PROBE_STALE,
-        "1 while the probe has had no success within 3 intervals (or never).",
+    let gauge = |name, help| (name, help, Kind::Gauge);
+    let counter = |name, help| (name, help, Kind::Counter);
+    family_of(
+        out,
+        &rows,
+        gauge(
+            LAG_SECONDS,
+            "Lag of a fresh probe; absent while the probe is stale.",
+        ),
+        |row| row.fresh().and_then(|s| s.lag_seconds),
     );
-    let mut last_duration = gauge(PROBE_LAST_DURATION, "Duration of the probe's last run.");
-    let mut last_success = gauge(
-        PROBE_LAST_SUCCESS,
-        "Unix time of the probe's last successful run.",
+    family_of(
+        out,
+        &rows,
+        gauge(BUDGET_SECONDS, "The effective lag budget of the probe."),
+        |row| row.probe.spec.max_lag.map(|max| max.as_secs_f64()),
     );
-    let mut errors = counter(PROBE_ERRORS, "Failed probe runs by reason.");
-    let mut progress = gauge(
-        PROGRESS_TIMESTAMP,
-        "Unix time the view's position last advanced.",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            BUDGET_USED_RATIO,
+            "Lag over budget (or backlog over max backlog, the larger); absent while stale.",
+        ),
+        |row| row.view.used_ratio,
     );
-    let mut stalled = gauge(
-        STALLED,
-        "1 while the probe is behind and its position has not advanced for the stall limit.",
+    for unit in BacklogUnit::ALL {
+        let name = format!("{BACKLOG_PREFIX}{}", unit.as_str());
+        let help = format!(
+            "Positions behind, in {}; absent while stale.",
+            unit.as_str()
+        );
+        family_of(out, &rows, (&name, &help, Kind::Gauge), |row| {
+            row.fresh()
+                .and_then(|s| s.backlog)
+                .filter(|b| b.unit == unit)
+                .map(|b| b.value)
+        });
+    }
+    family_of(
+        out,
+        &rows,
+        gauge(PROBE_UP, "1 if the probe's last run succeeded."),
+        |row| Some(bool_value(row.probe.history.is_up())),
     );
-    let mut negative = counter(
-        NEGATIVE_LAG,
-        "Measurements below zero, clamped to 0 (clock skew or future timestamps).",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROBE_STALE,
+            "1 while the probe has had no success within 3 intervals (or never).",
+        ),
+        |row| Some(bool_value(row.view.stale)),
     );
-    let mut regressions = counter(
-        POSITION_REGRESSIONS,
-        "Positions that went backwards (failover, rewind).",
+    family_of(
+        out,
+        &rows,
+        gauge(PROBE_LAST_DURATION, "Duration of the probe's last run."),
+        |row| row.probe.history.last_duration,
     );
-    let mut skew = gauge(
-        CLOCK_SKEW,
-        "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROBE_LAST_SUCCESS,
+            "Unix time of the probe's last successful run.",
+        ),
+        |row| row.probe.history.last_success_at.map(|at| at.unix),
     );
-    let mut receiver_age = gauge(
-        RECEIVER_LAST_MESSAGE_AGE,
-        "Seconds since the standby's WAL receiver last heard from its primary (standby clock); \
-         absent while stale.",
-    );
-    let mut ryw_checks = counter(
-        READ_YOUR_WRITES_CHECKS,
-        "Reads at a replica a set delay after a write at the primary.",
-    );
-    let mut ryw_misses = counter(
-        READ_YOUR_WRITES_MISSES,
-        "Reads at a replica a set delay after a write at the primary that did not see it.",
-    );
-    let mut mysql_running = gauge(
-        MYSQL_REPLICATION_RUNNING,
-        "1 while the replica's replication thread (thread=\"io\" or \"sql\") runs; absent while stale.",
-    );
-    let mut mysql_behind = gauge(
-        MYSQL_SECONDS_BEHIND_SOURCE,
-        "The replica's own Seconds_Behind_Master/_Source, only while both replication threads \
-         run (NULL is down, not 0); a secondary signal, the heartbeat lag is the lag.",
-    );
-    let mut kafka = KafkaFamilies::new();
-
-    for budget in budgets {
-        for probe in &budget.probes {
-            let mut labels = vec![
-                ("budget", budget.spec.name.as_str()),
-                ("probe", probe.spec.name.as_str()),
-            ];
-            if let Some(replica) = &probe.spec.replica {
-                labels.push(("replica", replica.as_str()));
-            }
-            let labels = labels.as_slice();
-            let history = &probe.history;
-            if let Some(max) = probe.spec.max_lag {
-                budget_seconds.push(labels, max.as_secs_f64());
-            }
-            if let Some(sample) = history.fresh_sample(now, probe.interval_secs()) {
-                if let Some(seconds) = sample.lag_seconds {
-                    lag.push(labels, seconds);
-                }
-                if let Some(r) = probe.fresh_ratio(now) {
-                    ratio.push(labels, r);
-                }
-                if let Some(b) = sample.backlog {
-                    if let Some((_, family)) = backlogs.iter_mut().find(|(u, _)| *u == b.unit) {
-                        family.push(labels, b.value);
-                    }
-                }
-                if let Some(detail) = &sample.kafka {
-                    kafka.push(labels, detail);
-                }
-                if let Some(s) = sample.clock_skew_seconds {
-                    skew.push(labels, s);
-                }
-                if let Some(age) = sample.receiver_last_message_age_seconds {
-                    receiver_age.push(labels, age);
-                }
-                if let Some(mysql) = &sample.mysql {
-                    for (thread, running) in [("io", mysql.io_running), ("sql", mysql.sql_running)]
-                    {
-                        mysql_running
-                            .push(&with_label(labels, ("thread", thread)), bool_value(running));
-                    }
-                    if let Some(behind) = mysql.seconds_behind_source {
-                        mysql_behind.push(labels, behind);
-                    }
-                }
-            }
-            up.push(labels, bool_value(history.is_up()));
-            stale.push(labels, bool_value(probe.is_stale(now)));
-            if let Some(d) = history.last_duration {
-                last_duration.push(labels, d);
-            }
-            if let Some(at) = history.last_success_at {
-                last_success.push(labels, at.unix);
-            }
-            for reason in ErrorReason::ALL {
-                errors.push(
-                    &with_label(labels, ("reason", reason.as_str())),
-                    history.errors[reason.index()] as f64,
-                );
-            }
-            if probe.spec.checks_read_your_writes() {
-                ryw_checks.push(labels, history.read_your_writes_checks as f64);
-                ryw_misses.push(labels, history.read_your_writes_misses as f64);
-            }
-            if let Some(at) = history.progress_at {
-                progress.push(labels, at.unix);
-            }
-            stalled.push(labels, bool_value(ProbeEntry::is_stalled(probe, now)));
-            negative.push(labels, history.negative_lag_total as f64);
-            regressions.push(labels, history.position_regressions_total as f64);
+    let mut errors = out.family(PROBE_ERRORS, "Failed probe runs by reason.", Kind::Counter);
+    for row in &rows {
+        for reason in ErrorReason::ALL {
+            errors.push_with(
+                &row.set,
+                &[("reason", reason.as_str())],
+                row.probe.history.errors[reason.index()] as f64,
+            );
         }
     }
-    for family in [lag, budget_seconds, ratio] {
-        family.finish(out);
+    family_of(
+        out,
+        &rows,
+        gauge(
+            PROGRESS_TIMESTAMP,
+            "Unix time the view's position last advanced.",
+        ),
+        |row| row.probe.history.progress_at.map(|at| at.unix),
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            STALLED,
+            "1 while the probe is behind and its position has not advanced for the stall limit.",
+        ),
+        |row| Some(bool_value(row.view.stalled)),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            NEGATIVE_LAG,
+            "Measurements below zero, clamped to 0 (clock skew or future timestamps).",
+        ),
+        |row| Some(row.probe.history.negative_lag_total as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            POSITION_REGRESSIONS,
+            "Positions that went backwards (failover, rewind).",
+        ),
+        |row| Some(row.probe.history.position_regressions_total as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            CLOCK_SKEW,
+            "Source clock minus daemon clock, where a probe compares the two; absent while stale.",
+        ),
+        |row| row.fresh().and_then(|s| s.clock_skew_seconds),
+    );
+    let checks_ryw = |row: &ProbeRow| row.probe.spec.checks_read_your_writes();
+    family_of(
+        out,
+        &rows,
+        counter(
+            READ_YOUR_WRITES_CHECKS,
+            "Reads at a replica a set delay after a write at the primary.",
+        ),
+        |row| checks_ryw(row).then_some(row.probe.history.read_your_writes_checks as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            READ_YOUR_WRITES_MISSES,
+            "Reads at a replica a set delay after a write at the primary that did not see it.",
+        ),
+        |row| checks_ryw(row).then_some(row.probe.history.read_your_writes_misses as f64),
+    );
+    let mut details = DetailFamilies::new();
+    for row in &rows {
+        if let Some(detail) = row.probe.fresh_detail(row.view) {
+            details.push(&row.labels, detail);
+        }
     }
-    for (_, family) in backlogs {
-        family.finish(out);
-    }
-    for family in [
-        up,
-        stale,
-        last_duration,
-        last_success,
-        errors,
-        progress,
-        stalled,
-        negative,
-        regressions,
-        skew,
-        receiver_age,
-        ryw_checks,
-        ryw_misses,
-        mysql_running,
-        mysql_behind,
-    ] {
-        family.finish(out);
-    }
-    kafka.finish(out);
+    details.finish(out);
 }
 
-/// Families only `kafka_consumer_group` probes fill, from a fresh sample.
-struct KafkaFamilies {
-    members: FamilyBuilder,
-    data_loss: FamilyBuilder,
-    timestamp_type: FamilyBuilder,
-    partition_lag: FamilyBuilder,
-    partition_backlog: FamilyBuilder,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Now;
+    use crate::probe::kafka_consumer_group::detail::{KafkaDetail, PartitionLag};
+    use crate::probe::mysql_replica::detail::MysqlReplicaDetail;
+    use crate::probe::postgres_replica::detail::StandbyDetail;
+    use crate::probe::{Detail, Reading};
+    use crate::state::{DaemonState, probe_key};
+    use crate::testing::{MIXED, at, config, sample};
+    use std::sync::Arc;
 
-impl KafkaFamilies {
-    fn new() -> Self {
-        Self {
-            members: gauge(
-                KAFKA_GROUP_MEMBERS,
-                "Members of the consumer group (absent when the cluster does not say).",
-            ),
-            data_loss: gauge(
-                KAFKA_DATA_LOSS,
-                "1 when a committed offset is below the log start: records were deleted unread.",
-            ),
-            timestamp_type: gauge(
-                KAFKA_TIMESTAMP_TYPE,
-                "1 for the record timestamp type lag was measured from (CreateTime or LogAppendTime).",
-            ),
-            partition_lag: gauge(
-                PARTITION_LAG,
-                "Lag of one partition (opt-in with partition_detail, most lagging partitions only).",
-            ),
-            partition_backlog: gauge(
-                PARTITION_BACKLOG,
-                "Messages behind in one partition (opt-in with partition_detail).",
-            ),
-        }
+    /// The series of `name` in `text`: (labels text, value).
+    fn series<'t>(text: &'t str, name: &str) -> Vec<(&'t str, f64)> {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (labels, value) = rest.rsplit_once(' ')?;
+                (labels.is_empty() || labels.starts_with('{'))
+                    .then(|| (labels, value.parse().expect("a number")))
+            })
+            .collect()
     }
 
-    fn push(&mut self, labels: &[(&str, &str)], detail: &KafkaDetail) {
-        if let Some(members) = detail.members {
-            self.members.push(labels, members as f64);
-        }
-        self.data_loss.push(labels, bool_value(detail.data_loss));
-        if let Some(log_append) = detail.log_append_time {
-            let kind = if log_append {
-                "LogAppendTime"
-            } else {
-                "CreateTime"
+    fn render_at(state: &DaemonState, now: Now) -> String {
+        render(&state.copy(now, None).evaluate()).into_text()
+    }
+
+    /// Every probe of `MIXED` reports once at 1 s, each kind with its detail.
+    fn measured() -> DaemonState {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        for (probe, task) in diff.start {
+            let detail = match probe.name.as_str() {
+                "group" => Some(Detail::KafkaConsumerGroup(Arc::new(KafkaDetail {
+                    members: Some(3),
+                    data_loss: true,
+                    log_append_time: Some(true),
+                    partitions_total: 4,
+                    partitions: vec![PartitionLag {
+                        topic: "orders".into(),
+                        partition: 2,
+                        lag_seconds: 1.5,
+                        backlog: 9,
+                    }],
+                }))),
+                "mirror" => Some(Detail::MysqlReplica(MysqlReplicaDetail {
+                    io_running: true,
+                    sql_running: false,
+                    seconds_behind_source: None,
+                })),
+                "stream" => Some(Detail::PostgresReplica(StandbyDetail {
+                    receiver_last_message_age_seconds: Some(0.75),
+                })),
+                _ => None,
             };
-            self.timestamp_type
-                .push(&with_label(labels, ("timestamp_type", kind)), 1.0);
+            let reading = Reading {
+                sample: sample(3.0),
+                detail,
+            };
+            state.record(&probe_key(&probe), task, at(1.0), 0.1, Ok(reading));
         }
-        for p in &detail.partitions {
-            let partition = p.partition.to_string();
-            let mut series = with_label(labels, ("topic", p.topic.as_str()));
-            series.push(("partition", partition.as_str()));
-            self.partition_lag.push(&series, p.lag_seconds);
-            self.partition_backlog.push(&series, p.backlog as f64);
+        state
+    }
+
+    #[test]
+    fn every_error_reason_counter_exists_at_zero_from_load() {
+        let mut next = 0;
+        let (state, _) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        let text = render_at(&state, at(0.5));
+        let errors = series(&text, PROBE_ERRORS);
+        assert_eq!(errors.len(), 5 * ErrorReason::ALL.len(), "{text}");
+        assert!(errors.iter().all(|(_, value)| *value == 0.0));
+        for reason in ErrorReason::ALL {
+            let label = format!("reason=\"{}\"", reason.as_str());
+            assert_eq!(
+                errors.iter().filter(|(l, _)| l.contains(&label)).count(),
+                5,
+                "{reason:?}"
+            );
+        }
+        // Nothing measured yet: stale, down, and no lag, ratio or backlog at all.
+        assert_eq!(series(&text, PROBE_STALE).len(), 5);
+        assert!(series(&text, PROBE_STALE).iter().all(|(_, v)| *v == 1.0));
+        assert!(series(&text, PROBE_UP).iter().all(|(_, v)| *v == 0.0));
+        for absent in [LAG_SECONDS, BUDGET_USED_RATIO, "lagbudget_backlog_messages"] {
+            assert!(series(&text, absent).is_empty(), "{absent} in:\n{text}");
+        }
+        // The other per-probe counters too, and the read-your-writes counters where they apply.
+        for counter in [NEGATIVE_LAG, POSITION_REGRESSIONS] {
+            assert_eq!(series(&text, counter).len(), 5, "{counter}");
+        }
+        assert_eq!(
+            series(&text, READ_YOUR_WRITES_CHECKS),
+            [(
+                "{budget=\"checkout\",probe=\"mirror\",replica=\"replica\"}",
+                0.0
+            )]
+        );
+    }
+
+    #[test]
+    fn a_stale_probe_has_no_lag_ratio_backlog_or_detail_series() {
+        let state = measured();
+        let fresh = render_at(&state, at(2.0));
+        assert_eq!(series(&fresh, LAG_SECONDS).len(), 5);
+        assert_eq!(series(&fresh, BUDGET_USED_RATIO).len(), 5);
+        assert_eq!(series(&fresh, "lagbudget_backlog_messages").len(), 5);
+        assert!(
+            series(&fresh, BUDGET_USED_RATIO)
+                .iter()
+                .all(|(_, v)| *v == 0.05)
+        );
+        // 3 intervals of 10 s after the last success: every probe is stale.
+        let stale = render_at(&state, at(31.5));
+        for absent in [
+            LAG_SECONDS,
+            BUDGET_USED_RATIO,
+            "lagbudget_backlog_messages",
+            KAFKA_GROUP_MEMBERS,
+            KAFKA_DATA_LOSS,
+            PARTITION_LAG,
+            MYSQL_REPLICATION_RUNNING,
+            RECEIVER_LAST_MESSAGE_AGE,
+        ] {
+            assert!(series(&stale, absent).is_empty(), "{absent} in:\n{stale}");
+        }
+        assert!(series(&stale, PROBE_STALE).iter().all(|(_, v)| *v == 1.0));
+        // What is known without being fresh stays: the budget, the last success, the counters.
+        assert_eq!(series(&stale, BUDGET_SECONDS).len(), 5);
+        assert_eq!(series(&stale, PROBE_LAST_SUCCESS).len(), 5);
+        // And the budget is unknown at the same instant, in the same answer.
+        let unknown = series(&stale, STATE)
+            .into_iter()
+            .filter(|(labels, v)| labels.contains("state=\"unknown\"") && *v == 1.0)
+            .count();
+        assert_eq!(unknown, 2, "{stale}");
+    }
+
+    #[test]
+    fn kind_details_render_while_fresh() {
+        let text = render_at(&measured(), at(2.0));
+        let group = "{budget=\"checkout\",probe=\"group\"}";
+        assert_eq!(series(&text, KAFKA_GROUP_MEMBERS), [(group, 3.0)]);
+        assert_eq!(series(&text, KAFKA_DATA_LOSS), [(group, 1.0)]);
+        assert_eq!(
+            series(&text, KAFKA_TIMESTAMP_TYPE),
+            [(
+                "{budget=\"checkout\",probe=\"group\",timestamp_type=\"LogAppendTime\"}",
+                1.0
+            )]
+        );
+        let partition = "{budget=\"checkout\",probe=\"group\",topic=\"orders\",partition=\"2\"}";
+        assert_eq!(series(&text, PARTITION_LAG), [(partition, 1.5)]);
+        assert_eq!(series(&text, PARTITION_BACKLOG), [(partition, 9.0)]);
+        let mirror = "budget=\"checkout\",probe=\"mirror\",replica=\"replica\"";
+        assert_eq!(
+            series(&text, MYSQL_REPLICATION_RUNNING),
+            [
+                (format!("{{{mirror},thread=\"io\"}}").as_str(), 1.0),
+                (format!("{{{mirror},thread=\"sql\"}}").as_str(), 0.0),
+            ]
+        );
+        assert!(
+            series(&text, MYSQL_SECONDS_BEHIND_SOURCE).is_empty(),
+            "NULL is absent, never 0"
+        );
+        assert_eq!(
+            series(&text, RECEIVER_LAST_MESSAGE_AGE),
+            [(
+                "{budget=\"checkout\",probe=\"stream\",replica=\"standby\"}",
+                0.75
+            )]
+        );
+        // Each family once, with its help.
+        for name in [
+            KAFKA_GROUP_MEMBERS,
+            MYSQL_REPLICATION_RUNNING,
+            RECEIVER_LAST_MESSAGE_AGE,
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} gauge\n")).count(),
+                1,
+                "{name}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }
     }
 
-    fn finish(self, out: &mut Vec<MetricFamily>) {
-        for family in [
-            self.members,
-            self.data_loss,
-            self.timestamp_type,
-            self.partition_lag,
-            self.partition_backlog,
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_standard_process_metrics_are_exported() {
+        let text = encode(Exposition::new(), &ProcessMetrics::new());
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
         ] {
-            family.finish(out);
+            let line = text
+                .lines()
+                .find(|line| line.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            let value: f64 = line[name.len() + 1..].parse().expect("a number");
+            assert!(value >= 0.0, "{line}");
         }
     }
 }

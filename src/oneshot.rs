@@ -55,6 +55,7 @@ async fn run_once(probe: &Probe, sources: &SourceHandles, secrets: &SecretSet) -
     let result = match ProbeRunner::new(probe, sources) {
         Ok(mut runner) => {
             crate::probe::require_lag(probe, runner.run(started + probe.timeout).await)
+                .map(|reading| reading.sample)
         }
         Err(e) => Err(e),
     };

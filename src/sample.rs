@@ -1,8 +1,8 @@
 //! What one probe run yields: a `Sample` or a `ProbeError` with a bounded reason. A leaf: the
 //! probe kinds produce these, and evaluation, state and outputs read them, so it imports nothing
-//! of the crate but the secret scrubber.
-
-use std::sync::Arc;
+//! of the crate but the secret scrubber. What only one kind knows (a Kafka group's members, a
+//! MySQL replica's threads) is not here: it travels beside the sample as that kind's detail
+//! (`probe::Detail`, in `probe/<kind>/detail.rs`).
 
 use crate::secret::SecretSet;
 
@@ -27,31 +27,15 @@ pub struct Sample {
     /// position text changed" (a consumer group tracks each partition: one stuck partition is a
     /// stall). An age rather than a timestamp, so evaluation places it on its own clocks.
     pub progress_age_seconds: Option<f64>,
-    /// What only a Kafka consumer group probe knows.
-    pub kafka: Option<Arc<KafkaDetail>>,
     /// Source clock − daemon clock, where a probe compares the two (estimated from the
-    /// midpoint of a query's round trip). Exported as `lagbudget_clock_skew_seconds`.
+    /// midpoint of a query's round trip). Exported as `lagbudget_clock_skew_seconds`. A common
+    /// field, not a kind's detail: any probe where a remote clock meets ours can measure it
+    /// (replica probes do; canaries will).
     pub clock_skew_seconds: Option<f64>,
-    /// Set when this run read at a replica a set delay after a write at the primary.
+    /// Set when this run read at a replica a set delay after a write at the primary. A common
+    /// field, not a kind's detail: the read-your-writes counters apply to any kind that reads
+    /// after it writes (replica probes with `ryw_delay` do; canaries will).
     pub read_your_writes: Option<ReadYourWrites>,
-    /// Seconds since a standby's WAL receiver last heard from its primary, on the standby's
-    /// own clock: liveness that "caught up" alone cannot show.
-    pub receiver_last_message_age_seconds: Option<f64>,
-    /// What only a MySQL or MariaDB replica probe knows.
-    pub mysql: Option<Arc<MysqlReplicaDetail>>,
-}
-
-/// A MySQL or MariaDB replica's own report of its replication threads: a secondary signal
-/// beside the heartbeat lag, never the lag itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct MysqlReplicaDetail {
-    /// `Slave_IO_Running` / `Replica_IO_Running` is `Yes`.
-    pub io_running: bool,
-    /// `Slave_SQL_Running` / `Replica_SQL_Running` is `Yes`.
-    pub sql_running: bool,
-    /// `Seconds_Behind_Master` / `_Source`, only while both threads run: it is NULL when a
-    /// thread stopped (which is "down", never 0) and reads 0 while the IO thread is behind.
-    pub seconds_behind_source: Option<f64>,
 }
 
 /// One read-your-writes check: a read at a replica `ryw_delay` after a write at the primary.
@@ -59,30 +43,6 @@ pub struct MysqlReplicaDetail {
 pub struct ReadYourWrites {
     /// The read did not see the write.
     pub missed: bool,
-}
-
-/// Consumer-group facts beyond lag and backlog.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KafkaDetail {
-    /// Members of the group, when the cluster answers DescribeGroups.
-    pub members: Option<usize>,
-    /// A committed offset was below the log start: records were deleted unread.
-    pub data_loss: bool,
-    /// Whether the lag came from LogAppendTime (broker) or CreateTime (producer) timestamps;
-    /// `None` when no record had to be read.
-    pub log_append_time: Option<bool>,
-    pub partitions_total: usize,
-    /// The most lagging partitions, when `partition_detail` is on (capped).
-    pub partitions: Vec<PartitionLag>,
-}
-
-/// One partition's lag and backlog.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: i32,
-    pub lag_seconds: f64,
-    pub backlog: i64,
 }
 
 /// Positions behind, with the unit that names the exported metric.

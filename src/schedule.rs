@@ -9,10 +9,10 @@ use tokio::time::{Instant, MissedTickBehavior, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::evaluate::{Outcome, Transition};
+use crate::evaluate::Transition;
 use crate::model::Probe;
-use crate::probe::{ProbeRunner, SourceHandles};
-use crate::sample::{ErrorReason, ProbeError, Sample};
+use crate::probe::{ProbeRunner, Reading, SourceHandles};
+use crate::sample::{ErrorReason, ProbeError};
 use crate::shared::Shared;
 
 /// Extra time the task grants a run beyond its deadline before abandoning it. Probes stop at
@@ -26,11 +26,11 @@ pub trait Measure: Send + 'static {
     fn measure(
         &mut self,
         deadline: Instant,
-    ) -> impl Future<Output = Result<Sample, ProbeError>> + Send;
+    ) -> impl Future<Output = Result<Reading, ProbeError>> + Send;
 }
 
 impl Measure for Result<ProbeRunner, ProbeError> {
-    async fn measure(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+    async fn measure(&mut self, deadline: Instant) -> Result<Reading, ProbeError> {
         match self {
             Ok(runner) => runner.run(deadline).await,
             Err(error) => Err(error.clone()),
@@ -103,17 +103,9 @@ async fn probe_loop(
         };
         let duration = clock::elapsed(started).as_secs_f64();
         shared.observe_duration(kind, duration);
-        let outcome = match outcome {
-            Ok(sample) => Outcome::Success(sample),
-            Err(error) => Outcome::Failure(error.scrubbed(&shared.secrets())),
-        };
-        let log_error = match &outcome {
-            Outcome::Failure(e) => Some(e.clone()),
-            Outcome::Success(_) => None,
-        };
-        let transition = shared
-            .state()
-            .record(&key, task_id, clock::now(), duration, outcome);
+        let outcome = outcome.map_err(|error| error.scrubbed(&shared.secrets()));
+        let log_error = outcome.as_ref().err().cloned();
+        let transition = shared.record(&key, task_id, duration, outcome);
         match (transition, log_error) {
             (Some(Transition::WentDown), Some(error)) => tracing::warn!(
                 budget = %probe.budget,
@@ -146,6 +138,7 @@ mod tests {
     use crate::model::{
         Budget, Config, HttpSettings, ProbeKind, SecretSet, SqlWatermark, WatermarkMode,
     };
+    use crate::sample::Sample;
     use crate::state::{DaemonState, probe_key};
 
     /// A scripted probe: each run takes `takes` (past the deadline when longer than the
@@ -156,13 +149,14 @@ mod tests {
     }
 
     impl Measure for Script {
-        async fn measure(&mut self, _deadline: Instant) -> Result<Sample, ProbeError> {
+        async fn measure(&mut self, _deadline: Instant) -> Result<Reading, ProbeError> {
             let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.takes).await;
             Ok(Sample {
                 lag_seconds: Some(run as f64),
                 ..Sample::default()
-            })
+            }
+            .into())
         }
     }
 
@@ -308,15 +302,11 @@ mod tests {
         run_until(Duration::from_secs(10), || recorded(&shared) >= 1).await;
         let key = probe_key(&shared.state().budgets[0].probes[0].spec);
         // A reload gave the probe a new task id: the old task's late result must not count.
-        shared.state().budgets[0].probes[0].task_id += 1;
+        std::sync::Arc::make_mut(&mut shared.state().budgets[0].probes)[0].task_id += 1;
         let before = recorded(&shared);
-        let stale = shared.state().record(
-            &key,
-            0,
-            clock::now(),
-            0.1,
-            crate::evaluate::Outcome::Success(Sample::default()),
-        );
+        let stale = shared
+            .state()
+            .record(&key, 0, clock::now(), 0.1, Ok(Sample::default().into()));
         assert!(stale.is_none());
         assert_eq!(recorded(&shared), before);
         task.cancel.cancel();

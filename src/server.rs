@@ -1,5 +1,7 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
-//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory.
+//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
+//! answer takes one `Snapshot` of the state (one `now`, one evaluation) and renders it after the
+//! lock is released.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock;
+use crate::model::HttpSettings;
 use crate::shared::Shared;
 use crate::status::{BacklogStatus, BudgetList, BudgetStatus};
 
@@ -72,10 +74,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Adds `Cache-Control` and, for allowed origins, CORS headers to an API answer.
-fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
-    let state = app.shared.state();
-    let http = &state.config.http;
+/// `Cache-Control` and, for allowed origins, CORS headers for an API answer.
+fn api_headers(http: &HttpSettings, request: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let cache = format!("max-age={}", http.api_cache_max_age.as_secs());
     if let Ok(value) = HeaderValue::from_str(&cache) {
@@ -100,17 +100,10 @@ fn api_headers(app: &AppState, request: &HeaderMap) -> HeaderMap {
 }
 
 async fn list_budgets(State(app): State<AppState>, request: HeaderMap) -> Response {
-    let headers = api_headers(&app, &request);
-    let now = clock::now();
-    let list = {
-        let state = app.shared.state();
-        BudgetList {
-            budgets: state
-                .budgets
-                .iter()
-                .map(|b| BudgetStatus::new(b, now))
-                .collect(),
-        }
+    let snapshot = app.shared.snapshot(None);
+    let headers = api_headers(&snapshot.config.http, &request);
+    let list = BudgetList {
+        budgets: snapshot.budgets.iter().map(BudgetStatus::new).collect(),
     };
     (headers, axum::Json(list)).into_response()
 }
@@ -120,14 +113,9 @@ async fn one_budget(
     Path(name): Path<String>,
     request: HeaderMap,
 ) -> Response {
-    let headers = api_headers(&app, &request);
-    let now = clock::now();
-    let found = app
-        .shared
-        .state()
-        .budget(&name)
-        .map(|b| BudgetStatus::new(b, now));
-    match found {
+    let snapshot = app.shared.snapshot(Some(&name));
+    let headers = api_headers(&snapshot.config.http, &request);
+    match snapshot.budgets.first().map(BudgetStatus::new) {
         Some(status) => (headers, axum::Json(status)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -168,15 +156,12 @@ async fn reload(State(app): State<AppState>) -> Response {
 /// A small server-rendered page: every budget, its state and since when, lag against budget,
 /// and each probe's freshness and last error. Refreshes itself; no JavaScript.
 async fn status_page(State(app): State<AppState>) -> Html<String> {
-    let now = clock::now();
-    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = {
-        let state = app.shared.state();
-        state
-            .budgets
-            .iter()
-            .map(|b| (BudgetStatus::new(b, now), now.since(b.tracker.since)))
-            .unzip()
-    };
+    let snapshot = app.shared.snapshot(None);
+    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = snapshot
+        .budgets
+        .iter()
+        .map(|b| (BudgetStatus::new(b), snapshot.now.since(b.tracker.since)))
+        .unzip();
     Html(render_status_page(&budgets, &since))
 }
 
@@ -317,7 +302,181 @@ impl crate::status::ErrorStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::{BacklogStatus, human_duration, probe_lag};
+    use super::{AppState, BacklogStatus, app, human_duration, probe_lag};
+    use crate::shared::Shared;
+    use crate::state::{DaemonState, probe_key};
+    use crate::testing::{MIXED, at, config, sample};
+    use axum::body::Body;
+    use axum::http::{Request, Response, StatusCode, header};
+    use std::sync::Arc;
+    use tower::ServiceExt as _;
+
+    /// The daemon's shared state for `MIXED`, answering at 20 s; the probes' tasks.
+    fn shared() -> (Arc<Shared>, Vec<(crate::state::ProbeKey, u64)>) {
+        let mut next = 0;
+        let (state, diff) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        let tasks = diff.start.iter().map(|(p, t)| (probe_key(p), *t)).collect();
+        (
+            Arc::new(Shared::with_clock(state, Box::new(|| at(20.0)))),
+            tasks,
+        )
+    }
+
+    async fn call(shared: &Arc<Shared>, request: Request<Body>) -> Response<Body> {
+        let router = app(AppState {
+            shared: shared.clone(),
+            reload: None,
+        });
+        router.oneshot(request).await.expect("the router answers")
+    }
+
+    async fn get(shared: &Arc<Shared>, uri: &str) -> Response<Body> {
+        call(
+            shared,
+            Request::get(uri).body(Body::empty()).expect("request"),
+        )
+        .await
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    async fn json(response: Response<Body>) -> serde_json::Value {
+        serde_json::from_str(&text(response).await).expect("json")
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_ok() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/healthz").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, "ok\n");
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_every_probe_to_run_once() {
+        let (shared, tasks) = shared();
+        let response = get(&shared, "/readyz").await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            text(response).await,
+            "not ready: 5 of 5 probes have not run yet\n"
+        );
+        for (key, task) in &tasks[..4] {
+            shared.record(key, *task, 0.1, Ok(sample(1.0).into()));
+        }
+        let response = get(&shared, "/readyz").await;
+        assert_eq!(
+            text(response).await,
+            "not ready: 1 of 5 probes have not run yet\n"
+        );
+        // A failed run counts as having run.
+        let (key, task) = &tasks[4];
+        let error = crate::probe::ProbeError::new(crate::probe::ErrorReason::Connect, "refused");
+        shared.record(key, *task, 0.1, Err(error));
+        let response = get(&shared, "/readyz").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, "ready\n");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_budget_is_404_and_an_unmeasured_one_has_null_lag() {
+        let (shared, tasks) = shared();
+        let response = get(&shared, "/api/v1/budgets/nope").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "max-age=5",
+            "errors carry the API headers too"
+        );
+        assert_eq!(
+            json(response).await,
+            serde_json::json!({ "error": "no budget named \"nope\"" })
+        );
+
+        let budget = json(get(&shared, "/api/v1/budgets/checkout").await).await;
+        assert_eq!(budget["state"], "unknown");
+        assert_eq!(budget["within_budget"], false);
+        assert!(budget["lag_seconds"].is_null(), "{budget}");
+        assert!(budget["last_lag_seconds"].is_null());
+        assert!(budget["used_ratio"].is_null());
+        assert!(budget["probes"][0]["lag_seconds"].is_null());
+        assert_eq!(budget["probes"][0]["up"], false);
+
+        // Once every probe of `other` has run, its lag is known at the answer's instant.
+        let (key, task) = &tasks[4];
+        shared.record(key, *task, 0.1, Ok(sample(3.0).into()));
+        let other = json(get(&shared, "/api/v1/budgets/other").await).await;
+        assert_eq!(other["lag_seconds"], 3.0);
+        assert_eq!(other["used_ratio"], 0.05);
+        assert_eq!(other["state"], "ok");
+        assert_eq!(other["since"], "1970-01-01T00:00:20.000Z");
+        let list = json(get(&shared, "/api/v1/budgets").await).await;
+        let names: Vec<&str> = list["budgets"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|b| b["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names, ["checkout", "other"]);
+    }
+
+    #[tokio::test]
+    async fn api_answers_carry_cache_control_and_cors_for_allowed_origins() {
+        let (shared, _) = shared();
+        let with_origin = |origin: &str| {
+            Request::get("/api/v1/budgets")
+                .header(header::ORIGIN, origin)
+                .body(Body::empty())
+                .expect("request")
+        };
+        let allowed = call(&shared, with_origin("https://app.example")).await;
+        assert_eq!(allowed.status(), StatusCode::OK);
+        let headers = allowed.headers();
+        assert_eq!(headers[header::CACHE_CONTROL], "max-age=5");
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert_eq!(headers[header::VARY], "Origin");
+        let other = call(&shared, with_origin("https://evil.example")).await;
+        assert!(
+            other
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
+        assert_eq!(other.headers()[header::VARY], "Origin");
+    }
+
+    #[tokio::test]
+    async fn reload_is_forbidden_without_the_lifecycle_api() {
+        let (shared, _) = shared();
+        let request = Request::post("/-/reload")
+            .body(Body::empty())
+            .expect("request");
+        let response = call(&shared, request).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(text(response).await.contains("--web.enable-lifecycle"));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/metrics").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let body = text(response).await;
+        assert!(body.contains("# TYPE lagbudget_probe_errors_total counter\n"));
+        assert!(body.contains("lagbudget_state{budget=\"other\",state=\"unknown\"} 1\n"));
+    }
 
     #[test]
     fn a_backlog_only_probe_shows_its_backlog_not_unknown_or_zero() {

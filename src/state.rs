@@ -1,12 +1,21 @@
 //! The daemon's memory: every budget and probe of the running config with its history. Probe
-//! tasks write results here; `/metrics`, the API and the status page read from here. No IO.
+//! tasks write results here; `/metrics`, the API and the status page read a `Snapshot` of it. No
+//! IO.
+//!
+//! An answer copies the state under the lock (`DaemonState::copy`: per budget, two `Arc`s and
+//! its tracker; a budget's probes are shared and copied on write, only when one of them records
+//! while an answer still holds them) and evaluates and renders that copy outside the lock
+//! (`StateCopy::evaluate`), so a scrape of thousands of probes never makes a probe task wait for
+//! more than the copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::clock::Now;
-use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition, used_ratio};
+use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition};
 use crate::model::{Budget, Config, Probe};
+use crate::probe::{Detail, ProbeError, Reading};
+use crate::sample::Sample;
 
 /// A probe's identity across reloads: its budget's name, its own, and its replica if it has one.
 pub type ProbeKey = (String, String, Option<String>);
@@ -27,15 +36,22 @@ pub struct DaemonState {
     pub reload: ReloadStatus,
 }
 
+#[derive(Clone)]
 pub struct BudgetEntry {
     pub spec: Arc<Budget>,
     pub tracker: BudgetTracker,
-    pub probes: Vec<ProbeEntry>,
+    /// Shared with the answers that copied this budget; a record copies them first
+    /// (`Arc::make_mut`) if an answer still holds them.
+    pub probes: Arc<Vec<ProbeEntry>>,
 }
 
+#[derive(Clone)]
 pub struct ProbeEntry {
     pub spec: Arc<Probe>,
     pub history: ProbeHistory,
+    /// The kind's detail of the last success (kept beside `history.last_sample`, and like it
+    /// shown only while the probe is fresh).
+    pub detail: Option<Detail>,
     /// Identifies the task that measures this probe; results of replaced tasks are ignored.
     pub task_id: u64,
 }
@@ -92,10 +108,10 @@ impl DaemonState {
                 .map(|b| b.tracker.clone())
                 .unwrap_or_else(|| BudgetTracker::new(now));
             let mut old_probes: BTreeMap<ProbeKey, ProbeEntry> = old
-                .as_mut()
+                .take()
                 .map(|b| {
-                    b.probes
-                        .drain(..)
+                    Arc::unwrap_or_clone(b.probes)
+                        .into_iter()
                         .map(|p| (probe_key(&p.spec), p))
                         .collect()
                 })
@@ -126,6 +142,7 @@ impl DaemonState {
                         probes.push(ProbeEntry {
                             spec: probe.clone(),
                             history: ProbeHistory::default(),
+                            detail: None,
                             task_id: *next_task_id,
                         });
                     }
@@ -134,7 +151,7 @@ impl DaemonState {
             self.budgets.push(BudgetEntry {
                 spec: budget.clone(),
                 tracker,
-                probes,
+                probes: Arc::new(probes),
             });
         }
         for budget in old_config.budgets.iter() {
@@ -158,13 +175,20 @@ impl DaemonState {
         task_id: u64,
         now: Now,
         duration: f64,
-        outcome: Outcome,
+        result: Result<Reading, ProbeError>,
     ) -> Option<Transition> {
         let budget = self.budgets.iter_mut().find(|b| b.spec.name == key.0)?;
-        let probe = budget
-            .probes
-            .iter_mut()
-            .find(|p| p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id)?;
+        let index = budget.probes.iter().position(|p| {
+            p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id
+        })?;
+        let probe = &mut Arc::make_mut(&mut budget.probes)[index];
+        let outcome = match result {
+            Ok(Reading { sample, detail }) => {
+                probe.detail = detail;
+                Outcome::Success(sample)
+            }
+            Err(error) => Outcome::Failure(error),
+        };
         let transition = probe.history.record(now, duration, outcome);
         evaluate_budget(budget, now);
         Some(transition)
@@ -195,33 +219,289 @@ impl ProbeEntry {
         self.spec.interval.as_secs_f64()
     }
 
-    /// The used ratio of the fresh sample, `None` while stale.
-    pub fn fresh_ratio(&self, now: Now) -> Option<f64> {
-        self.history
-            .fresh_sample(now, self.interval_secs())
-            .map(|s| used_ratio(&self.spec, s))
+    /// The probe evaluated at `now`.
+    pub fn view(&self, now: Now) -> ProbeView {
+        ProbeView::of(&self.spec, &self.history, now)
     }
 
-    pub fn is_stale(&self, now: Now) -> bool {
-        self.history.is_stale(now, self.interval_secs())
+    /// The last success's sample, if `view` (this probe's, at the answer's `now`) is fresh.
+    pub fn fresh_sample(&self, view: &ProbeView) -> Option<&Sample> {
+        if view.stale {
+            None
+        } else {
+            self.history.last_sample.as_deref()
+        }
     }
 
-    pub fn is_stalled(&self, now: Now) -> bool {
-        self.history.is_stalled(
-            now,
-            self.interval_secs(),
-            self.spec.stall_after.as_secs_f64(),
-        )
+    /// The last success's detail, if `view` is fresh: shown exactly when the sample is.
+    pub fn fresh_detail(&self, view: &ProbeView) -> Option<&Detail> {
+        self.fresh_sample(view).and(self.detail.as_ref())
     }
 }
 
-fn evaluate_budget(budget: &mut BudgetEntry, now: Now) {
-    let views: Vec<ProbeView> = budget
-        .probes
-        .iter()
-        .map(|p| ProbeView {
-            used_ratio: p.fresh_ratio(now),
-        })
-        .collect();
+/// Re-evaluates `budget` at `now`: every probe's view, then the tracker from them.
+fn evaluate_budget(budget: &mut BudgetEntry, now: Now) -> Vec<ProbeView> {
+    let views: Vec<ProbeView> = budget.probes.iter().map(|p| p.view(now)).collect();
     budget.tracker.evaluate(&budget.spec, &views, now);
+    views
+}
+
+impl DaemonState {
+    /// A copy for one answer at `now` (read by the caller while it holds the lock, so that
+    /// answers and records are ordered by their `now`): every budget, or the one named `only`.
+    /// Cheap: see the module comment.
+    pub fn copy(&self, now: Now, only: Option<&str>) -> StateCopy {
+        StateCopy {
+            now,
+            config: self.config.clone(),
+            reload: self.reload,
+            budgets: self
+                .budgets
+                .iter()
+                .filter(|b| only.is_none_or(|name| b.spec.name == name))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The state as one answer copied it, not yet evaluated.
+pub struct StateCopy {
+    now: Now,
+    config: Arc<Config>,
+    reload: ReloadStatus,
+    budgets: Vec<BudgetEntry>,
+}
+
+impl StateCopy {
+    /// Evaluates every budget of the copy at its `now`, as the daemon's tick would: each probe's
+    /// view, then a copy of the budget's tracker from them. The state's own trackers are not
+    /// touched; they move on with the tick and with records.
+    pub fn evaluate(self) -> Snapshot {
+        let now = self.now;
+        Snapshot {
+            now,
+            config: self.config,
+            reload: self.reload,
+            budgets: self
+                .budgets
+                .into_iter()
+                .map(|mut budget| {
+                    let views = evaluate_budget(&mut budget, now);
+                    BudgetSnapshot {
+                        spec: budget.spec,
+                        tracker: budget.tracker,
+                        probes: budget.probes,
+                        views,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Everything one answer shows, evaluated once at one `now`: `/metrics`, the API and the status
+/// page render from this and compute nothing about freshness or budgets themselves.
+pub struct Snapshot {
+    pub now: Now,
+    pub config: Arc<Config>,
+    pub reload: ReloadStatus,
+    /// Budgets in config order.
+    pub budgets: Vec<BudgetSnapshot>,
+}
+
+/// One budget at the answer's `now`.
+pub struct BudgetSnapshot {
+    pub spec: Arc<Budget>,
+    /// The budget's tracker evaluated at `now` from `views` (state, since, time counters, the
+    /// largest used ratio).
+    pub tracker: BudgetTracker,
+    pub probes: Arc<Vec<ProbeEntry>>,
+    /// Each probe evaluated at `now`, in the order of `probes`.
+    pub views: Vec<ProbeView>,
+}
+
+impl BudgetSnapshot {
+    /// Each probe with its view.
+    pub fn probes(&self) -> impl Iterator<Item = (&ProbeEntry, &ProbeView)> {
+        self.probes.iter().zip(&self.views)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::BudgetState;
+    use crate::testing::{at, config, sample};
+
+    const BEFORE: &str = r#"
+sources:
+  db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  db2: { postgres: { dsn: "host=127.0.0.2 user=postgres dbname=test" } }
+budgets:
+  - name: checkout
+    max_lag: 60s
+    probes:
+      - { name: kept, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: moved, interval: 10s, sql_watermark: { source: db2, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: dropped, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 3", mode: since_watermark } }
+  - name: gone
+    max_lag: 60s
+    probes:
+      - { name: p, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+"#;
+
+    /// `checkout` keeps its name (with another warn level), `kept` is unchanged, `moved`'s
+    /// source points elsewhere, `dropped` and the budget `gone` are removed, `added` is new.
+    const AFTER: &str = r#"
+sources:
+  db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  db2: { postgres: { dsn: "host=127.0.0.3 user=postgres dbname=test" } }
+budgets:
+  - name: checkout
+    max_lag: 60s
+    warn_at: 90%
+    probes:
+      - { name: kept, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: moved, interval: 10s, sql_watermark: { source: db2, watermark: "SELECT 1", mode: since_watermark } }
+      - { name: added, interval: 10s, sql_watermark: { source: db, watermark: "SELECT 4", mode: since_watermark } }
+"#;
+
+    fn key(budget: &str, probe: &str) -> ProbeKey {
+        (budget.to_owned(), probe.to_owned(), None)
+    }
+
+    fn entry<'s>(state: &'s DaemonState, budget: &str, probe: &str) -> &'s ProbeEntry {
+        state
+            .budget(budget)
+            .and_then(|b| b.probes.iter().find(|p| p.spec.name == probe))
+            .unwrap_or_else(|| panic!("{budget}/{probe}"))
+    }
+
+    #[test]
+    fn a_reload_keeps_what_did_not_change_and_drops_what_is_gone() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(BEFORE), at(0.0), &mut next);
+        assert_eq!(diff.start.len(), 4);
+        for (probe, task) in &diff.start {
+            state.record(
+                &probe_key(probe),
+                *task,
+                at(1.0),
+                0.1,
+                Ok(sample(1.0).into()),
+            );
+        }
+        state.evaluate_all(at(5.0));
+        let kept_task = entry(&state, "checkout", "kept").task_id;
+        let moved_task = entry(&state, "checkout", "moved").task_id;
+        let tracker_before = state.budget("checkout").expect("checkout").tracker.clone();
+        assert_eq!(tracker_before.state, BudgetState::Ok);
+
+        let diff = state.apply(config(AFTER), at(6.0), &mut next);
+
+        // Unchanged: same task, same history.
+        let kept = entry(&state, "checkout", "kept");
+        assert_eq!(kept.task_id, kept_task);
+        assert_eq!(kept.history.runs, 1);
+        // Its source changed: a new task and a fresh history.
+        let moved = entry(&state, "checkout", "moved");
+        assert_ne!(moved.task_id, moved_task);
+        assert_eq!(moved.history.runs, 0);
+        assert!(entry(&state, "checkout", "added").history.runs == 0);
+        let started: Vec<&str> = diff.start.iter().map(|(p, _)| p.name.as_str()).collect();
+        assert_eq!(started, ["moved", "added"]);
+        assert_eq!(diff.kept, 1);
+        let mut stopped = diff.stop.clone();
+        stopped.sort();
+        assert_eq!(
+            stopped,
+            [
+                key("checkout", "dropped"),
+                key("checkout", "moved"),
+                key("gone", "p")
+            ]
+        );
+        // Removed things are gone.
+        assert!(state.budget("gone").is_none());
+        assert!(
+            !state
+                .budget("checkout")
+                .expect("checkout")
+                .probes
+                .iter()
+                .any(|p| p.spec.name == "dropped")
+        );
+        // The budget keeps its tracker by name (its spec changed): the same `since`, time
+        // counters that went on, and unknown now that two probes have not run.
+        let budget = state.budget("checkout").expect("checkout");
+        assert_eq!(budget.spec.warn_at, 0.9);
+        assert_eq!(budget.tracker.since, at(6.0), "ok → unknown at the reload");
+        assert_eq!(budget.tracker.state, BudgetState::Unknown);
+        assert_eq!(
+            budget.tracker.evaluated_seconds_total,
+            tracker_before.evaluated_seconds_total + 1.0
+        );
+        // A result of the replaced task is dropped.
+        assert!(
+            state
+                .record(
+                    &key("checkout", "moved"),
+                    moved_task,
+                    at(7.0),
+                    0.1,
+                    Ok(sample(1.0).into())
+                )
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_answer_is_one_evaluation_of_a_copy_at_its_own_now() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(BEFORE), at(0.0), &mut next);
+        for (probe, task) in &diff.start {
+            state.record(
+                &probe_key(probe),
+                *task,
+                at(1.0),
+                0.1,
+                Ok(sample(6.0).into()),
+            );
+        }
+        let copy = state.copy(at(2.0), Some("checkout"));
+        // A record after the copy changes the state, not the copy.
+        let (kept, task) = diff.start[0].clone();
+        state.record(
+            &probe_key(&kept),
+            task,
+            at(3.0),
+            0.1,
+            Ok(sample(30.0).into()),
+        );
+        let answer = copy.evaluate();
+        assert_eq!(answer.now, at(2.0));
+        assert_eq!(answer.budgets.len(), 1);
+        let budget = &answer.budgets[0];
+        assert_eq!(budget.views[0].used_ratio, Some(0.1));
+        assert_eq!(budget.tracker.max_used_ratio, Some(0.1));
+        assert_eq!(entry(&state, "checkout", "kept").history.runs, 2);
+
+        // Evaluated later, the answer sees every probe stale and the budget unknown, while the
+        // state's own tracker, last evaluated at 3 s, is untouched.
+        let late = state.copy(at(40.0), None).evaluate();
+        let budget = &late.budgets[0];
+        assert!(
+            budget
+                .views
+                .iter()
+                .all(|v| v.stale && v.used_ratio.is_none())
+        );
+        assert_eq!(budget.tracker.state, BudgetState::Unknown);
+        assert_eq!(budget.tracker.since, at(40.0));
+        assert_eq!(budget.tracker.max_used_ratio, None);
+        let live = &state.budget("checkout").expect("checkout").tracker;
+        assert_eq!(live.state, BudgetState::Ok);
+        assert_eq!(live.max_used_ratio, Some(0.5));
+    }
 }

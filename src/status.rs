@@ -1,12 +1,13 @@
-//! The JSON views of `/api/v1/budgets`, built from the state. Unknown values are `null`,
-//! never 0: a product page must be able to tell "caught up" from "cannot see".
+//! The JSON views of `/api/v1/budgets`, built from a `Snapshot` of the state: freshness, stall,
+//! used ratios and the budget's state all come from its one evaluation at the answer's `now`.
+//! Unknown values are `null`, never 0: a product page must be able to tell "caught up" from
+//! "cannot see".
 
 use serde::Serialize;
 
-use crate::clock::Now;
-use crate::evaluate::BudgetState;
-use crate::probe::ErrorReason;
-use crate::state::{BudgetEntry, ProbeEntry};
+use crate::evaluate::{BudgetState, ProbeView};
+use crate::probe::{DetailStatus, ErrorReason};
+use crate::state::{BudgetSnapshot, ProbeEntry};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetList {
@@ -63,9 +64,10 @@ pub struct ProbeStatus {
     pub interval_seconds: f64,
     pub error: Option<ErrorStatus>,
     pub detail: Option<String>,
-    /// Consumer-group facts, for `kafka_consumer_group` probes with a fresh sample.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaStatus>,
+    /// The kind's own object, for kinds that show one, while the probe is fresh: `"kafka":
+    /// {…}` for `kafka_consumer_group` (see `probe::DetailStatus`).
+    #[serde(flatten)]
+    pub kind_detail: Option<DetailStatus>,
     /// Source clock − daemon clock, where the probe compares them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_skew_seconds: Option<f64>,
@@ -81,23 +83,6 @@ pub struct ReadYourWritesStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct KafkaStatus {
-    pub members: Option<usize>,
-    pub data_loss: bool,
-    pub timestamp_type: Option<&'static str>,
-    pub partitions_total: usize,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    pub lag_seconds: f64,
-    pub backlog_messages: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct BacklogStatus {
     pub unit: &'static str,
     pub value: f64,
@@ -110,11 +95,10 @@ pub struct ErrorStatus {
 }
 
 impl BudgetStatus {
-    pub fn new(budget: &BudgetEntry, now: Now) -> Self {
+    pub fn new(budget: &BudgetSnapshot) -> Self {
         let probes: Vec<ProbeStatus> = budget
-            .probes
-            .iter()
-            .map(|p| ProbeStatus::new(p, now))
+            .probes()
+            .map(|(probe, view)| ProbeStatus::new(probe, view))
             .collect();
         let any_stale = probes.iter().any(|p| p.stale);
         let lag_seconds = if any_stale {
@@ -152,23 +136,24 @@ impl BudgetStatus {
 }
 
 impl ProbeStatus {
-    pub fn new(probe: &ProbeEntry, now: Now) -> Self {
+    /// `probe` as `view` (its evaluation at the answer's `now`) shows it.
+    pub fn new(probe: &ProbeEntry, view: &ProbeView) -> Self {
         let history = &probe.history;
-        let fresh = history.fresh_sample(now, probe.interval_secs());
-        let last = history.last_sample.as_ref();
+        let fresh = probe.fresh_sample(view);
+        let last = history.last_sample.as_deref();
         Self {
             name: probe.spec.name.clone(),
             replica: probe.spec.replica.clone(),
             kind: probe.spec.kind_key(),
             source: probe.spec.source_name().to_owned(),
             up: history.is_up(),
-            stale: probe.is_stale(now),
-            stalled: probe.is_stalled(now),
+            stale: view.stale,
+            stalled: view.stalled,
             runs: history.runs,
             lag_seconds: fresh.and_then(|s| s.lag_seconds),
             last_lag_seconds: last.and_then(|s| s.lag_seconds),
             budget_seconds: probe.spec.max_lag.map(|d| d.as_secs_f64()),
-            used_ratio: probe.fresh_ratio(now),
+            used_ratio: view.used_ratio,
             backlog: fresh.and_then(|s| s.backlog).map(|b| BacklogStatus {
                 unit: b.unit.as_str(),
                 value: b.value,
@@ -182,24 +167,7 @@ impl ProbeStatus {
                 message: e.message.clone(),
             }),
             detail: last.and_then(|s| s.detail.clone()),
-            kafka: fresh.and_then(|s| s.kafka.as_deref()).map(|k| KafkaStatus {
-                members: k.members,
-                data_loss: k.data_loss,
-                timestamp_type: k
-                    .log_append_time
-                    .map(|l| if l { "LogAppendTime" } else { "CreateTime" }),
-                partitions_total: k.partitions_total,
-                partitions: k
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionStatus {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        lag_seconds: p.lag_seconds,
-                        backlog_messages: p.backlog,
-                    })
-                    .collect(),
-            }),
+            kind_detail: probe.fresh_detail(view).and_then(|detail| detail.status()),
             clock_skew_seconds: fresh.and_then(|s| s.clock_skew_seconds),
             read_your_writes: (history.read_your_writes_checks > 0).then_some(
                 ReadYourWritesStatus {
@@ -244,6 +212,55 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::kafka_consumer_group::detail::{KafkaDetail, PartitionLag};
+    use crate::probe::{Detail, Reading, Sample};
+    use crate::state::DaemonState;
+    use crate::testing::{MIXED, at, config};
+    use std::sync::Arc;
+
+    /// The `kafka` object kept its exact JSON when the detail left the sample: same keys, same
+    /// place (after `detail`), same values; absent once the probe is stale.
+    #[test]
+    fn a_kafka_probe_shows_its_kafka_object_while_fresh() {
+        let mut next = 0;
+        let (mut state, diff) = DaemonState::new(config(MIXED), at(0.0), &mut next);
+        let (probe, task) = diff.start[0].clone();
+        assert_eq!(probe.name, "group");
+        let detail = KafkaDetail {
+            members: Some(2),
+            data_loss: false,
+            log_append_time: Some(false),
+            partitions_total: 3,
+            partitions: vec![PartitionLag {
+                topic: "orders".into(),
+                partition: 1,
+                lag_seconds: 4.5,
+                backlog: 12,
+            }],
+        };
+        let reading = Reading {
+            sample: Sample {
+                lag_seconds: Some(4.5),
+                detail: Some("1 of 3 partitions behind, 12 messages".into()),
+                ..Sample::default()
+            },
+            detail: Some(Detail::KafkaConsumerGroup(Arc::new(detail))),
+        };
+        let key = crate::state::probe_key(&probe);
+        state.record(&key, task, at(1.0), 0.25, Ok(reading));
+        let status = |now| {
+            let budget = &state.copy(now, None).evaluate().budgets[0];
+            ProbeStatus::new(&budget.probes[0], &budget.views[0])
+        };
+        let json = serde_json::to_string(&status(at(2.0))).expect("json");
+        assert_eq!(
+            json,
+            r#"{"name":"group","kind":"kafka_consumer_group","source":"events","up":true,"stale":false,"stalled":false,"runs":1,"lag_seconds":4.5,"last_lag_seconds":4.5,"budget_seconds":60.0,"used_ratio":0.075,"backlog":null,"last_run":"1970-01-01T00:00:01.000Z","last_success":"1970-01-01T00:00:01.000Z","last_duration_seconds":0.25,"interval_seconds":10.0,"error":null,"detail":"1 of 3 partitions behind, 12 messages","kafka":{"members":2,"data_loss":false,"timestamp_type":"CreateTime","partitions_total":3,"partitions":[{"topic":"orders","partition":1,"lag_seconds":4.5,"backlog_messages":12}]}}"#
+        );
+        let stale = serde_json::to_value(status(at(31.5))).expect("json");
+        assert_eq!(stale["stale"], true);
+        assert!(stale.get("kafka").is_none(), "{stale}");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

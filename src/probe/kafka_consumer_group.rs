@@ -12,6 +12,7 @@
 //! lag; results below 0 are clamped and counted.
 
 pub mod dashboard;
+pub mod detail;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,9 @@ use tokio::time::{Instant, timeout_at};
 
 use super::kafka::{FirstRecord, KafkaClient, Wanted};
 use super::kafka_admin::{OffsetMap, OffsetSpec};
-use super::{Backlog, BacklogUnit, ErrorReason, KafkaDetail, PartitionLag, ProbeError, Sample};
+use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::model::{KafkaConsumerGroup, NoCommitPolicy, TopicSelector};
+use detail::{KafkaDetail, PartitionLag};
 
 /// Per-partition series are capped to the most lagging partitions.
 pub const MAX_PARTITION_SERIES: usize = 50;
@@ -95,7 +97,7 @@ impl KafkaConsumerGroupProbe {
         })
     }
 
-    pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+    pub async fn run(&mut self, deadline: Instant) -> Result<(Sample, KafkaDetail), ProbeError> {
         // The permit moves into the blocking job: if this future is dropped at its deadline,
         // the slot stays taken until the blocking work has really ended.
         let slot = timeout_at(deadline, self.client.slots.clone().acquire_owned())
@@ -131,8 +133,8 @@ impl KafkaConsumerGroupProbe {
 
     /// Checks that the cluster answers and the group's offsets can be read.
     pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
-        let sample = self.run(deadline).await?;
-        let partitions = sample.kafka.as_ref().map_or(0, |k| k.partitions_total);
+        let (sample, detail) = self.run(deadline).await?;
+        let partitions = detail.partitions_total;
         Ok(format!(
             "group offsets readable on {partitions} partitions, lag {:.3}s",
             sample.lag_seconds.unwrap_or_default()
@@ -449,7 +451,7 @@ fn measure(
     })
 }
 
-fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
+fn sample_from(measured: &Measured, partition_detail: bool) -> (Sample, KafkaDetail) {
     let lag = measured
         .partitions
         .iter()
@@ -468,7 +470,7 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
         sorted.truncate(MAX_PARTITION_SERIES);
         detail_partitions = sorted;
     }
-    Sample {
+    let sample = Sample {
         lag_seconds: Some(lag),
         backlog: Some(Backlog {
             unit: BacklogUnit::Messages,
@@ -482,13 +484,14 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> Sample {
         )),
         negative_lag_clamped: measured.negative,
         position_regressed: measured.regressed,
-        kafka: Some(Arc::new(KafkaDetail {
-            members: measured.members,
-            data_loss: measured.data_loss,
-            log_append_time: measured.log_append_time,
-            partitions_total: total,
-            partitions: detail_partitions,
-        })),
         ..Sample::default()
-    }
+    };
+    let detail = KafkaDetail {
+        members: measured.members,
+        data_loss: measured.data_loss,
+        log_append_time: measured.log_append_time,
+        partitions_total: total,
+        partitions: detail_partitions,
+    };
+    (sample, detail)
 }

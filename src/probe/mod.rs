@@ -1,5 +1,9 @@
 //! Probes: the only code that talks to the systems being measured. One file per probe kind,
-//! all behind `ProbeRunner::run`, which yields a `Sample` or a `ProbeError` with a bounded reason.
+//! all behind `ProbeRunner::run`, which yields a `Reading` (a `Sample`, and the kind's `Detail`
+//! for kinds that have one) or a `ProbeError` with a bounded reason.
+//!
+//! This file is the registry: the closed enums over the kinds (`SourceHandle`, `ProbeRunner`,
+//! `Detail`). Evaluation, state and the outputs name only what it exports, never a kind's module.
 
 pub mod heartbeat;
 pub mod kafka;
@@ -24,11 +28,95 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use serde::Serialize;
+
+use crate::families::{Exposition, Labels};
 use crate::model::{Config, Probe, ProbeKind, Source, SourceKind};
-pub use crate::sample::{
-    Backlog, BacklogUnit, ErrorReason, KafkaDetail, MysqlReplicaDetail, PartitionLag, ProbeError,
-    ReadYourWrites, Sample,
+pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
+// The names of the kinds' own metric families, for the rule and dashboard generators (which
+// reach them through `metrics`) and tests.
+pub use kafka_consumer_group::detail::{
+    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, PARTITION_BACKLOG, PARTITION_LAG,
 };
+pub use mysql_replica::detail::{MYSQL_REPLICATION_RUNNING, MYSQL_SECONDS_BEHIND_SOURCE};
+pub use postgres_replica::detail::RECEIVER_LAST_MESSAGE_AGE;
+
+/// What one successful run yields: the sample every kind has, and the detail only its kind has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub sample: Sample,
+    pub detail: Option<Detail>,
+}
+
+impl From<Sample> for Reading {
+    fn from(sample: Sample) -> Self {
+        Self {
+            sample,
+            detail: None,
+        }
+    }
+}
+
+/// What only one kind knows beyond the common `Sample`, carried beside it (never inside it:
+/// `sample.rs` is a leaf and cannot name the kinds). One variant per kind that has a detail; each
+/// kind's `detail.rs` owns the type, the metric families it exports and its API object. The
+/// state keeps the last success's detail and the outputs show it only while the probe is fresh,
+/// like its lag. Cheap to clone: large details are behind an `Arc`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    KafkaConsumerGroup(Arc<kafka_consumer_group::detail::KafkaDetail>),
+    MysqlReplica(mysql_replica::detail::MysqlReplicaDetail),
+    PostgresReplica(postgres_replica::detail::StandbyDetail),
+}
+
+impl Detail {
+    /// The detail's object in the API, for kinds that show one.
+    pub fn status(&self) -> Option<DetailStatus> {
+        match self {
+            Detail::KafkaConsumerGroup(detail) => Some(DetailStatus::Kafka(detail.status())),
+            Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
+        }
+    }
+}
+
+/// A kind's object in a probe of `/api/v1/budgets`, flattened into the probe: the variant's name
+/// is the key (`"kafka": {…}`).
+#[derive(Debug, Clone, Serialize)]
+pub enum DetailStatus {
+    #[serde(rename = "kafka")]
+    Kafka(kafka_consumer_group::detail::KafkaStatus),
+}
+
+/// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
+/// rendered.
+#[derive(Default)]
+pub struct DetailFamilies {
+    kafka_consumer_group: kafka_consumer_group::detail::Families,
+    mysql_replica: mysql_replica::detail::Families,
+    postgres_replica: postgres_replica::detail::Families,
+}
+
+impl DetailFamilies {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the series of one fresh probe's detail, labelled `labels`.
+    pub fn push(&mut self, labels: &Labels, detail: &Detail) {
+        match detail {
+            Detail::KafkaConsumerGroup(d) => self.kafka_consumer_group.push(labels, d),
+            Detail::MysqlReplica(d) => self.mysql_replica.push(labels, d),
+            Detail::PostgresReplica(d) => self.postgres_replica.push(labels, d),
+        }
+    }
+
+    /// Appends every family with at least one series to `out`.
+    pub fn finish(self, out: &mut Exposition) {
+        self.postgres_replica.finish(out);
+        self.mysql_replica.finish(out);
+        self.kafka_consumer_group.finish(out);
+    }
+}
 
 /// Holds every probe kind to `Sample::lag_seconds`' promise: a probe with a `max_lag` that
 /// measured no lag fails with `no_data`, since the budget would otherwise count the missing
@@ -36,10 +124,10 @@ pub use crate::sample::{
 /// kind, or a missed path, from turning unknown into "within budget".
 pub fn require_lag(
     probe: &Probe,
-    result: Result<Sample, ProbeError>,
-) -> Result<Sample, ProbeError> {
+    result: Result<Reading, ProbeError>,
+) -> Result<Reading, ProbeError> {
     match result {
-        Ok(sample) if probe.max_lag.is_some() && sample.lag_seconds.is_none() => {
+        Ok(reading) if probe.max_lag.is_some() && reading.sample.lag_seconds.is_none() => {
             Err(ProbeError::new(
                 ErrorReason::NoData,
                 "the probe measured no lag, and it has a max_lag to enforce",
@@ -288,16 +376,29 @@ impl ProbeRunner {
     }
 
     /// Runs one measurement. Implementations stop at `deadline` and return `Timeout`.
-    pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+    pub async fn run(&mut self, deadline: Instant) -> Result<Reading, ProbeError> {
+        let with = |sample, detail| Reading {
+            sample,
+            detail: Some(detail),
+        };
         match self {
-            ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await,
-            ProbeRunner::KafkaConsumerGroup(probe) => probe.run(deadline).await,
-            ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await,
-            ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await,
-            ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await,
-            ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await,
-            ProbeRunner::MysqlReplica(probe) => probe.run(deadline).await,
-            ProbeRunner::PostgresReplica(probe) => probe.run(deadline).await,
+            ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await.map(Reading::from),
+            ProbeRunner::KafkaConsumerGroup(probe) => probe
+                .run(deadline)
+                .await
+                .map(|(s, d)| with(s, Detail::KafkaConsumerGroup(Arc::new(d)))),
+            ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await.map(Reading::from),
+            ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await.map(Reading::from),
+            ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await.map(Reading::from),
+            ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await.map(Reading::from),
+            ProbeRunner::MysqlReplica(probe) => probe
+                .run(deadline)
+                .await
+                .map(|(s, d)| with(s, Detail::MysqlReplica(d))),
+            ProbeRunner::PostgresReplica(probe) => probe
+                .run(deadline)
+                .await
+                .map(|(s, d)| with(s, Detail::PostgresReplica(d))),
         }
     }
 

@@ -11,6 +11,7 @@
 //! each thread runs (`MysqlReplicaDetail`).
 
 pub mod dashboard;
+pub mod detail;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -23,9 +24,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::heartbeat::HeartbeatLedger;
 use super::mysql::{MysqlPool, run};
-use super::{ErrorReason, MysqlReplicaDetail, ProbeError, ReadYourWrites, Sample};
+use super::{ErrorReason, ProbeError, ReadYourWrites, Sample};
 use crate::clock::unix_now;
 use crate::model::MysqlReplica;
+use detail::MysqlReplicaDetail;
 
 /// What identifies one writer: the probe it belongs to and how it writes. Replicas of the same
 /// probe get the same key, and so share one writer.
@@ -360,7 +362,10 @@ impl MysqlReplicaProbe {
         }
     }
 
-    pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+    pub async fn run(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(Sample, MysqlReplicaDetail), ProbeError> {
         self.writer.ensure_started();
         self.writer.wait_first_attempt(deadline).await;
         let mut conn = self.replica.get(deadline).await?;
@@ -403,24 +408,25 @@ impl MysqlReplicaProbe {
         if visible.is_some() {
             self.previous = visible;
         }
-        Ok(Sample {
+        let sample = Sample {
             lag_seconds: Some(lag.lag_seconds),
             position: visible.map(|seq| seq.to_string()),
             detail: Some(detail(visible, lag.unseen_writes, lag.lower_bound, &status)),
             position_regressed: regressed,
             clock_skew_seconds: clock_skew,
             read_your_writes,
-            mysql: Some(Arc::new(MysqlReplicaDetail {
-                io_running: status.io_running,
-                sql_running: status.sql_running,
-                // Reported only while both threads run: NULL or a stopped thread's 0 is not
-                // a number of seconds.
-                seconds_behind_source: status
-                    .seconds_behind
-                    .filter(|_| status.io_running && status.sql_running),
-            })),
             ..Sample::default()
-        })
+        };
+        let detail = MysqlReplicaDetail {
+            io_running: status.io_running,
+            sql_running: status.sql_running,
+            // Reported only while both threads run: NULL or a stopped thread's 0 is not a
+            // number of seconds.
+            seconds_behind_source: status
+                .seconds_behind
+                .filter(|_| status.io_running && status.sql_running),
+        };
+        Ok((sample, detail))
     }
 
     /// The highest heartbeat seq the replica shows; `None` when none is visible yet (not even

@@ -26,6 +26,7 @@
 //! that has vanished from that view).
 
 pub mod dashboard;
+pub mod detail;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,7 @@ use super::postgres::{PgPool, query_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
 use crate::clock::unix_now;
 use crate::model::{HeartbeatSettings, PostgresReplica, ReplicaMethod};
+use detail::StandbyDetail;
 
 /// Statements sent by replica probes and heartbeat writers in this process: the figure the
 /// replica benchmark reports as queries per run.
@@ -444,7 +446,7 @@ impl PostgresReplicaProbe {
         }
     }
 
-    pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
+    pub async fn run(&mut self, deadline: Instant) -> Result<(Sample, StandbyDetail), ProbeError> {
         let primary = self
             .primary
             .get_or_insert_with(|| {
@@ -470,7 +472,7 @@ impl PostgresReplicaProbe {
         primary: &Primary,
         settings: &HeartbeatSettings,
         deadline: Instant,
-    ) -> Result<Sample, ProbeError> {
+    ) -> Result<(Sample, StandbyDetail), ProbeError> {
         let Some(writer) = &primary.writer else {
             return Err(ProbeError::new(ErrorReason::NoData, "no heartbeat writer"));
         };
@@ -506,7 +508,7 @@ impl PostgresReplicaProbe {
         if ledger_lag.lower_bound {
             self.lower_bound_allowed(ledger_lag.lag_seconds, "heartbeats older than this process")?;
         }
-        let mut sample = self.sample_from(&facts, &primary_facts, ledger_lag.lag_seconds);
+        let (mut sample, detail) = self.sample_from(&facts, &primary_facts, ledger_lag.lag_seconds);
         sample.read_your_writes = ryw;
         sample.detail = Some(format!(
             "heartbeat seq {} visible, {} not yet{}{}",
@@ -521,7 +523,7 @@ impl PostgresReplicaProbe {
             },
             receiver_detail(&facts),
         ));
-        Ok(sample)
+        Ok((sample, detail))
     }
 
     async fn run_passive(
@@ -529,7 +531,7 @@ impl PostgresReplicaProbe {
         primary: &Primary,
         silence_limit: Duration,
         deadline: Instant,
-    ) -> Result<Sample, ProbeError> {
+    ) -> Result<(Sample, StandbyDetail), ProbeError> {
         // Shared by the probe's standbys: sampled at most every quarter interval.
         let primary_facts = primary.facts(self.interval / 4, deadline).await?;
         let facts = self.standby_facts(None, deadline).await?;
@@ -572,7 +574,7 @@ impl PostgresReplicaProbe {
             self.lower_bound_allowed(lag, "WAL written before this process started sampling")?;
         }
         self.map.forget_before(replayed);
-        let mut sample = self.sample_from(&facts, &primary_facts, lag);
+        let (mut sample, detail) = self.sample_from(&facts, &primary_facts, lag);
         sample.detail = Some(format!(
             "replayed {}, received {}, primary at {}{}{}",
             format_lsn(replayed),
@@ -585,7 +587,7 @@ impl PostgresReplicaProbe {
             },
             receiver_detail(&facts),
         ));
-        Ok(sample)
+        Ok((sample, detail))
     }
 
     /// A lag that is only known to be at least `lag` is reported when it already exceeds the
@@ -668,9 +670,14 @@ impl PostgresReplicaProbe {
         Ok(())
     }
 
-    /// The parts of a sample both methods share: positions, regression, backlog, skew,
-    /// receiver age.
-    fn sample_from(&mut self, facts: &StandbyFacts, primary: &PrimaryFacts, lag: f64) -> Sample {
+    /// The parts of a sample both methods share: positions, regression, backlog, skew; and
+    /// the receiver's age.
+    fn sample_from(
+        &mut self,
+        facts: &StandbyFacts,
+        primary: &PrimaryFacts,
+        lag: f64,
+    ) -> (Sample, StandbyDetail) {
         let regressed = match (self.previous_replay, facts.replayed) {
             (Some(previous), Some(now)) => now < previous,
             _ => false,
@@ -679,7 +686,7 @@ impl PostgresReplicaProbe {
             self.previous_replay = facts.replayed;
         }
         let midpoint = (facts.sent_at + facts.received_at) / 2.0;
-        Sample {
+        let sample = Sample {
             lag_seconds: Some(lag.max(0.0)),
             negative_lag_clamped: lag < 0.0,
             backlog: facts.replayed.map(|replayed| Backlog {
@@ -689,9 +696,12 @@ impl PostgresReplicaProbe {
             position: facts.replayed.map(format_lsn),
             position_regressed: regressed,
             clock_skew_seconds: Some(facts.server_time - midpoint),
-            receiver_last_message_age_seconds: facts.receiver_age,
             ..Sample::default()
-        }
+        };
+        let detail = StandbyDetail {
+            receiver_last_message_age_seconds: facts.receiver_age,
+        };
+        (sample, detail)
     }
 
     /// `check --connect`: reaches both servers and checks the topology and, for heartbeat, the

@@ -9,7 +9,7 @@ use crate::support::{
 };
 
 fn unix_now() -> f64 {
-    lagbudget::schedule::unix_now()
+    lagbudget::clock::unix_now()
 }
 
 fn one_budget_config(dsn: &str, budget: &str, max_lag: &str, probe: &str) -> String {
