@@ -2,32 +2,38 @@
 //!
 //! The pipeline, one stage per module:
 //! - `syntax`: YAML text to a tree of nodes that keep their line and column;
-//! - `tables`: every mapping's keys, types and defaults, which drive both `decode` and `schema`;
-//! - `decode` + `interpolate`: table-driven reading of values, `${…}` substitution, and the
-//!   error collector that lets one run report every problem of every file;
-//! - `document`: one file's tree to raw settings; `include`: which other files to read;
+//! - `table` + `value`: tables declared once with `config_table!`, their keys typed by value
+//!   grammars, which give the decoder, the defaults and the schema (`schema`); `tables`
+//!   declares the tables every file shares, and each kind declares its own next to its probe
+//!   (`probe/<kind>/config.rs`);
+//! - `decode` + `interpolate`: the error collector that lets one run report every problem of
+//!   every file, and `${…}` substitution; `grammar`: scalar grammars and suggestions;
+//! - `include`: which other files to read;
 //! - `resolve`: all files to the model (unique names, sources, limits, effective intervals).
 
-mod decode;
-mod document;
+pub(crate) mod decode;
+mod grammar;
 mod include;
 mod interpolate;
+mod kinds;
 mod path;
 mod resolve;
-mod schema;
-mod syntax;
+pub(crate) mod schema;
+pub(crate) mod syntax;
+pub(crate) mod table;
 mod tables;
-mod values;
+pub(crate) mod value;
 
 use std::fmt;
 use std::path::Path;
 
-pub use values::parse_duration;
+pub use grammar::parse_duration;
 
 use crate::model::Config;
 use decode::Ctx;
-use document::RawFile;
 use syntax::Span;
+use tables::FileConfig;
+use value::ConfigValue;
 
 /// One problem in a config file, where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,28 +92,27 @@ pub fn load_with(
     ctx.enter_file(path.display().to_string(), dir);
     // Without the main file's tree there is no `include` to follow: a syntax error there is
     // the one error to report.
-    let Some(main) = read_file(&mut ctx, path, true) else {
+    let Some(main) = read_file(&mut ctx, path) else {
         return Err(ctx.into_errors());
     };
-    let included = include::expand(&mut ctx, path, dir, &main.include);
+    let patterns = main.include.as_deref().unwrap_or_default();
+    let included = include::expand(&mut ctx, path, dir, patterns);
     let mut files = vec![main];
     for path in included {
         ctx.enter_file(
             path.display().to_string(),
             path.parent().unwrap_or(Path::new("")),
         );
-        files.extend(read_file(&mut ctx, &path, false));
+        files.extend(read_file(&mut ctx, &path));
     }
-    let config = resolve::resolve(&mut ctx, files);
-    if ctx.has_errors() {
-        Err(ctx.into_errors())
-    } else {
-        Ok(config)
+    match resolve::resolve(&mut ctx, files) {
+        Some(config) if !ctx.has_errors() => Ok(config),
+        _ => Err(ctx.into_errors()),
     }
 }
 
 /// Reads, parses and decodes the file `ctx` has entered.
-fn read_file(ctx: &mut Ctx<'_>, path: &Path, main: bool) -> Option<RawFile> {
+fn read_file(ctx: &mut Ctx<'_>, path: &Path) -> Option<FileConfig> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => {
@@ -119,7 +124,7 @@ fn read_file(ctx: &mut Ctx<'_>, path: &Path, main: bool) -> Option<RawFile> {
     for problem in problems {
         ctx.error(problem.span, &problem.path, problem.message);
     }
-    Some(document::decode_file(ctx, &root?, main))
+    FileConfig::decode(ctx, &root?, "")
 }
 
 /// The JSON Schema (draft 2020-12) of the config file, for editors.
@@ -158,7 +163,7 @@ mod tests {
         assert!(
             committed == generated,
             "config/lagbudget.schema.json is out of date with the key tables in \
-             src/config/tables.rs; regenerate it with:\n    LAGBUDGET_REGENERATE=1 cargo test \
+             the table declarations; regenerate it with:\n    LAGBUDGET_REGENERATE=1 cargo test \
              --lib config::tests::committed_schema_is_up_to_date"
         );
     }
