@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::probe::nats_consumer::config::NatsConsumer;
 pub use crate::secret::{Secret, SecretSet};
 
 /// The whole validated configuration.
@@ -346,15 +347,6 @@ pub struct RedisStreamGroup {
     /// Entry IDs are Redis' time-based IDs (`<milliseconds>-<seq>`), so their age is lag. With
     /// explicit non-time IDs the probe reports backlog only.
     pub id_time: bool,
-}
-
-/// A NATS JetStream consumer: lag is the age of its first unacknowledged message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NatsConsumer {
-    pub source: String,
-    pub stream: String,
-    /// The durable consumer's name.
-    pub consumer: String,
 }
 
 /// One MySQL or MariaDB replica, measured with a heartbeat the daemon writes on the primary.

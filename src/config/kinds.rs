@@ -13,16 +13,18 @@ use super::grammar::{
 use super::schema::Defs;
 use super::syntax::Node;
 use super::table::{config_table, written};
-use super::tables::{BacklogOnly, ProbeEntry, ProbeKindConfig, ProbeScope, SourceKindConfig};
+use super::tables::{
+    BacklogOnly, ProbeEntry, ProbeKindConfig, ProbeScope, SourceKindConfig, single,
+};
 use super::value::{
     Choice, ConfigValue, Count, NonEmpty, PositiveDuration, ReadsSource, Reserved, Scalar,
     SecretString, SourceRef, StringMap,
 };
 use crate::model::{
-    HeartbeatSettings, KafkaConsumerGroup, KafkaSource, MysqlReplica, MysqlSource, NatsConsumer,
-    NatsSource, NoCommitPolicy, PostgresLogical, PostgresReplica, PostgresSource, ProbeKind,
-    RabbitmqQueue, RabbitmqSource, RedisSource, RedisStreamGroup, ReplicaMethod, Secret,
-    SourceKind, SqlWatermark, TopicSelector, WatermarkMode, format_duration,
+    HeartbeatSettings, KafkaConsumerGroup, KafkaSource, MysqlReplica, MysqlSource, NatsSource,
+    NoCommitPolicy, PostgresLogical, PostgresReplica, PostgresSource, ProbeKind, RabbitmqQueue,
+    RabbitmqSource, RedisSource, RedisStreamGroup, ReplicaMethod, Secret, SourceKind, SqlWatermark,
+    TopicSelector, WatermarkMode, format_duration,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -723,16 +725,6 @@ impl ProbeKindConfig for SqlWatermarkConfig {
     }
 }
 
-/// The one model probe of a kind that measures one thing.
-fn single(kind: Option<ProbeKind>) -> Vec<ProbeEntry> {
-    kind.map(|kind| ProbeEntry {
-        kind,
-        replica: None,
-    })
-    .into_iter()
-    .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // kafka_consumer_group
 
@@ -1031,91 +1023,6 @@ impl ProbeKindConfig for RedisStreamGroupConfig {
                 stream: self.stream.clone()?,
                 group: self.group.clone()?,
                 id_time: self.id_time.as_ref()?.value,
-            }))
-        };
-        single(kind())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// nats_consumer
-
-config_table! {
-    /// A NATS JetStream consumer: lag is the age of its first unacknowledged message.
-    ///
-    /// That message is read by sequence from ack_floor.stream_seq + 1, through the stream's
-    /// get-message API; backlog is num_pending plus num_ack_pending.
-    pub(crate) struct NatsConsumerConfig = "nats_consumer" {
-        /// Name of the nats source to read.
-        source: SourceRef<NatsConsumer>,
-        /// The JetStream stream.
-        stream: NonEmpty<JetStreamName<Stream>>,
-        /// The durable consumer whose progress is measured.
-        consumer: NonEmpty<JetStreamName<Consumer>>,
-    }
-}
-
-impl ReadsSource for NatsConsumer {
-    const KIND: &'static str = "nats_consumer";
-    const SOURCE: &'static str = "nats";
-}
-
-/// A JetStream stream or consumer name: the server rejects names with spaces, dots, `*`, `>`
-/// or path separators, and a request subject built from one would be wrong, so say so here.
-pub(crate) struct JetStreamName<W>(std::marker::PhantomData<W>);
-
-/// What a [`JetStreamName`] names, for messages.
-pub(crate) trait JetStreamObject {
-    const WHAT: &'static str;
-}
-
-pub(crate) struct Stream;
-pub(crate) struct Consumer;
-
-impl JetStreamObject for Stream {
-    const WHAT: &'static str = "stream";
-}
-
-impl JetStreamObject for Consumer {
-    const WHAT: &'static str = "consumer";
-}
-
-impl<W: JetStreamObject> Scalar for JetStreamName<W> {
-    type Out = String;
-
-    fn parse(ctx: &mut Ctx<'_>, name: &Text) -> Option<String> {
-        let bad = name
-            .value
-            .chars()
-            .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
-        let Some(c) = bad else {
-            return Some(name.value.clone());
-        };
-        ctx.error(
-            name.span,
-            &name.path,
-            format!(
-                "invalid {} name {}: JetStream names may not contain {c:?} (no whitespace, '.', \
-                 '*', '>', '/' or '\\')",
-                W::WHAT,
-                name.quoted()
-            ),
-        );
-        None
-    }
-
-    fn json_schema() -> Value {
-        String::json_schema()
-    }
-}
-
-impl ProbeKindConfig for NatsConsumerConfig {
-    fn resolve(&self, _: &mut Ctx<'_>, _: &ProbeScope) -> Vec<ProbeEntry> {
-        let kind = || {
-            Some(ProbeKind::NatsConsumer(NatsConsumer {
-                source: self.source.as_ref()?.value.clone(),
-                stream: self.stream.clone()?,
-                consumer: self.consumer.clone()?,
             }))
         };
         single(kind())

@@ -21,7 +21,7 @@ mod resolve;
 pub(crate) mod schema;
 pub(crate) mod syntax;
 pub(crate) mod table;
-mod tables;
+pub(crate) mod tables;
 pub(crate) mod value;
 
 use std::fmt;
@@ -139,16 +139,51 @@ pub fn json_schema_string() -> String {
     text
 }
 
+/// Loading configs written inline, for the tests of the tables and of every kind.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Loads `text` as a main file.
+    pub(crate) fn load_text(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lagbudget.yaml");
+        std::fs::write(&path, text).expect("config");
+        load_with(&path, env)
+    }
+
+    /// Loads `text` as a main file and returns its errors as `line:column: path: message`.
+    pub(crate) fn errors_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        match load_text(text, env) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .0
+                .into_iter()
+                .map(|error| {
+                    format!(
+                        "{}:{}: {}: {}",
+                        error.line, error.column, error.path, error.message
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use super::testing::errors_of;
     use super::*;
     use crate::model::{
-        HeartbeatSettings, KafkaConsumerGroup, MysqlReplica, NatsConsumer, NoCommitPolicy,
-        Objective, PostgresReplica, ProbeKind, RabbitmqQueue, RedisStreamGroup, ReplicaMethod,
-        SourceKind, SqlWatermark, TopicSelector, WatermarkMode,
+        HeartbeatSettings, KafkaConsumerGroup, MysqlReplica, NoCommitPolicy, Objective,
+        PostgresReplica, ProbeKind, RabbitmqQueue, RedisStreamGroup, ReplicaMethod, SourceKind,
+        SqlWatermark, TopicSelector, WatermarkMode,
     };
 
     #[test]
@@ -486,26 +521,6 @@ budgets:
         );
     }
 
-    /// Loads `text` as a main file and returns its errors as `line:column: path: message`.
-    fn errors_of(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("lagbudget.yaml");
-        std::fs::write(&path, text).expect("config");
-        match load_with(&path, env) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors
-                .0
-                .into_iter()
-                .map(|error| {
-                    format!(
-                        "{}:{}: {}: {}",
-                        error.line, error.column, error.path, error.message
-                    )
-                })
-                .collect(),
-        }
-    }
-
     const KAFKA: &str = r#"
 sources:
   events:
@@ -704,7 +719,6 @@ budgets:
 sources:
   cache: { redis: { url: "redis://lagbudget:${REDIS_PASSWORD}@cache-1:6380/2" } }
   local: { redis: { url: "redis://127.0.0.1" } }
-  bus: { nats: { url: "nats://reader:${NATS_PASSWORD}@nats-1:4222" } }
 budgets:
   - name: mail
     max_lag: 30s
@@ -714,18 +728,15 @@ budgets:
       - name: audit-log
         max_backlog: 100
         redis_stream_group: { source: local, stream: audit, group: archiver, id_time: false }
-      - name: invoices
-        nats_consumer: { source: bus, stream: INVOICES, consumer: mailer }
 "#;
 
     #[test]
-    fn redis_and_nats_sources_and_probes_resolve_to_the_model() {
+    fn redis_sources_and_stream_group_probes_resolve_to_the_model() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lagbudget.yaml");
         std::fs::write(&path, QUEUES).expect("config");
         let env = |name: &str| match name {
             "REDIS_PASSWORD" => Some("redis-secret-password".to_owned()),
-            "NATS_PASSWORD" => Some("nats-secret-password".to_owned()),
             _ => None,
         };
         let config = match load_with(&path, &env) {
@@ -746,15 +757,8 @@ budgets:
             panic!("local is not a redis source");
         };
         assert_eq!(local.redacted, "redis://127.0.0.1:6379/0");
-        let SourceKind::Nats(bus) = &config.sources["bus"].kind else {
-            panic!("bus is not a nats source");
-        };
-        assert_eq!(bus.redacted, "nats://reader:***@nats-1:4222");
-        assert_eq!(config.sources["bus"].kind.key(), "nats");
-        for secret in ["redis-secret-password", "nats-secret-password"] {
-            assert_eq!(config.secrets.scrub(secret), "***");
-            assert!(!format!("{config:?}").contains(secret));
-        }
+        assert_eq!(config.secrets.scrub("redis-secret-password"), "***");
+        assert!(!format!("{config:?}").contains("redis-secret-password"));
 
         let probes = &config.budgets[0].probes;
         assert_eq!(
@@ -772,26 +776,15 @@ budgets:
         assert_eq!(probes[1].max_lag, None);
         assert_eq!(probes[1].max_backlog, Some(100));
         assert_eq!(probes[1].interval, Duration::from_secs(10));
-        assert_eq!(
-            probes[2].kind,
-            ProbeKind::NatsConsumer(NatsConsumer {
-                source: "bus".to_owned(),
-                stream: "INVOICES".to_owned(),
-                consumer: "mailer".to_owned(),
-            })
-        );
-        assert_eq!(probes[2].kind_key(), "nats_consumer");
-        assert_eq!(probes[2].source_name(), "bus");
     }
 
     #[test]
-    fn redis_and_nats_mistakes_are_reported_where_they_are_written() {
+    fn redis_mistakes_are_reported_where_they_are_written() {
         let text = r#"
 sources:
   cache: { redis: { url: "redis://:hunter2-secret@cache-1:x" } }
   tls: { redis: { url: "rediss://cache-2:6380", max_connections: 2 } }
   env: { redis: { url: "${REDIS_URL}" } }
-  bus: { nats: { url: "tls://nats-1:4222" } }
   db: { postgres: { dsn: host=db } }
 budgets:
   - name: b
@@ -806,10 +799,6 @@ budgets:
         redis_stream_group: { source: db, stream: s, group: g, id_time: "false" }
       - name: missing
         redis_stream_group: { source: cache, group: g }
-      - name: bad-names
-        nats_consumer: { source: bus, stream: "orders.new", consumer: "a b" }
-      - name: nats-on-redis
-        nats_consumer: { source: cache, stream: S, consumer: C }
 "#;
         let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:env-secret@".to_owned());
         let expected = [
@@ -817,16 +806,12 @@ budgets:
             "4:24: sources.tls.redis.url: TLS (rediss://) is not supported yet; use redis:// on a trusted network",
             "4:49: sources.tls.redis.max_connections: unknown key `max_connections`; valid keys: url",
             "5:24: sources.env.redis.url: invalid Redis URL \"${REDIS_URL}\": Redis URL did not parse; expected redis://[user:password@]host[:port][/db]",
-            "6:23: sources.bus.nats.url: invalid NATS URL \"tls://nats-1:4222\": only nats:// is supported (no TLS or websockets yet)",
-            "13:18: budgets[0].probes[0].max_lag: max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so this probe reports backlog only; use max_backlog",
-            "14:76: budgets[0].probes[0].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
-            "16:76: budgets[0].probes[1].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
-            "18:39: budgets[0].probes[2].redis_stream_group.source: source \"db\" is a postgres source; redis_stream_group needs redis",
-            "18:73: budgets[0].probes[2].redis_stream_group.id_time: expected true or false, found the string \"false\": remove the quotes",
-            "20:29: budgets[0].probes[3].redis_stream_group: missing required key `stream`",
-            "22:47: budgets[0].probes[4].nats_consumer.stream: invalid stream name \"orders.new\": JetStream names may not contain '.' (no whitespace, '.', '*', '>', '/' or '\\')",
-            "22:71: budgets[0].probes[4].nats_consumer.consumer: invalid consumer name \"a b\": JetStream names may not contain ' ' (no whitespace, '.', '*', '>', '/' or '\\')",
-            "24:34: budgets[0].probes[5].nats_consumer.source: source \"cache\" is a redis source; nats_consumer needs nats",
+            "12:18: budgets[0].probes[0].max_lag: max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so this probe reports backlog only; use max_backlog",
+            "13:76: budgets[0].probes[0].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
+            "15:76: budgets[0].probes[1].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
+            "17:39: budgets[0].probes[2].redis_stream_group.source: source \"db\" is a postgres source; redis_stream_group needs redis",
+            "17:73: budgets[0].probes[2].redis_stream_group.id_time: expected true or false, found the string \"false\": remove the quotes",
+            "19:29: budgets[0].probes[3].redis_stream_group: missing required key `stream`",
         ];
         let actual = errors_of(text, &env);
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));

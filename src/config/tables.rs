@@ -10,15 +10,16 @@ use std::time::Duration;
 use super::decode::{Ctx, Spanned, Text};
 use super::kinds::{
     KafkaConsumerGroupConfig, KafkaSourceConfig, MysqlReplicaConfig, MysqlSourceConfig,
-    NatsConsumerConfig, NatsSourceConfig, PostgresLogicalConfig, PostgresReplicaConfig,
-    PostgresSourceConfig, RabbitmqQueueConfig, RabbitmqSourceConfig, RedisSourceConfig,
-    RedisStreamGroupConfig, SqlWatermarkConfig,
+    NatsSourceConfig, PostgresLogicalConfig, PostgresReplicaConfig, PostgresSourceConfig,
+    RabbitmqQueueConfig, RabbitmqSourceConfig, RedisSourceConfig, RedisStreamGroupConfig,
+    SqlWatermarkConfig,
 };
 use super::table::{Tagged, config_kinds, config_table};
 use super::value::{
     Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PositiveDuration,
 };
 use crate::model::{ProbeKind, SourceKind};
+use crate::probe::nats_consumer::config::NatsConsumerConfig;
 
 config_table! {
     /// lagbudget configuration: sources to read from and consistency budgets to enforce.
@@ -187,6 +188,16 @@ pub(crate) struct ProbeScope {
 pub(crate) struct ProbeEntry {
     pub kind: ProbeKind,
     pub replica: Option<String>,
+}
+
+/// The one model probe of a kind that measures one thing, if its config gave one.
+pub(crate) fn single(kind: Option<ProbeKind>) -> Vec<ProbeEntry> {
+    kind.map(|kind| ProbeEntry {
+        kind,
+        replica: None,
+    })
+    .into_iter()
+    .collect()
 }
 
 config_kinds!("source": dyn SourceKindConfig {
