@@ -209,49 +209,6 @@ pub(crate) fn check_broker(entry: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Whether `text` is a legal Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub(crate) fn is_valid_topic_name(text: &str) -> bool {
-    (1..=249).contains(&text.len())
-        && text != "."
-        && text != ".."
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-}
-
-pub(crate) const TOPIC_RULE: &str =
-    "Kafka topic names are 1 to 249 letters, digits, '.', '_' and '-' (and not \".\" or \"..\")";
-
-/// Whether `text` is a name PostgreSQL accepts for a replication slot (its
-/// `ReplicationSlotValidateName`): anything else cannot name an existing slot.
-pub(crate) fn is_valid_slot_name(text: &str) -> bool {
-    (1..=63).contains(&text.len())
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
-}
-
-pub(crate) const SLOT_RULE: &str =
-    "PostgreSQL slot names are 1 to 63 lower-case letters, digits and '_'";
-
-/// The reason of a regular expression error, on one line and without the pattern (which may
-/// have been interpolated).
-pub(crate) fn regex_problem(error: &regex::Error) -> String {
-    match error {
-        // The syntax error's text shows the pattern with a caret, then `error: <reason>`.
-        regex::Error::Syntax(text) => text
-            .lines()
-            .rev()
-            .find_map(|line| line.trim().strip_prefix("error: "))
-            .unwrap_or("invalid syntax")
-            .to_owned(),
-        regex::Error::CompiledTooBig(limit) => {
-            format!("the compiled expression would be larger than the limit of {limit} bytes")
-        }
-        _ => "invalid regular expression".to_owned(),
-    }
-}
-
 /// Levenshtein distance, for "did you mean" suggestions on short key names.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -430,35 +387,6 @@ mod tests {
         for (entry, problem) in cases {
             assert_eq!(check_broker(entry), Err(problem), "{entry:?}");
         }
-    }
-
-    #[test]
-    fn topic_names_follow_kafkas_rule() {
-        for good in ["orders", "orders.v2", "dead_letters-1", &"t".repeat(249)] {
-            assert!(is_valid_topic_name(good), "{good}");
-        }
-        for bad in ["", ".", "..", "a b", "orders/v2", "ördrs", &"t".repeat(250)] {
-            assert!(!is_valid_topic_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn regex_problems_are_one_line_without_the_pattern() {
-        let problem = |pattern: &str| match regex::Regex::new(pattern) {
-            Ok(_) => panic!("{pattern:?} compiled"),
-            Err(error) => regex_problem(&error),
-        };
-        assert_eq!(problem("(orders-secret"), "unclosed group");
-        assert_eq!(problem("orders-secret)"), "unopened group");
-        assert_eq!(
-            problem("[z-a]"),
-            "invalid character class range, the start must be <= the end"
-        );
-        let long = problem("a{1000}{1000}");
-        assert!(
-            long.starts_with("the compiled expression would be larger"),
-            "{long}"
-        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! thread stopped and 0 while the IO thread is behind, so it is only reported, beside whether
 //! each thread runs (`MysqlReplicaDetail`).
 
+pub mod config;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;

@@ -25,6 +25,8 @@
 //! position (what `pg_stat_replication` would show as replay backlog, but also for a standby
 //! that has vanished from that view).
 
+pub mod config;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

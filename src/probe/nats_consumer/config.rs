@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::config::decode::{Ctx, Text};
-use crate::config::table::config_table;
+use crate::config::table::{Table, config_table};
 use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope, single};
 use crate::config::value::{NonEmpty, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
@@ -33,7 +33,7 @@ config_table! {
 }
 
 impl ReadsSource for NatsConsumer {
-    const KIND: &'static str = "nats_consumer";
+    const KIND: &'static str = <NatsConsumerConfig as Table>::TABLE.id;
     const SOURCE: &'static str = "nats";
 }
 
