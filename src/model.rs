@@ -5,21 +5,26 @@
 //! with defaults applied and effective intervals computed.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::probe::kafka::config::KafkaSource;
 pub use crate::probe::kafka_consumer_group::config::{
     KafkaConsumerGroup, NoCommitPolicy, TopicSelector,
 };
+pub use crate::probe::mysql::config::MysqlSource;
 pub use crate::probe::mysql_replica::config::MysqlReplica;
+pub use crate::probe::nats::config::NatsSource;
 pub use crate::probe::nats_consumer::config::NatsConsumer;
+pub use crate::probe::postgres::config::PostgresSource;
 pub use crate::probe::postgres_logical::config::PostgresLogical;
 pub use crate::probe::postgres_replica::config::{
     HeartbeatSettings, PostgresReplica, ReplicaMethod,
 };
+pub use crate::probe::rabbitmq::config::RabbitmqSource;
 pub use crate::probe::rabbitmq_queue::config::RabbitmqQueue;
+pub use crate::probe::redis::config::RedisSource;
 pub use crate::probe::redis_stream_group::config::RedisStreamGroup;
 pub use crate::probe::sql_watermark::config::{SqlWatermark, WatermarkMode};
 pub use crate::secret::{Secret, SecretSet};
@@ -86,115 +91,6 @@ impl SourceKind {
             SourceKind::Nats(_) => "nats",
             SourceKind::Mysql(_) => "mysql",
         }
-    }
-}
-
-/// A Kafka cluster, reached through its bootstrap servers with librdkafka.
-#[derive(Clone, PartialEq)]
-pub struct KafkaSource {
-    /// `bootstrap.servers`: `host:port,host:port`.
-    pub brokers: String,
-    /// Extra librdkafka properties (TLS, SASL…). Values may be secrets (`sasl.password`), so
-    /// they are never printed. Properties that would make lagbudget's reader join a group or
-    /// commit are rejected by validation.
-    pub properties: BTreeMap<String, Secret>,
-}
-
-impl fmt::Debug for KafkaSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaSource")
-            .field("brokers", &self.brokers)
-            .field("properties", &self.properties.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A RabbitMQ node's management HTTP API.
-#[derive(Clone, PartialEq)]
-pub struct RabbitmqSource {
-    /// The management API's base URL (`http://rabbit:15672`), without credentials; requests go
-    /// to `{url}/api/…`.
-    pub url: String,
-    pub username: String,
-    pub password: Secret,
-}
-
-impl fmt::Debug for RabbitmqSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RabbitmqSource")
-            .field("url", &self.url)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct PostgresSource {
-    /// The libpq-style connection string after interpolation. It may hold a password, so it is
-    /// never printed: use `redacted` for humans.
-    pub dsn: Secret,
-    /// `host=… port=… dbname=… user=…` without the password, for logs and `check`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for PostgresSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresSource")
-            .field("dsn", &self.redacted)
-            .finish()
-    }
-}
-
-/// A Redis server, reached through one multiplexed connection per source.
-#[derive(Clone, PartialEq)]
-pub struct RedisSource {
-    /// `redis://[user:password@]host:port[/db]` after interpolation. It may hold a password, so
-    /// it is never printed: use `redacted` for humans.
-    pub url: Secret,
-    /// The URL with its password replaced by `***`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for RedisSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisSource")
-            .field("url", &self.redacted)
-            .finish()
-    }
-}
-
-/// A NATS server (or cluster entry point) with JetStream, reached through one client per source.
-#[derive(Clone, PartialEq)]
-pub struct NatsSource {
-    /// `nats://[user:password@]host:port` after interpolation; never printed.
-    pub url: Secret,
-    /// The URL with its password replaced by `***`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for NatsSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsSource")
-            .field("url", &self.redacted)
-            .finish()
-    }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct MysqlSource {
-    /// The `mysql://` URL after interpolation. It may hold a password, so it is never printed:
-    /// use `redacted` for humans.
-    pub url: Secret,
-    /// `mysql://user@host:port/database`, without the password, for logs and `check`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for MysqlSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MysqlSource")
-            .field("url", &self.redacted)
-            .finish()
     }
 }
 

@@ -138,6 +138,23 @@ impl<'e> Ctx<'e> {
         ConfigErrors(errors)
     }
 
+    /// The password part of a URL's user info (or a token, when there is no password), as
+    /// written (percent-encoded or not), joins the secrets, so that no message quoting the URL
+    /// can show it.
+    pub fn remember_url_password(&mut self, url: &str) {
+        let Some((_, rest)) = url.split_once("://") else {
+            return;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let Some((user_info, _)) = authority.rsplit_once('@') else {
+            return;
+        };
+        match user_info.split_once(':') {
+            Some((_, password)) => self.secrets.insert(password),
+            None => self.secrets.insert(user_info),
+        }
+    }
+
     /// Interpolates a scalar's value, remembering secrets and reporting problems.
     pub fn text(&mut self, scalar: &Scalar, path: &str) -> Option<Text> {
         let out = interpolate(&scalar.text, self.env, &self.dir);

@@ -148,67 +148,6 @@ pub(crate) const RESERVED_LABELS: [&str; 11] = [
     "instance",
 ];
 
-/// Checks one entry of a Kafka `brokers` list: `host:port`, `[ipv6]:port`, optionally behind
-/// a `protocol://` prefix as librdkafka accepts. The error completes "entry N …".
-pub(crate) fn check_broker(entry: &str) -> Result<(), &'static str> {
-    if entry.is_empty() {
-        return Err("is empty");
-    }
-    let address = match entry.split_once("://") {
-        Some((scheme, rest))
-            if !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphabetic() || byte == b'_') =>
-        {
-            rest
-        }
-        _ => entry,
-    };
-    let (host, port, host_ok) = if let Some(bracketed) = address.strip_prefix('[') {
-        let Some((host, rest)) = bracketed.split_once(']') else {
-            return Err("has an unclosed \"[\"");
-        };
-        let Some(port) = rest.strip_prefix(':') else {
-            return Err(if rest.is_empty() {
-                "has no port"
-            } else {
-                "has text between \"]\" and the port"
-            });
-        };
-        let ok = host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b':' | b'.' | b'%'));
-        (host, port, ok)
-    } else {
-        let Some((host, port)) = address.rsplit_once(':') else {
-            return Err("has no port");
-        };
-        if host.contains(':') {
-            return Err("has an IPv6 address without brackets: write it as [::1]:9092");
-        }
-        let ok = host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_'));
-        (host, port, ok)
-    };
-    if host.is_empty() {
-        return Err("has no host");
-    }
-    if !host_ok {
-        return Err("has an invalid host");
-    }
-    if port.is_empty() {
-        return Err("has no port");
-    }
-    // `u16::from_str` would also take a sign (`+9092`).
-    let digits = port.bytes().all(|byte| byte.is_ascii_digit());
-    match port.parse::<u16>() {
-        Ok(port) if digits && port > 0 => Ok(()),
-        _ => Err("has a port that is not a number from 1 to 65535"),
-    }
-}
-
 /// Levenshtein distance, for "did you mean" suggestions on short key names.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -340,52 +279,6 @@ mod tests {
         }
         for bad in ["", "1x", "a-b", "a.b"] {
             assert!(!is_valid_label_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn broker_entries_need_a_host_and_a_numeric_port() {
-        for good in [
-            "kafka-1:9092",
-            "10.0.0.7:9093",
-            "[::1]:9092",
-            "[fe80::1%eth0]:9092",
-            "SSL://kafka-1:9093",
-            "broker_1.internal:65535",
-        ] {
-            assert_eq!(check_broker(good), Ok(()), "{good}");
-        }
-        let cases = [
-            ("", "is empty"),
-            ("kafka-1", "has no port"),
-            ("kafka-1:", "has no port"),
-            (":9092", "has no host"),
-            ("kafka 1:9092", "has an invalid host"),
-            ("kafka/1:9092", "has an invalid host"),
-            (
-                "kafka:port",
-                "has a port that is not a number from 1 to 65535",
-            ),
-            ("kafka:0", "has a port that is not a number from 1 to 65535"),
-            (
-                "kafka:65536",
-                "has a port that is not a number from 1 to 65535",
-            ),
-            (
-                "kafka:+9092",
-                "has a port that is not a number from 1 to 65535",
-            ),
-            (
-                "::1:9092",
-                "has an IPv6 address without brackets: write it as [::1]:9092",
-            ),
-            ("[::1", "has an unclosed \"[\""),
-            ("[::1]", "has no port"),
-            ("[::1]x:9092", "has text between \"]\" and the port"),
-            ("[]:9092", "has no host"),
-        ];
-        for (entry, problem) in cases {
-            assert_eq!(check_broker(entry), Err(problem), "{entry:?}");
         }
     }
 

@@ -15,7 +15,6 @@ pub(crate) mod decode;
 mod grammar;
 mod include;
 mod interpolate;
-mod kinds;
 mod path;
 mod resolve;
 pub(crate) mod schema;

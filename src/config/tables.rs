@@ -8,21 +8,23 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::decode::{Ctx, Spanned, Text};
-use super::kinds::{
-    KafkaSourceConfig, MysqlSourceConfig, NatsSourceConfig, PostgresSourceConfig,
-    RabbitmqSourceConfig, RedisSourceConfig,
-};
 use super::table::{Tagged, config_kinds, config_table};
 use super::value::{
     Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PositiveDuration,
 };
 use crate::model::{ProbeKind, SourceKind};
+use crate::probe::kafka::config::KafkaSourceConfig;
 use crate::probe::kafka_consumer_group::config::KafkaConsumerGroupConfig;
+use crate::probe::mysql::config::MysqlSourceConfig;
 use crate::probe::mysql_replica::config::MysqlReplicaConfig;
+use crate::probe::nats::config::NatsSourceConfig;
 use crate::probe::nats_consumer::config::NatsConsumerConfig;
+use crate::probe::postgres::config::PostgresSourceConfig;
 use crate::probe::postgres_logical::config::PostgresLogicalConfig;
 use crate::probe::postgres_replica::config::PostgresReplicaConfig;
+use crate::probe::rabbitmq::config::RabbitmqSourceConfig;
 use crate::probe::rabbitmq_queue::config::RabbitmqQueueConfig;
+use crate::probe::redis::config::RedisSourceConfig;
 use crate::probe::redis_stream_group::config::RedisStreamGroupConfig;
 use crate::probe::sql_watermark::config::SqlWatermarkConfig;
 

@@ -7,6 +7,7 @@ use crate::config::table::{Table, config_table};
 use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope, single};
 use crate::config::value::{Choice, NonEmpty, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
+use crate::probe::kafka::config::KafkaSourceConfig;
 
 /// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or
 /// after each partition's committed offset.
@@ -78,7 +79,7 @@ config_table! {
 
 impl ReadsSource for KafkaConsumerGroup {
     const KIND: &'static str = <KafkaConsumerGroupConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "kafka";
+    const SOURCE: &'static str = <KafkaSourceConfig as Table>::TABLE.id;
 }
 
 impl Choice for NoCommitPolicy {
@@ -222,7 +223,6 @@ mod tests {
     use super::*;
     use crate::config::load_with;
     use crate::config::testing::errors_of;
-    use crate::model::SourceKind;
 
     const KAFKA: &str = r#"
 sources:
@@ -260,7 +260,7 @@ budgets:
 "#;
 
     #[test]
-    fn kafka_sources_and_consumer_group_probes_resolve_to_the_model() {
+    fn kafka_consumer_group_probes_resolve_to_the_model() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lagbudget.yaml");
         std::fs::write(&path, KAFKA).expect("config");
@@ -272,47 +272,8 @@ budgets:
         };
         let config = match load_with(&path, &env) {
             Ok(config) => config,
-            Err(errors) => panic!(
-                "unexpected errors:
-{errors}"
-            ),
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
         };
-
-        let events = &config.sources["events"];
-        // One client per kafka source, shared by its probes.
-        assert_eq!(events.max_connections, 1);
-        let SourceKind::Kafka(kafka) = &events.kind else {
-            panic!("events is not a kafka source");
-        };
-        assert_eq!(events.kind.key(), "kafka");
-        assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9093,[::1]:9094");
-        let properties: Vec<(&str, &str)> = kafka
-            .properties
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.expose()))
-            .collect();
-        assert_eq!(
-            properties,
-            [
-                ("sasl.mechanism", "SCRAM-SHA-512"),
-                ("sasl.password", "kafka-secret-password"),
-                ("sasl.username", "lagbudget-reader"),
-                ("security.protocol", "SASL_SSL"),
-                ("socket.timeout.ms", "30000"),
-            ]
-        );
-        // Credentials are scrubbed from every message; ordinary values are not (scrubbing
-        // `SASL_SSL` or `kafka` everywhere would mangle messages), but none is ever printed.
-        for (name, value) in properties {
-            let scrubbed = config.secrets.scrub(value) == "***";
-            assert_eq!(scrubbed, name == "sasl.password", "{name}");
-        }
-        assert!(!format!("{kafka:?}").contains("kafka-secret-password"));
-        let SourceKind::Kafka(plain) = &config.sources["plain"].kind else {
-            panic!("plain is not a kafka source");
-        };
-        assert_eq!(plain.brokers, "SSL://kafka-3:9093");
-        assert!(plain.properties.is_empty());
 
         let probes = &config.budgets[0].probes;
         assert_eq!(
@@ -352,18 +313,18 @@ budgets:
     }
 
     #[test]
-    fn kafka_mistakes_are_reported_where_they_are_written() {
+    fn kafka_consumer_group_mistakes_are_reported_where_they_are_written() {
         let text = r#"
 sources:
   events:
     kafka:
-      brokers: "kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1"
-      max_connections: 4
+      brokers: "kafka-1:9092"
       properties:
-        group.id: mine
-        Isolation.Level: read_uncommitted
-        sasl.password:
-        security.protocol: [SSL]
+        security.protocol: SASL_SSL
+        sasl.mechanism: SCRAM-SHA-512
+        sasl.username: lagbudget-reader
+        sasl.password: ${KAFKA_PASSWORD}
+        socket.timeout.ms: 30000
   env-brokers: { kafka: { brokers: "${BROKERS}" } }
   db: { postgres: { dsn: host=db } }
 budgets:
@@ -385,21 +346,12 @@ budgets:
       - name: kafka-on-sql
         kafka_consumer_group: { source: db, group: g, topic_pattern: "(orders" }
 "#;
-        let env = |name: &str| (name == "BROKERS").then(|| "kafka-secret:bad".to_owned());
+        let env = |name: &str| match name {
+            "BROKERS" => Some("kafka-2:9092".to_owned()),
+            "KAFKA_PASSWORD" => Some("kafka-secret-password".to_owned()),
+            _ => None,
+        };
         let expected = [
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 2 is empty; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 3 \"kafka-2\" has no port; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 4 \":9092\" has no host; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 5 \"kafka-3:x\" has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 6 \"kafka-4:0\" has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 7 \"::1:9092\" has an IPv6 address without brackets: write it as [::1]:9092; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "5:16: sources.events.kafka.brokers: invalid brokers \"kafka-1:9092,,kafka-2,:9092,kafka-3:x,kafka-4:0,::1:9092,[::1\": entry 8 \"[::1\" has an unclosed \"[\"; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
-            "6:7: sources.events.kafka.max_connections: unknown key `max_connections`; valid keys: brokers, properties",
-            "8:9: sources.events.kafka.properties[\"group.id\"]: property `group.id` is set by lagbudget: it reads with a group id of its own and never joins the measured group; name that group in the probe's `group`",
-            "9:9: sources.events.kafka.properties[\"Isolation.Level\"]: property `Isolation.Level` is set by lagbudget: it always reads with read_committed",
-            "10:9: sources.events.kafka.properties[\"sasl.password\"]: expected a string, found null",
-            "11:28: sources.events.kafka.properties[\"security.protocol\"]: expected a string, found a list",
-            "12:36: sources.env-brokers.kafka.brokers: invalid brokers \"${BROKERS}\": entry 1 has a port that is not a number from 1 to 65535; expected host:port entries separated by commas, such as kafka-1:9092,kafka-2:9092",
             "19:31: budgets[0].probes[0].kafka_consumer_group: missing `topics` or `topic_pattern`: set exactly one of them",
             "21:56: budgets[0].probes[1].kafka_consumer_group.group: must not be empty",
             "21:77: budgets[0].probes[1].kafka_consumer_group.topics[1]: must not be empty",

@@ -10,6 +10,7 @@ use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope};
 use crate::config::value::{NonEmpty, PositiveDuration, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
 use crate::probe::heartbeat::config::{check_replicas, resolve_write_period};
+use crate::probe::mysql::config::MysqlSourceConfig;
 
 /// One MySQL or MariaDB replica, measured with a heartbeat the daemon writes on the primary.
 /// A configured `mysql_replica` probe with several `replicas` becomes one `Probe` per replica,
@@ -65,7 +66,7 @@ config_table! {
 
 impl ReadsSource for MysqlReplica {
     const KIND: &'static str = <MysqlReplicaConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "mysql";
+    const SOURCE: &'static str = <MysqlSourceConfig as Table>::TABLE.id;
 }
 
 /// A MySQL database name lagbudget can use unquoted: letters, digits, `_` and `$`.
@@ -163,9 +164,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::load_with;
-    use crate::config::testing::errors_of;
-    use crate::model::SourceKind;
+    use crate::config::testing::{errors_of, load_text};
 
     const MYSQL: &str = r#"
 sources:
@@ -194,23 +193,8 @@ budgets:
 
     #[test]
     fn mysql_replica_probes_expand_to_one_probe_per_replica() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("lagbudget.yaml");
-        std::fs::write(&path, MYSQL).expect("config");
         let env = |name: &str| (name == "MYSQL_PASSWORD").then(|| "mysql-secret-pw".to_owned());
-        let config = match load_with(&path, &env) {
-            Ok(config) => config,
-            Err(errors) => panic!("unexpected errors:\n{errors}"),
-        };
-        let SourceKind::Mysql(primary) = &config.sources["primary"].kind else {
-            panic!("primary is not a mysql source");
-        };
-        assert_eq!(primary.redacted, "mysql://lagbudget@db-1:3307/shop");
-        assert!(!format!("{:?}", config.sources).contains("mysql-secret-pw"));
-        assert_eq!(config.secrets.scrub("pw mysql-secret-pw"), "pw ***");
-        assert_eq!(config.sources["primary"].max_connections, 4);
-        assert_eq!(config.sources["replica-a"].max_connections, 2);
-
+        let config = load_text(MYSQL, &env).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"));
         let probes = &config.budgets[0].probes;
         let entries: Vec<(&str, Option<&str>)> = probes
             .iter()
@@ -261,13 +245,13 @@ budgets:
     }
 
     #[test]
-    fn mysql_mistakes_are_reported_where_they_are_written() {
+    fn mysql_replica_mistakes_are_reported_where_they_are_written() {
         let text = r#"
 sources:
-  primary: { mysql: { url: "postgres://u:topsecret@db/x" } }
-  bad-url: { mysql: { url: "mysql://u:${PW}@db:99999/x" } }
-  bad-param: { mysql: { url: "mysql://db/x?frobnicate=1" } }
-  replica: { mysql: { url: "mysql://db-2/x", dsn: x } }
+  primary: { mysql: { url: "mysql://u:topsecret@db/x" } }
+  bad-url: { mysql: { url: "mysql://u:${PW}@db:3306/x" } }
+  bad-param: { mysql: { url: "mysql://db/x" } }
+  replica: { mysql: { url: "mysql://db-2/x" } }
   pg: { postgres: { dsn: host=pg } }
 budgets:
   - name: b
@@ -290,10 +274,6 @@ budgets:
 "#;
         let env = |name: &str| (name == "PW").then(|| "env-secret".to_owned());
         let expected = [
-            "3:28: sources.primary.mysql.url: invalid MySQL URL: scheme \"postgres\" is not supported; expected mysql://user:password@host:3306/database",
-            "4:28: sources.bad-url.mysql.url: invalid MySQL URL: invalid port number; expected mysql://user:password@host:3306/database",
-            "5:30: sources.bad-param.mysql.url: invalid MySQL URL: unknown parameter \"frobnicate\"",
-            "6:46: sources.replica.mysql.dsn: unknown key `dsn`; valid keys: url, max_connections",
             "13:55: budgets[0].probes[0].mysql_replica.replicas[0]: replica \"replica\" is the primary: a server cannot be measured against itself",
             "13:64: budgets[0].probes[0].mysql_replica.replicas[1]: source \"pg\" is a postgres source; mysql_replica needs mysql",
             "13:68: budgets[0].probes[0].mysql_replica.replicas[2]: unknown source \"nowhere\"; defined sources: bad-param, bad-url, pg, primary, replica",

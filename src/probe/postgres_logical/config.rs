@@ -7,6 +7,7 @@ use crate::config::table::{Table, config_table};
 use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope, single};
 use crate::config::value::{NonEmpty, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
+use crate::probe::postgres::config::PostgresSourceConfig;
 
 /// A logical replication slot on a PostgreSQL primary: its byte backlog, and its lag in
 /// seconds from an LSN→time map the probe builds from its own samples.
@@ -36,7 +37,7 @@ config_table! {
 
 impl ReadsSource for PostgresLogical {
     const KIND: &'static str = <PostgresLogicalConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "postgres";
+    const SOURCE: &'static str = <PostgresSourceConfig as Table>::TABLE.id;
 }
 
 /// A name PostgreSQL accepts for a replication slot: anything else cannot name one.

@@ -10,6 +10,7 @@ use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope};
 use crate::config::value::{Choice, NonEmpty, PositiveDuration, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
 use crate::probe::heartbeat::config::{check_replicas, resolve_write_period};
+use crate::probe::postgres::config::PostgresSourceConfig;
 
 /// A PostgreSQL streaming standby's lag behind its primary. A configured probe with several
 /// `standbys` becomes one `Probe` per standby (same name, `replica` set), each with this kind.
@@ -95,7 +96,7 @@ config_table! {
 
 impl ReadsSource for PostgresReplica {
     const KIND: &'static str = <PostgresReplicaConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "postgres";
+    const SOURCE: &'static str = <PostgresSourceConfig as Table>::TABLE.id;
 }
 
 /// How a replica probe turns positions into seconds.

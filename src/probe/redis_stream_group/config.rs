@@ -5,6 +5,7 @@ use crate::config::table::{Table, config_table};
 use crate::config::tables::{BacklogOnly, ProbeEntry, ProbeKindConfig, ProbeScope, single};
 use crate::config::value::{NonEmpty, ReadsSource, SourceRef};
 use crate::model::ProbeKind;
+use crate::probe::redis::config::RedisSourceConfig;
 
 /// A Redis stream consumer group: lag is the age of the oldest entry the group has not
 /// acknowledged (pending) or not yet delivered, from its ID's milliseconds on Redis' clock.
@@ -44,7 +45,7 @@ config_table! {
 
 impl ReadsSource for RedisStreamGroup {
     const KIND: &'static str = <RedisStreamGroupConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "redis";
+    const SOURCE: &'static str = <RedisSourceConfig as Table>::TABLE.id;
 }
 
 impl ProbeKindConfig for RedisStreamGroupConfig {
@@ -75,9 +76,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::load_with;
-    use crate::config::testing::errors_of;
-    use crate::model::SourceKind;
+    use crate::config::testing::{errors_of, load_text};
 
     const QUEUES: &str = r#"
 sources:
@@ -95,35 +94,10 @@ budgets:
 "#;
 
     #[test]
-    fn redis_sources_and_stream_group_probes_resolve_to_the_model() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("lagbudget.yaml");
-        std::fs::write(&path, QUEUES).expect("config");
-        let env = |name: &str| match name {
-            "REDIS_PASSWORD" => Some("redis-secret-password".to_owned()),
-            _ => None,
-        };
-        let config = match load_with(&path, &env) {
-            Ok(config) => config,
-            Err(errors) => panic!("unexpected errors:\n{errors}"),
-        };
-        let SourceKind::Redis(cache) = &config.sources["cache"].kind else {
-            panic!("cache is not a redis source");
-        };
-        assert_eq!(cache.redacted, "redis://lagbudget:***@cache-1:6380/2");
-        assert_eq!(
-            cache.url.expose(),
-            "redis://lagbudget:redis-secret-password@cache-1:6380/2"
-        );
-        assert_eq!(config.sources["cache"].max_connections, 1);
-        assert_eq!(config.sources["cache"].kind.key(), "redis");
-        let SourceKind::Redis(local) = &config.sources["local"].kind else {
-            panic!("local is not a redis source");
-        };
-        assert_eq!(local.redacted, "redis://127.0.0.1:6379/0");
-        assert_eq!(config.secrets.scrub("redis-secret-password"), "***");
-        assert!(!format!("{config:?}").contains("redis-secret-password"));
-
+    fn redis_stream_group_probes_resolve_to_the_model() {
+        let env =
+            |name: &str| (name == "REDIS_PASSWORD").then(|| "redis-secret-password".to_owned());
+        let config = load_text(QUEUES, &env).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"));
         let probes = &config.budgets[0].probes;
         assert_eq!(
             probes[0].kind,
@@ -143,11 +117,11 @@ budgets:
     }
 
     #[test]
-    fn redis_mistakes_are_reported_where_they_are_written() {
+    fn redis_stream_group_mistakes_are_reported_where_they_are_written() {
         let text = r#"
 sources:
-  cache: { redis: { url: "redis://:hunter2-secret@cache-1:x" } }
-  tls: { redis: { url: "rediss://cache-2:6380", max_connections: 2 } }
+  cache: { redis: { url: "redis://:hunter2-secret@cache-1" } }
+  tls: { redis: { url: "redis://cache-2:6380" } }
   env: { redis: { url: "${REDIS_URL}" } }
   db: { postgres: { dsn: host=db } }
 budgets:
@@ -164,12 +138,9 @@ budgets:
       - name: missing
         redis_stream_group: { source: cache, group: g }
 "#;
-        let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:env-secret@".to_owned());
+        let env =
+            |name: &str| (name == "REDIS_URL").then(|| "redis://:env-secret@cache-3".to_owned());
         let expected = [
-            "3:26: sources.cache.redis.url: invalid Redis URL \"redis://:***@cache-1:x\": Redis URL did not parse; expected redis://[user:password@]host[:port][/db]",
-            "4:24: sources.tls.redis.url: TLS (rediss://) is not supported yet; use redis:// on a trusted network",
-            "4:49: sources.tls.redis.max_connections: unknown key `max_connections`; valid keys: url",
-            "5:24: sources.env.redis.url: invalid Redis URL \"${REDIS_URL}\": Redis URL did not parse; expected redis://[user:password@]host[:port][/db]",
             "12:18: budgets[0].probes[0].max_lag: max_lag cannot be measured here: with `id_time: false` entry IDs carry no time, so this probe reports backlog only; use max_backlog",
             "13:76: budgets[0].probes[0].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
             "15:76: budgets[0].probes[1].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",

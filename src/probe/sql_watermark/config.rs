@@ -5,6 +5,7 @@ use crate::config::table::{Table, config_table, written};
 use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope, single};
 use crate::config::value::{Choice, NonEmpty, ReadsSource, SourceRef};
 use crate::model::ProbeKind;
+use crate::probe::postgres::config::PostgresSourceConfig;
 
 /// A projection or read model whose position is read with SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +55,7 @@ config_table! {
 
 impl ReadsSource for SqlWatermark {
     const KIND: &'static str = <SqlWatermarkConfig as Table>::TABLE.id;
-    const SOURCE: &'static str = "postgres";
+    const SOURCE: &'static str = <PostgresSourceConfig as Table>::TABLE.id;
 }
 
 impl Choice for WatermarkMode {
