@@ -1,8 +1,10 @@
 //! The validated domain model: what a config means once every check has passed.
 //!
-//! Nothing here knows YAML. `config/` is the only producer of these types; the scheduler,
-//! probes, evaluation and outputs only ever see a `Config` that is already known to be valid,
-//! with defaults applied and effective intervals computed.
+//! Nothing here knows YAML. The config loader (`config/` and each kind's
+//! `probe/<kind>/config.rs`) is the only producer of these types; the scheduler, probes,
+//! evaluation and outputs only ever see a `Config` that is already known to be valid, with
+//! defaults applied and effective intervals computed. Each kind's own types are defined with
+//! its config and re-exported here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

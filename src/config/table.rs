@@ -22,17 +22,21 @@ use super::value::ConfigValue;
 ///
 /// ```ignore
 /// config_table! {
-///     /// A NATS JetStream consumer: lag is the age of its first unacknowledged message.
-///     pub(crate) struct NatsConsumerConfig = "nats_consumer" {
-///         /// The `nats` source to read.
-///         source: SourceRef<NatsConsumer>,
-///         /// How often … (an optional key).
-///         interval: Option<Spanned<PositiveDuration>>,
-///         /// A key with a default, written as the file would write it.
-///         vhost: NonEmpty<String> = "/",
+///     /// A Kafka consumer group: lag is the age of the first record at or after each
+///     /// partition's committed offset.
+///     ///
+///     /// Further paragraphs describe the table; the first one alone its kind key.
+///     pub(crate) struct KafkaConsumerGroupConfig = "kafka_consumer_group" {
+///         /// Name of the kafka source to read.
+///         source: SourceRef<KafkaConsumerGroup>,
+///         /// The topics the group consumes.
+///         topics: Option<NonEmpty<Vec<Spanned<Topic>>>>,
+///         /// A regular expression matched against whole topic names.
+///         topic_pattern: Option<NonEmpty<TopicPattern>>,
+///         /// Export per-partition lag series.
+///         partition_detail: bool = false,
 ///     }
-///     exactly_one_of(topics, topic_pattern);   // optional: exactly one of these keys
-///     main_file_only(listen, include);         // optional: rejected in included files
+///     exactly_one_of(topics, topic_pattern);
 /// }
 /// ```
 ///
@@ -41,8 +45,10 @@ use super::value::ConfigValue;
 /// would write it (or `{}` for an empty table); the decoder reads the default with the same
 /// grammar, and the schema documents it as written. `Tagged<dyn Trait>` is not a key but the
 /// table's kind keys (`postgres: {…}`, `sql_watermark: {…}`), of which exactly one must be set.
-/// Doc comments are the descriptions: the struct's for the table, each field's for its key,
-/// and a kind table's first paragraph for its kind key.
+/// After the fields, `exactly_one_of(…);` names keys of which exactly one must be set, and
+/// `main_file_only(…);` keys an included file may not set. Doc comments are the descriptions:
+/// the struct's for the table, each field's for its key, and a kind table's first paragraph
+/// for its kind key.
 macro_rules! config_table {
     (
         $(#[doc = $doc:literal])*
