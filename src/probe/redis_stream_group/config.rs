@@ -36,7 +36,7 @@ config_table! {
         stream: NonEmpty<String>,
         /// The consumer group.
         group: NonEmpty<String>,
-        /// Entry IDs are Redis' time-based IDs (<milliseconds>-<seq>), so an entry's age is
+        /// Entry IDs are Redis' time-based IDs (`<milliseconds>-<seq>`), so an entry's age is
         /// known. Set false for streams written with explicit non-time IDs: the probe then
         /// reports backlog only, and needs max_backlog rather than max_lag.
         id_time: Spanned<bool> = true,
