@@ -94,11 +94,6 @@ impl<'e> Ctx<'e> {
         !self.errors.is_empty()
     }
 
-    /// How many errors were reported so far, to tell whether a part decoded cleanly.
-    pub fn error_count(&self) -> usize {
-        self.errors.len()
-    }
-
     /// Remembers that `by` names the source `name`, which must be a `needs` source.
     pub fn refer(&mut self, name: Text, by: &'static str, needs: &'static str) {
         self.references.push(Reference {

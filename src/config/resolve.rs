@@ -300,10 +300,11 @@ fn resolve_probe(
     probe: &ProbeConfig,
     defaults: Option<&DefaultsConfig>,
 ) -> Vec<Probe> {
-    // A kind whose table has an error, or fails its own checks, is checked no further.
+    // A kind with an invalid or missing key, or that fails its own checks, is checked no
+    // further.
     let kind = probe.kind.as_ref().and_then(|variant| {
         let checked = variant.config.check(ctx);
-        (checked && variant.clean).then_some(&variant.config)
+        (checked && variant.complete).then_some(&variant.config)
     });
     let backlog_only = kind.is_some_and(|kind| backlog_only(ctx, budget, probe, kind.as_ref()));
     // A backlog-only probe has no seconds to hold against a budget's max_lag; it counts toward

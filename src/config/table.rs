@@ -107,12 +107,17 @@ macro_rules! config_table {
                     &<Self as $crate::config::table::Table>::TABLE,
                     path,
                 )?;
-                Some(Self {
+                let mut table = Self {
                     $($field: $crate::config::table::config_table!(
                         @decode ctx reader $field $ty $(= $default)?
                     ),)*
                     keys: reader.into_keys(),
-                })
+                };
+                table.keys.complete(
+                    &<Self as $crate::config::table::Table>::TABLE,
+                    &[$(table.$field.is_some()),*],
+                );
+                Some(table)
             }
 
             fn schema(defs: &mut $crate::config::schema::Defs) -> serde_json::Value {
@@ -166,11 +171,13 @@ macro_rules! config_kinds {
                 key: &str,
                 node: &$crate::config::syntax::Node,
                 path: &str,
-            ) -> Option<Box<Self>> {
+            ) -> Option<(Box<Self>, bool)> {
                 $(
                     if key == <$ty as $crate::config::table::Table>::TABLE.id {
-                        return <$ty as $crate::config::value::ConfigValue>::decode(ctx, node, path)
-                            .map(|config| Box::new(config) as Box<Self>);
+                        let config =
+                            <$ty as $crate::config::value::ConfigValue>::decode(ctx, node, path)?;
+                        let complete = config.keys.complete;
+                        return Some((Box::new(config) as Box<Self>, complete));
                     }
                 )+
                 None
@@ -301,6 +308,8 @@ pub(crate) struct Keys {
     pub path: String,
     /// Each key written, valid or not, with where.
     written: Vec<(&'static str, Span)>,
+    /// Whether every key written was valid and every required key written.
+    pub complete: bool,
 }
 
 impl Keys {
@@ -315,6 +324,14 @@ impl Keys {
     /// The YAML path of `key` in this table.
     pub fn path_of(&self, key: &str) -> String {
         path::key(&self.path, key)
+    }
+
+    /// Records whether the table is complete, given which of `table`'s fields hold a value.
+    pub fn complete(&mut self, table: &TableInfo, valued: &[bool]) {
+        self.complete = table.fields.iter().zip(valued).all(|(field, valued)| {
+            let required = matches!(field.shape, Shape::Key { required: true });
+            *valued || !(required || self.span_of(field.name).is_some())
+        });
     }
 }
 
@@ -345,6 +362,7 @@ impl<'n> Reader<'n> {
                 span: mapping.span,
                 path: path.to_owned(),
                 written: Vec::new(),
+                complete: false,
             },
             entries: Vec::new(),
             unknown_variant: false,
@@ -499,10 +517,12 @@ impl<'n> Reader<'n> {
             }
             [(key, entry)] => {
                 let path = self.keys.path_of(key);
-                let errors = ctx.error_count();
-                let config = K::decode_variant(ctx, key, &entry.value, &path)?;
-                let clean = ctx.error_count() == errors;
-                Some(Variant { key, config, clean })
+                let (config, complete) = K::decode_variant(ctx, key, &entry.value, &path)?;
+                Some(Variant {
+                    key,
+                    config,
+                    complete,
+                })
             }
             [(first, _), (second, entry), ..] => {
                 ctx.error(
@@ -593,8 +613,13 @@ impl<G: ConfigValue> Field for Option<G> {
 /// The kinds of a tagged table: `dyn Trait` lists them with [`config_kinds!`].
 pub(crate) trait Tag {
     const VARIANTS: Variants;
-    /// Decodes the table of the kind `key` (one of `VARIANTS`).
-    fn decode_variant(ctx: &mut Ctx<'_>, key: &str, node: &Node, path: &str) -> Option<Box<Self>>;
+    /// Decodes the table of the kind `key` (one of `VARIANTS`), and whether it is complete.
+    fn decode_variant(
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        node: &Node,
+        path: &str,
+    ) -> Option<(Box<Self>, bool)>;
 }
 
 /// The field of a tagged table that holds its kind: exactly one of `K`'s kind keys.
@@ -605,8 +630,8 @@ pub(crate) struct Tagged<K: ?Sized>(PhantomData<Box<K>>);
 pub(crate) struct Variant<K: ?Sized> {
     pub key: &'static str,
     pub config: Box<K>,
-    /// Whether the kind's table decoded without any error.
-    pub clean: bool,
+    /// Whether the kind's table is complete (see [`Keys::complete`]).
+    pub complete: bool,
 }
 
 impl<K: ?Sized + Tag> Field for Tagged<K> {

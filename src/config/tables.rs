@@ -156,8 +156,9 @@ pub(crate) trait SourceKindConfig: Debug {
 
 /// One probe kind's table (`sql_watermark: {…}`), as the probe table dispatches to it.
 ///
-/// The loader calls `check` on every decoded kind, then, when the kind's table had no error
-/// and every check passed, `backlog_only` and `resolve`.
+/// The loader calls `check` on every decoded kind, then, when the kind's table is complete
+/// (every key written valid, every required key written) and every check passed,
+/// `backlog_only` and `resolve`.
 pub(crate) trait ProbeKindConfig: Debug {
     /// Checks what the kind's keys mean together, on whichever of them are valid, reporting
     /// each problem; false when one failed.

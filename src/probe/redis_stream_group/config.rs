@@ -152,4 +152,24 @@ budgets:
         assert_eq!(actual, expected, "\n{}", actual.join("\n"));
         assert!(!actual.iter().any(|line| line.contains("secret")));
     }
+
+    #[test]
+    fn an_unknown_key_does_not_hide_what_the_valid_keys_mean() {
+        let text = r#"
+sources:
+  cache: { redis: { url: "redis://cache-1" } }
+budgets:
+  - name: b
+    max_lag: 1m
+    probes:
+      - name: typo
+        redis_stream_group: { source: cache, stream: s, group: g, id_time: false, grup: g }
+"#;
+        let expected = [
+            "9:76: budgets[0].probes[0].redis_stream_group.id_time: `id_time: false` reports backlog only: set max_backlog on this probe or its budget (a max_lag does not apply to it)",
+            "9:83: budgets[0].probes[0].redis_stream_group.grup: unknown key `grup`; did you mean `group`?",
+        ];
+        let actual = errors_of(text, &|_| None);
+        assert_eq!(actual, expected, "\n{}", actual.join("\n"));
+    }
 }
