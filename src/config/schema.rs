@@ -42,7 +42,7 @@ pub(crate) fn json_schema() -> Value {
     Value::Object(schema)
 }
 
-fn table_schema(table: &'static TableInfo, defs: &mut Defs) -> Value {
+pub(crate) fn table_schema(table: &'static TableInfo, defs: &mut Defs) -> Value {
     let mut properties = Map::new();
     let mut required = Vec::new();
     let mut kinds = Vec::new();

@@ -647,3 +647,100 @@ impl<K: ?Sized + Tag> Field for Tagged<K> {
         Value::Null
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::decode::Spanned;
+    use crate::config::syntax;
+    use crate::config::value::{Count, Name};
+
+    config_table! {
+        /// A table for tests.
+        ///
+        /// Its second paragraph.
+        struct Sample = "sample" {
+            /// Required.
+            name: Spanned<Name>,
+            /// Optional.
+            limit: Option<Count<1, 10>>,
+            /// With a default.
+            wait: Duration = "5s",
+            /// One of a…
+            a: Option<String>,
+            /// … or b.
+            b: Option<String>,
+        }
+        exactly_one_of(a, b);
+    }
+
+    /// Decodes `text` as a `Sample`, with its errors as `line:column: path: message`.
+    fn decode(text: &str) -> (Option<Sample>, Vec<String>) {
+        let env = |_: &str| None;
+        let mut ctx = Ctx::new(&env);
+        ctx.enter_file("sample.yaml".to_owned(), std::path::Path::new(""));
+        let (root, _) = syntax::parse(text);
+        let sample = <Sample as ConfigValue>::decode(&mut ctx, &root.expect("a document"), "");
+        let errors = ctx.into_errors().0.into_iter();
+        let errors = errors.map(|e| format!("{}:{}: {}: {}", e.line, e.column, e.path, e.message));
+        (sample, errors.collect())
+    }
+
+    #[test]
+    fn a_table_decodes_its_keys_and_applies_defaults() {
+        let (sample, errors) = decode("name: x\nlimit: 3\na: yes\n");
+        assert_eq!(errors, Vec::<String>::new());
+        let sample = sample.expect("a mapping");
+        assert_eq!(sample.name.map(|name| name.value).as_deref(), Some("x"));
+        assert_eq!(sample.limit, Some(3));
+        assert_eq!(sample.wait, Some(Duration::from_secs(5)));
+        assert_eq!(sample.b, None);
+        assert!(written!(sample.limit).is_some() && written!(sample.wait).is_none());
+        assert!(sample.keys.complete);
+    }
+
+    #[test]
+    fn a_table_reports_every_problem_and_keeps_what_is_valid() {
+        let (sample, errors) = decode("limit: 11\nwait: 5\na: s\nb: t\nlmit: 1\n");
+        assert_eq!(
+            errors,
+            [
+                "1:1: (root): missing required key `name`",
+                "1:8: limit: must be between 1 and 10, found 11",
+                "2:7: wait: invalid duration \"5\": missing unit (use ms, s, m, h or d)",
+                "4:1: b: `a` and `b` cannot both be set: set exactly one of them",
+                "5:1: lmit: unknown key `lmit`; did you mean `limit`?",
+            ]
+        );
+        let sample = sample.expect("a mapping");
+        assert_eq!((sample.limit, sample.wait), (None, None));
+        assert_eq!(sample.a.as_deref(), Some("s"));
+        // Written, though invalid: checks that depend on a key's presence still see it.
+        assert_eq!(written!(sample.limit).map(|span| span.line), Some(1));
+        assert!(!sample.keys.complete);
+    }
+
+    #[test]
+    fn a_table_documents_itself_in_the_schema() {
+        let mut defs = Defs::default();
+        assert_eq!(
+            <Sample as ConfigValue>::schema(&mut defs),
+            serde_json::json!({ "$ref": "#/$defs/sample" })
+        );
+        let schema = crate::config::schema::table_schema(&Sample::TABLE, &mut defs);
+        assert_eq!(
+            schema["description"],
+            "A table for tests. Its second paragraph."
+        );
+        assert_eq!(schema["required"], serde_json::json!(["name"]));
+        assert_eq!(schema["properties"]["wait"]["default"], "5s");
+        assert_eq!(schema["properties"]["limit"]["description"], "Optional.");
+        assert_eq!(
+            schema["oneOf"],
+            serde_json::json!([{ "required": ["a"] }, { "required": ["b"] }])
+        );
+        assert_eq!(Sample::TABLE.doc.summary(), "A table for tests.");
+    }
+}
