@@ -1,15 +1,34 @@
 //! The validated domain model: what a config means once every check has passed.
 //!
-//! Nothing here knows YAML. `config/` is the only producer of these types; the scheduler,
-//! probes, evaluation and outputs only ever see a `Config` that is already known to be valid,
-//! with defaults applied and effective intervals computed.
+//! Nothing here knows YAML. The config loader (`config/` and each kind's
+//! `probe/<kind>/config.rs`) is the only producer of these types; the scheduler, probes,
+//! evaluation and outputs only ever see a `Config` that is already known to be valid, with
+//! defaults applied and effective intervals computed. Each kind's own types are defined with
+//! its config and re-exported here.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::probe::kafka::config::KafkaSource;
+pub use crate::probe::kafka_consumer_group::config::{
+    KafkaConsumerGroup, NoCommitPolicy, TopicSelector,
+};
+pub use crate::probe::mysql::config::MysqlSource;
+pub use crate::probe::mysql_replica::config::MysqlReplica;
+pub use crate::probe::nats::config::NatsSource;
+pub use crate::probe::nats_consumer::config::NatsConsumer;
+pub use crate::probe::postgres::config::PostgresSource;
+pub use crate::probe::postgres_logical::config::PostgresLogical;
+pub use crate::probe::postgres_replica::config::{
+    HeartbeatSettings, PostgresReplica, ReplicaMethod,
+};
+pub use crate::probe::rabbitmq::config::RabbitmqSource;
+pub use crate::probe::rabbitmq_queue::config::RabbitmqQueue;
+pub use crate::probe::redis::config::RedisSource;
+pub use crate::probe::redis_stream_group::config::RedisStreamGroup;
+pub use crate::probe::sql_watermark::config::{SqlWatermark, WatermarkMode};
 pub use crate::secret::{Secret, SecretSet};
 
 /// The whole validated configuration.
@@ -74,115 +93,6 @@ impl SourceKind {
             SourceKind::Nats(_) => "nats",
             SourceKind::Mysql(_) => "mysql",
         }
-    }
-}
-
-/// A Kafka cluster, reached through its bootstrap servers with librdkafka.
-#[derive(Clone, PartialEq)]
-pub struct KafkaSource {
-    /// `bootstrap.servers`: `host:port,host:port`.
-    pub brokers: String,
-    /// Extra librdkafka properties (TLS, SASL…). Values may be secrets (`sasl.password`), so
-    /// they are never printed. Properties that would make lagbudget's reader join a group or
-    /// commit are rejected by validation.
-    pub properties: BTreeMap<String, Secret>,
-}
-
-impl fmt::Debug for KafkaSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaSource")
-            .field("brokers", &self.brokers)
-            .field("properties", &self.properties.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A RabbitMQ node's management HTTP API.
-#[derive(Clone, PartialEq)]
-pub struct RabbitmqSource {
-    /// The management API's base URL (`http://rabbit:15672`), without credentials; requests go
-    /// to `{url}/api/…`.
-    pub url: String,
-    pub username: String,
-    pub password: Secret,
-}
-
-impl fmt::Debug for RabbitmqSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RabbitmqSource")
-            .field("url", &self.url)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct PostgresSource {
-    /// The libpq-style connection string after interpolation. It may hold a password, so it is
-    /// never printed: use `redacted` for humans.
-    pub dsn: Secret,
-    /// `host=… port=… dbname=… user=…` without the password, for logs and `check`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for PostgresSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresSource")
-            .field("dsn", &self.redacted)
-            .finish()
-    }
-}
-
-/// A Redis server, reached through one multiplexed connection per source.
-#[derive(Clone, PartialEq)]
-pub struct RedisSource {
-    /// `redis://[user:password@]host:port[/db]` after interpolation. It may hold a password, so
-    /// it is never printed: use `redacted` for humans.
-    pub url: Secret,
-    /// The URL with its password replaced by `***`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for RedisSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisSource")
-            .field("url", &self.redacted)
-            .finish()
-    }
-}
-
-/// A NATS server (or cluster entry point) with JetStream, reached through one client per source.
-#[derive(Clone, PartialEq)]
-pub struct NatsSource {
-    /// `nats://[user:password@]host:port` after interpolation; never printed.
-    pub url: Secret,
-    /// The URL with its password replaced by `***`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for NatsSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsSource")
-            .field("url", &self.redacted)
-            .finish()
-    }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct MysqlSource {
-    /// The `mysql://` URL after interpolation. It may hold a password, so it is never printed:
-    /// use `redacted` for humans.
-    pub url: Secret,
-    /// `mysql://user@host:port/database`, without the password, for logs and `check`.
-    pub redacted: String,
-}
-
-impl fmt::Debug for MysqlSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MysqlSource")
-            .field("url", &self.redacted)
-            .finish()
     }
 }
 
@@ -320,187 +230,6 @@ impl ProbeKind {
             ProbeKind::PostgresReplica(_) => "postgres_replica",
         }
     }
-}
-
-/// One RabbitMQ queue, read through the management API: its depth, consumers and the age of
-/// its head message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RabbitmqQueue {
-    pub source: String,
-    pub queue: String,
-    pub vhost: String,
-    /// Whether the queue's messages carry the AMQP `timestamp` property. `false` declares a
-    /// backlog-only probe, which validation keeps away from `max_lag`.
-    pub timestamps: bool,
-}
-
-/// A Redis stream consumer group: lag is the age of the oldest entry the group has not
-/// acknowledged (pending) or not yet delivered, from its ID's milliseconds on Redis' clock.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisStreamGroup {
-    pub source: String,
-    /// The stream's key.
-    pub stream: String,
-    /// The consumer group (lagbudget never reads through it, so it delivers nothing).
-    pub group: String,
-    /// Entry IDs are Redis' time-based IDs (`<milliseconds>-<seq>`), so their age is lag. With
-    /// explicit non-time IDs the probe reports backlog only.
-    pub id_time: bool,
-}
-
-/// A NATS JetStream consumer: lag is the age of its first unacknowledged message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NatsConsumer {
-    pub source: String,
-    pub stream: String,
-    /// The durable consumer's name.
-    pub consumer: String,
-}
-
-/// One MySQL or MariaDB replica, measured with a heartbeat the daemon writes on the primary.
-/// A configured `mysql_replica` probe with several `replicas` becomes one `Probe` per replica,
-/// all sharing one heartbeat writer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MysqlReplica {
-    /// The mysql source the heartbeat is written to.
-    pub primary: String,
-    /// The mysql source of the replica this entry measures (also `Probe::replica`).
-    pub replica: String,
-    /// How often the heartbeat is written.
-    pub write_period: Duration,
-    /// Database (schema) of the heartbeat table; a plain identifier (checked at load).
-    pub database: String,
-    /// This daemon's row key; `None`: the host name, read when the writer starts.
-    pub instance: Option<String>,
-    /// Read-your-writes check delay; `None`: no check.
-    pub ryw_delay: Option<Duration>,
-}
-
-/// A Kafka consumer group's lag on some topics, in seconds: the age of the first record at or
-/// after each partition's committed offset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaConsumerGroup {
-    pub source: String,
-    /// The consumer group whose committed offsets are measured (lagbudget never joins it).
-    pub group: String,
-    pub topics: TopicSelector,
-    /// What a partition with data but no committed offset means; `None`: the probe cannot
-    /// tell, so it reports `no_data` (unknown) rather than guess.
-    pub no_commit: Option<NoCommitPolicy>,
-    /// Export per-partition lag series (the most lagging ones, capped).
-    pub partition_detail: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum TopicSelector {
-    /// These topics exactly.
-    List(Vec<String>),
-    /// Every topic whose whole name matches this regular expression (checked at load).
-    Pattern(String),
-}
-
-/// How to read a partition that has data but no committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoCommitPolicy {
-    /// The group will start from the beginning: everything in the partition is pending.
-    Earliest,
-    /// The group will start at the end: nothing is pending.
-    Latest,
-}
-
-impl NoCommitPolicy {
-    pub fn key(self) -> &'static str {
-        match self {
-            NoCommitPolicy::Earliest => "earliest",
-            NoCommitPolicy::Latest => "latest",
-        }
-    }
-}
-
-/// A logical replication slot on a PostgreSQL primary: its byte backlog, and its lag in
-/// seconds from an LSN→time map the probe builds from its own samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostgresLogical {
-    pub source: String,
-    /// The slot's name as PostgreSQL spells it (checked at load: `[a-z0-9_]{1,63}`).
-    pub slot: String,
-}
-
-/// A projection or read model whose position is read with SQL.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SqlWatermark {
-    pub source: String,
-    /// Returns one row, one column: the view's position or timestamp.
-    pub watermark: String,
-    /// Given the watermark as `$1`, returns the timestamp of the oldest change not yet applied
-    /// (NULL when nothing is pending) and optionally a pending count.
-    pub oldest_pending: Option<String>,
-    pub mode: WatermarkMode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatermarkMode {
-    /// Lag is the age of the oldest pending source change (requires `oldest_pending`).
-    OldestPending,
-    /// Lag is `now − watermark timestamp`: reads an idle source as lag, so it is opt-in.
-    SinceWatermark,
-}
-
-impl WatermarkMode {
-    pub fn key(self) -> &'static str {
-        match self {
-            WatermarkMode::OldestPending => "oldest_pending",
-            WatermarkMode::SinceWatermark => "since_watermark",
-        }
-    }
-}
-
-/// A PostgreSQL streaming standby's lag behind its primary. A configured probe with several
-/// `standbys` becomes one `Probe` per standby (same name, `replica` set), each with this kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostgresReplica {
-    /// The primary's source name.
-    pub primary: String,
-    /// The standby's source name; also the probe's `replica` label.
-    pub standby: String,
-    pub method: ReplicaMethod,
-}
-
-/// How a replica probe turns positions into seconds; chosen in the config, never switched at
-/// run time.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplicaMethod {
-    /// The daemon writes heartbeat rows on the primary and looks for them on the standby.
-    Heartbeat(HeartbeatSettings),
-    /// Read-only: LSNs sampled with the daemon's time into an LSN→time map.
-    Passive {
-        /// The WAL receiver silent (no message from the primary) for longer than this is down.
-        receiver_silence_limit: Duration,
-    },
-}
-
-impl ReplicaMethod {
-    pub fn key(&self) -> &'static str {
-        match self {
-            ReplicaMethod::Heartbeat(_) => "heartbeat",
-            ReplicaMethod::Passive { .. } => "passive",
-        }
-    }
-}
-
-/// What the heartbeat writer of one replica probe writes, where and how often.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeartbeatSettings {
-    /// How often the heartbeat is written (default min(1 s, max_lag / 10)).
-    pub period: Duration,
-    /// The schema of the heartbeat table on the primary.
-    pub schema: String,
-    /// This daemon's name in the heartbeat rows (default: the host name), so that several
-    /// daemons writing to one primary never collide.
-    pub instance: String,
-    /// When set, each run checks that the newest heartbeat written at least this long before
-    /// the read is visible on the standby (read-your-writes).
-    pub ryw_delay: Option<Duration>,
 }
 
 /// Formats a duration the way configs write it (`500ms`, `30s`, `5m`, `2h`, `28d`), choosing

@@ -1,5 +1,6 @@
-//! Raw settings of all files to the validated model: unique names, probe sources, limits,
-//! inherited settings and effective intervals.
+//! The decoded files to the validated model: unique names, source references, limits,
+//! inherited settings and effective intervals. Each kind's own checks and model are the
+//! kind's (`ProbeKindConfig`, `SourceKindConfig`).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -7,20 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Ctx, Spanned};
-use super::document::{
-    ProbeSource, RawBudget, RawDefaults, RawFile, RawProbe, RawProbeKind, RawReplicaMethod,
-};
-use super::tables::{DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
-use crate::model::{
-    Budget, Config, HeartbeatSettings, HttpSettings, KafkaConsumerGroup, MysqlReplica,
-    NatsConsumer, PostgresLogical, PostgresReplica, Probe, ProbeKind, RabbitmqQueue,
-    RedisStreamGroup, ReplicaMethod, Source, SqlWatermark, format_duration,
-};
+use super::table::written;
+use super::tables::{BudgetConfig, DefaultsConfig, FileConfig, ProbeConfig, ProbeScope};
+use crate::model::{Budget, Config, HttpSettings, Objective, Probe, Source, format_duration};
 
-/// The longest heartbeat write period chosen by default, and the shortest: lag is measured to
-/// within one period, and writing more often than 10 times a second gains little.
-const DEFAULT_WRITE_PERIOD_MAX: Duration = Duration::from_secs(1);
-const DEFAULT_WRITE_PERIOD_MIN: Duration = Duration::from_millis(100);
+/// How often a probe runs when nothing says so (`defaults.interval` documents it).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one probe run may take when nothing says so (`defaults.timeout` documents it).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One setting at the levels it can be written at, most specific first.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -107,62 +102,63 @@ struct FirstSeen {
     line: usize,
 }
 
-/// Merges the files (main first) into the model, reporting every cross-file problem.
-pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<RawFile>) -> Config {
-    let mut listen = DEFAULT_LISTEN;
-    let mut http = HttpSettings::default();
-    let mut defaults = RawDefaults::default();
-    let mut sources: BTreeMap<String, Arc<Source>> = BTreeMap::new();
-    // Every source name with its kind, even of invalid sources, so that a probe naming one
-    // is not also told the source does not exist.
-    let mut source_kinds: BTreeMap<String, (Option<&'static str>, FirstSeen)> = BTreeMap::new();
-    let mut budgets_raw: Vec<RawBudget> = Vec::new();
+/// Every source name with its kind key, even of invalid sources, so that a probe naming one
+/// is not also told the source does not exist.
+type SourceKinds = BTreeMap<String, (Option<&'static str>, FirstSeen)>;
 
-    for (index, file) in files.into_iter().enumerate() {
-        if index == 0 {
-            listen = file.listen.unwrap_or(DEFAULT_LISTEN);
-            http = file.http;
-            defaults = file.defaults;
-        }
-        for raw in file.sources {
-            match source_kinds.entry(raw.name.clone()) {
+/// Merges the files (main first) into the model, reporting every cross-file problem. `None`
+/// when anything is invalid (and reported).
+pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<FileConfig>) -> Option<Config> {
+    let mut sources: BTreeMap<String, Arc<Source>> = BTreeMap::new();
+    let mut source_kinds = SourceKinds::new();
+    let mut budget_configs: Vec<BudgetConfig> = Vec::new();
+    let mut files = files.into_iter();
+    let main = files.next()?;
+    for file in std::iter::once(&main).chain(files.as_slice()) {
+        for named in file.sources.iter().flatten() {
+            let file = named.value.keys.file;
+            let variant = named.value.kind.as_ref();
+            match source_kinds.entry(named.name.clone()) {
                 Entry::Occupied(first) => {
                     let (_, first) = first.get();
                     let message = format!(
                         "duplicate source {:?} (first defined at {}:{})",
-                        raw.name,
+                        named.name,
                         ctx.file_name(first.file),
                         first.line
                     );
-                    ctx.error_in(raw.file, raw.span, &raw.path, message);
+                    ctx.error_in(file, named.span, &named.path, message);
                     continue;
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert((
-                        raw.kind_key,
-                        FirstSeen {
-                            file: raw.file,
-                            line: raw.span.line,
-                        },
-                    ));
+                    let first = FirstSeen {
+                        file,
+                        line: named.span.line,
+                    };
+                    slot.insert((variant.map(|variant| variant.key), first));
                 }
             }
-            if let Some(kind) = raw.kind {
+            if let Some((kind, max_connections)) = variant.and_then(|v| v.config.resolve()) {
                 let source = Source {
-                    name: raw.name.clone(),
-                    max_connections: raw.max_connections,
+                    name: named.name.clone(),
+                    max_connections,
                     kind,
                 };
-                sources.insert(raw.name, Arc::new(source));
+                sources.insert(named.name.clone(), Arc::new(source));
             }
         }
-        budgets_raw.extend(file.budgets);
+    }
+    budget_configs.extend(main.budgets.into_iter().flatten());
+    for file in files {
+        budget_configs.extend(file.budgets.into_iter().flatten());
     }
 
+    let defaults = main.defaults.as_ref();
     let mut budget_names: BTreeMap<String, FirstSeen> = BTreeMap::new();
-    let mut budgets = Vec::with_capacity(budgets_raw.len());
-    for raw in &budgets_raw {
-        if let Some(name) = &raw.name {
+    let mut budgets = Vec::with_capacity(budget_configs.len());
+    for budget in &budget_configs {
+        ctx.file = budget.keys.file;
+        if let Some(name) = &budget.name {
             match budget_names.entry(name.value.clone()) {
                 Entry::Occupied(first) => {
                     let message = format!(
@@ -171,53 +167,68 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<RawFile>) -> Config {
                         ctx.file_name(first.get().file),
                         first.get().line
                     );
-                    ctx.error_in(raw.file, name.span, &name.path, message);
+                    ctx.error(name.span, &name.path, message);
                 }
                 Entry::Vacant(slot) => {
                     slot.insert(FirstSeen {
-                        file: raw.file,
+                        file: budget.keys.file,
                         line: name.span.line,
                     });
                 }
             }
         }
-        if let Some(budget) = resolve_budget(ctx, raw, &defaults, &source_kinds) {
-            budgets.push(Arc::new(budget));
-        }
+        budgets.push(resolve_budget(ctx, budget, defaults).map(Arc::new));
+    }
+    for reference in ctx.take_references() {
+        check_reference(ctx, &reference, &source_kinds);
     }
 
-    Config {
-        listen,
-        http,
+    let http = main.http?;
+    Some(Config {
+        listen: main.listen?,
+        http: HttpSettings {
+            cors_allowed_origins: http.cors_allowed_origins.unwrap_or_default(),
+            api_cache_max_age: http.api_cache_max_age?,
+        },
         sources,
-        budgets,
+        budgets: budgets.into_iter().collect::<Option<_>>()?,
         secrets: ctx.secrets.clone(),
-    }
+    })
+}
+
+/// Whether a budget or probe sets a limit, even an invalid one: an invalid limit is reported
+/// once, not again as a missing one.
+fn has_limit_budget(budget: &BudgetConfig) -> bool {
+    written!(budget.max_lag).is_some() || written!(budget.max_backlog).is_some()
+}
+
+fn has_limit_probe(probe: &ProbeConfig) -> bool {
+    written!(probe.max_lag).is_some() || written!(probe.max_backlog).is_some()
 }
 
 fn resolve_budget(
     ctx: &mut Ctx<'_>,
-    raw: &RawBudget,
-    defaults: &RawDefaults,
-    source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
+    budget: &BudgetConfig,
+    defaults: Option<&DefaultsConfig>,
 ) -> Option<Budget> {
-    let file = raw.file;
+    let configured = budget.probes.as_deref().unwrap_or_default();
     // With no limit anywhere, one error on the budget says it better than one per probe.
-    let unlimited: Vec<&RawProbe> = raw.probes.iter().filter(|probe| !probe.has_limit).collect();
-    if !raw.has_limit && !raw.probes.is_empty() {
-        if unlimited.len() == raw.probes.len() {
-            ctx.error_in(
-                file,
-                raw.span,
-                &raw.path,
+    let unlimited: Vec<&ProbeConfig> = configured
+        .iter()
+        .filter(|probe| !has_limit_probe(probe))
+        .collect();
+    if !has_limit_budget(budget) && !configured.is_empty() {
+        if unlimited.len() == configured.len() {
+            ctx.error(
+                budget.keys.span,
+                &budget.keys.path,
                 "neither max_lag nor max_backlog is set: set one on the budget or on every probe",
             );
         } else {
             for probe in unlimited {
-                ctx.error_in(
-                    file,
-                    probe.span,
-                    &probe.path,
+                ctx.error(
+                    probe.keys.span,
+                    &probe.keys.path,
                     "neither max_lag nor max_backlog is set on this probe or its budget",
                 );
             }
@@ -225,39 +236,46 @@ fn resolve_budget(
     }
 
     let mut probe_names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut probes = Vec::with_capacity(raw.probes.len());
-    for probe in &raw.probes {
+    let mut probes = Vec::with_capacity(configured.len());
+    for probe in configured {
         if let Some(name) = &probe.name {
             if let Some(first_line) = probe_names.get(name.value.as_str()) {
                 let message = format!(
                     "duplicate probe {} (first defined at {}:{first_line})",
                     name.quoted(),
-                    ctx.file_name(file)
+                    ctx.file_name(budget.keys.file)
                 );
-                ctx.error_in(file, name.span, &name.path, message);
+                ctx.error(name.span, &name.path, message);
             } else {
                 probe_names.insert(&name.value, name.span.line);
             }
         }
         probes.extend(
-            resolve_probe(ctx, raw, probe, defaults, source_kinds)
+            resolve_probe(ctx, budget, probe, defaults)
                 .into_iter()
                 .map(Arc::new),
         );
     }
 
+    let objective = match &budget.objective {
+        Some(objective) => Some(Objective {
+            target: objective.target?,
+            window: objective.window?,
+        }),
+        None => None,
+    };
     Some(Budget {
-        name: raw.name.as_ref()?.value.clone(),
-        description: raw.description.clone(),
-        owner: raw.owner.clone(),
-        labels: raw.labels.clone(),
-        max_lag: value(&raw.max_lag),
-        max_backlog: value(&raw.max_backlog),
-        warn_at: raw.warn_at,
-        breach_after: raw.breach_after,
-        objective: raw.objective,
-        severity: raw.severity.clone(),
-        runbook_url: raw.runbook_url.clone(),
+        name: budget.name.as_ref()?.value.clone(),
+        description: budget.description.clone(),
+        owner: budget.owner.clone(),
+        labels: budget.labels.clone().unwrap_or_default(),
+        max_lag: value(&budget.max_lag),
+        max_backlog: value(&budget.max_backlog),
+        warn_at: budget.warn_at?,
+        breach_after: budget.breach_after?,
+        objective,
+        severity: budget.severity.clone()?,
+        runbook_url: budget.runbook_url.clone(),
         probes,
     })
 }
@@ -274,325 +292,162 @@ fn nearest<'a, T>(
     probe.as_ref().or(budget.as_ref())
 }
 
-/// A configured probe to the model: one `Probe`, or one per replica for replica probes
+/// A configured probe to the model: one `Probe`, or one per replica for replica kinds
 /// (same name, `replica` set). Empty when anything about it is invalid.
 fn resolve_probe(
     ctx: &mut Ctx<'_>,
-    budget: &RawBudget,
-    raw: &RawProbe,
-    defaults: &RawDefaults,
-    source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
+    budget: &BudgetConfig,
+    probe: &ProbeConfig,
+    defaults: Option<&DefaultsConfig>,
 ) -> Vec<Probe> {
-    let file = budget.file;
-    for source in raw.source.iter().chain(&raw.other_sources) {
-        check_source(ctx, file, source, source_kinds);
-    }
-
-    let backlog_only = backlog_only(ctx, file, budget, raw);
+    // A kind with an invalid or missing key, or that fails its own checks, is checked no
+    // further.
+    let kind = probe.kind.as_ref().and_then(|variant| {
+        let checked = variant.config.check(ctx);
+        (checked && variant.complete).then_some(&variant.config)
+    });
+    let backlog_only = kind.is_some_and(|kind| backlog_only(ctx, budget, probe, kind.as_ref()));
     // A backlog-only probe has no seconds to hold against a budget's max_lag; it counts toward
     // the budget through max_backlog alone (its own max_lag is an error, reported above).
     let max_lag = if backlog_only {
         None
     } else {
-        nearest(&raw.max_lag, &budget.max_lag)
+        nearest(&probe.max_lag, &budget.max_lag)
     };
     let layers = |probe: &Option<Spanned<Duration>>,
                   budget: &Option<Spanned<Duration>>,
-                  defaults: &Option<Spanned<Duration>>| Layers {
+                  defaults: Option<&Option<Spanned<Duration>>>| Layers {
         probe: value(probe),
         budget: value(budget),
-        defaults: value(defaults),
+        defaults: defaults.and_then(value),
     };
     let (timing, problems) = resolve_timing(
-        layers(&raw.interval, &budget.interval, &defaults.interval),
-        layers(&raw.timeout, &budget.timeout, &defaults.timeout),
-        layers(&raw.stall_after, &budget.stall_after, &defaults.stall_after),
+        layers(
+            &probe.interval,
+            &budget.interval,
+            defaults.map(|d| &d.interval),
+        ),
+        layers(
+            &probe.timeout,
+            &budget.timeout,
+            defaults.map(|d| &d.timeout),
+        ),
+        layers(
+            &probe.stall_after,
+            &budget.stall_after,
+            defaults.map(|d| &d.stall_after),
+        ),
         max_lag.map(|max_lag| max_lag.value),
     );
     for problem in problems {
         match problem {
             TimingProblem::IntervalAboveHalfMaxLag => {
                 if let (Some(interval), Some(max_lag)) =
-                    (nearest(&raw.interval, &budget.interval), max_lag)
+                    (nearest(&probe.interval, &budget.interval), max_lag)
                 {
                     let message = format!(
                         "interval {interval} is above half of max_lag {max_lag}: a {max_lag} \
                          budget cannot be enforced by looking every {interval}",
-                        interval = interval.shown,
-                        max_lag = max_lag.shown,
+                        interval = interval.shown(),
+                        max_lag = max_lag.shown(),
                     );
-                    ctx.error_in(file, interval.span, &interval.path, message);
+                    ctx.error(interval.span, &interval.path, message);
                 }
             }
             TimingProblem::TimeoutAboveInterval { interval, clamped } => {
-                if let Some(timeout) = nearest(&raw.timeout, &budget.timeout) {
+                if let Some(timeout) = nearest(&probe.timeout, &budget.timeout) {
                     let which = match (clamped, max_lag) {
                         (true, Some(max_lag)) => format!(
                             "the effective interval {} (max_lag {} / 3)",
                             format_duration(interval),
-                            max_lag.shown
+                            max_lag.shown()
                         ),
                         _ => format!("the interval {}", format_duration(interval)),
                     };
                     let message = format!(
                         "timeout {} is above {which}: a run must finish before the next one \
                          is due",
-                        timeout.shown
+                        timeout.shown()
                     );
-                    ctx.error_in(file, timeout.span, &timeout.path, message);
+                    ctx.error(timeout.span, &timeout.path, message);
                 }
             }
         }
     }
 
-    let Some(raw_kind) = raw.kind.as_ref() else {
+    let Some(kind) = kind else {
         return Vec::new();
-    };
-    let kind = match raw_kind {
-        RawProbeKind::SqlWatermark {
-            source,
-            watermark,
-            oldest_pending,
-            mode,
-        } => ProbeKind::SqlWatermark(SqlWatermark {
-            source: source.clone(),
-            watermark: watermark.clone(),
-            oldest_pending: oldest_pending.clone(),
-            mode: *mode,
-        }),
-        RawProbeKind::KafkaConsumerGroup {
-            source,
-            group,
-            topics,
-            no_commit,
-            partition_detail,
-        } => ProbeKind::KafkaConsumerGroup(KafkaConsumerGroup {
-            source: source.clone(),
-            group: group.clone(),
-            topics: topics.clone(),
-            no_commit: *no_commit,
-            partition_detail: *partition_detail,
-        }),
-        RawProbeKind::PostgresLogical { source, slot } => {
-            ProbeKind::PostgresLogical(PostgresLogical {
-                source: source.clone(),
-                slot: slot.clone(),
-            })
-        }
-        RawProbeKind::RabbitmqQueue {
-            source,
-            queue,
-            vhost,
-            timestamps,
-        } => ProbeKind::RabbitmqQueue(RabbitmqQueue {
-            source: source.clone(),
-            queue: queue.clone(),
-            vhost: vhost.clone(),
-            timestamps: timestamps.as_ref().is_none_or(|declared| declared.value),
-        }),
-        RawProbeKind::RedisStreamGroup {
-            source,
-            stream,
-            group,
-            id_time,
-        } => ProbeKind::RedisStreamGroup(RedisStreamGroup {
-            source: source.clone(),
-            stream: stream.clone(),
-            group: group.clone(),
-            id_time: id_time.value,
-        }),
-        RawProbeKind::NatsConsumer {
-            source,
-            stream,
-            consumer,
-        } => ProbeKind::NatsConsumer(NatsConsumer {
-            source: source.clone(),
-            stream: stream.clone(),
-            consumer: consumer.clone(),
-        }),
-        RawProbeKind::PostgresReplica {
-            primary,
-            standbys,
-            method,
-        } => {
-            let max_lag = max_lag.map(|max_lag| max_lag.value);
-            let method = match method {
-                RawReplicaMethod::Heartbeat {
-                    period,
-                    schema,
-                    instance,
-                    ryw_delay,
-                } => ReplicaMethod::Heartbeat(HeartbeatSettings {
-                    period: resolve_write_period(ctx, file, period.as_ref(), max_lag),
-                    schema: schema.clone(),
-                    instance: instance.clone(),
-                    ryw_delay: *ryw_delay,
-                }),
-                RawReplicaMethod::Passive {
-                    receiver_silence_limit,
-                } => ReplicaMethod::Passive {
-                    receiver_silence_limit: *receiver_silence_limit,
-                },
-            };
-            let base = |standby: &String| {
-                let kind = ProbeKind::PostgresReplica(PostgresReplica {
-                    primary: primary.clone(),
-                    standby: standby.clone(),
-                    method: method.clone(),
-                });
-                (kind, Some(standby.clone()))
-            };
-            return expand(budget, raw, timing, max_lag, standbys.iter().map(base));
-        }
-        RawProbeKind::MysqlReplica {
-            primary,
-            replicas,
-            write_period,
-            database,
-            instance,
-            ryw_delay,
-        } => {
-            let max_lag = max_lag.map(|max_lag| max_lag.value);
-            let write_period = resolve_write_period(ctx, file, write_period.as_ref(), max_lag);
-            let base = |replica: &String| {
-                let kind = ProbeKind::MysqlReplica(MysqlReplica {
-                    primary: primary.clone(),
-                    replica: replica.clone(),
-                    write_period,
-                    database: database.clone(),
-                    instance: instance.clone(),
-                    ryw_delay: *ryw_delay,
-                });
-                (kind, Some(replica.clone()))
-            };
-            return expand(budget, raw, timing, max_lag, replicas.iter().map(base));
-        }
     };
     let max_lag = max_lag.map(|max_lag| max_lag.value);
-    expand(budget, raw, timing, max_lag, [(kind, None)])
-}
-
-/// The model probes of one configured probe: one per `(kind, replica)` given, sharing name
-/// and schedule. Replica probes are expanded into one entry per replica, so that each has its
-/// own task, history and `replica` label.
-fn expand(
-    budget: &RawBudget,
-    raw: &RawProbe,
-    timing: Timing,
-    max_lag: Option<Duration>,
-    entries: impl IntoIterator<Item = (ProbeKind, Option<String>)>,
-) -> Vec<Probe> {
-    let (Some(budget_name), Some(name)) = (&budget.name, &raw.name) else {
+    let entries = kind.resolve(ctx, &ProbeScope { max_lag });
+    let (Some(budget_name), Some(name)) = (&budget.name, &probe.name) else {
         return Vec::new();
     };
+    // Replica kinds give one entry per replica, so that each has its own task, history and
+    // `replica` label.
     entries
         .into_iter()
-        .map(|(kind, replica)| Probe {
+        .map(|entry| Probe {
             budget: budget_name.value.clone(),
             name: name.value.clone(),
             interval: timing.interval,
             timeout: timing.timeout,
             max_lag,
-            max_backlog: value(&raw.max_backlog).or(value(&budget.max_backlog)),
+            max_backlog: value(&probe.max_backlog).or(value(&budget.max_backlog)),
             stall_after: timing.stall_after,
-            kind,
-            replica,
+            kind: entry.kind,
+            replica: entry.replica,
         })
         .collect()
 }
 
-/// A heartbeat's write period: the configured one, which must be at most `max_lag / 2`
-/// (lag is measured to within one period), or `max_lag / 10` between 100ms and 1s.
-fn resolve_write_period(
+/// Whether the probe reports backlog only (its kind says so, such as a Redis stream with
+/// `id_time: false`), reporting a `max_lag` written on it and a missing `max_backlog`. A
+/// budget-level `max_lag` does not apply to such a probe, so that one budget can hold a work
+/// queue with an age limit and its dead-letter queue with `max_backlog: 0`.
+fn backlog_only(
     ctx: &mut Ctx<'_>,
-    file: usize,
-    configured: Option<&Spanned<Duration>>,
-    max_lag: Option<Duration>,
-) -> Duration {
-    match (configured, max_lag) {
-        (Some(period), Some(max_lag)) => {
-            if period.value > max_lag / 2 {
-                let message = format!(
-                    "write_period {} is above half of max_lag {}: lag is only measured to within \
-                     one write period",
-                    period.shown,
-                    format_duration(max_lag)
-                );
-                ctx.error_in(file, period.span, &period.path, message);
-            }
-            period.value
-        }
-        (Some(period), None) => period.value,
-        (None, Some(max_lag)) => {
-            (max_lag / 10).clamp(DEFAULT_WRITE_PERIOD_MIN, DEFAULT_WRITE_PERIOD_MAX)
-        }
-        (None, None) => DEFAULT_WRITE_PERIOD_MAX,
-    }
-}
-
-/// Whether the probe reports backlog only (a Redis stream with `id_time: false`, a RabbitMQ
-/// queue with `timestamps: false`), reporting a `max_lag` written on it and a missing
-/// `max_backlog`. A budget-level `max_lag` does not apply to such a probe, so that one budget
-/// can hold a work queue with an age limit and its dead-letter queue with `max_backlog: 0`.
-fn backlog_only(ctx: &mut Ctx<'_>, file: usize, budget: &RawBudget, raw: &RawProbe) -> bool {
-    let (flag, key, why) = match &raw.kind {
-        Some(RawProbeKind::RedisStreamGroup { id_time, .. }) if !id_time.value => (
-            id_time,
-            "id_time",
-            "with `id_time: false` entry IDs carry no time",
-        ),
-        Some(RawProbeKind::RabbitmqQueue {
-            timestamps: Some(timestamps),
-            ..
-        }) if !timestamps.value => (
-            timestamps,
-            "timestamps",
-            "with `timestamps: false` messages carry no time",
-        ),
-        _ => return false,
+    budget: &BudgetConfig,
+    probe: &ProbeConfig,
+    kind: &dyn super::tables::ProbeKindConfig,
+) -> bool {
+    let Some(only) = kind.backlog_only() else {
+        return false;
     };
-    if let Some(max_lag) = &raw.max_lag {
-        ctx.error_in(
-            file,
+    if let Some(max_lag) = &probe.max_lag {
+        ctx.error(
             max_lag.span,
             &max_lag.path,
             format!(
-                "max_lag cannot be measured here: {why}, so this probe reports backlog only; \
-                 use max_backlog"
+                "max_lag cannot be measured here: {}, so this probe reports backlog only; use \
+                 max_backlog",
+                only.why
             ),
         );
     }
-    let has_max_backlog = raw.max_backlog.is_some() || budget.max_backlog.is_some();
+    let has_max_backlog = probe.max_backlog.is_some() || budget.max_backlog.is_some();
     // Without any limit the budget-level message already says what is missing.
-    if !has_max_backlog && (raw.has_limit || budget.has_limit) {
-        ctx.error_in(
-            file,
-            flag.span,
-            &flag.path,
+    if !has_max_backlog && (has_limit_probe(probe) || has_limit_budget(budget)) {
+        ctx.error(
+            only.flag.span,
+            &only.flag.path,
             format!(
-                "`{key}: false` reports backlog only: set max_backlog on this probe or its \
-                 budget (a max_lag does not apply to it)"
+                "`{}: false` reports backlog only: set max_backlog on this probe or its budget \
+                 (a max_lag does not apply to it)",
+                only.key
             ),
         );
     }
     true
 }
 
-/// Reports a probe whose source does not exist or is of a kind the probe cannot read.
-fn check_source(
-    ctx: &mut Ctx<'_>,
-    file: usize,
-    probe_source: &ProbeSource,
-    source_kinds: &BTreeMap<String, (Option<&'static str>, FirstSeen)>,
-) {
-    let ProbeSource {
-        probe_kind,
-        needs,
-        name: source,
-    } = probe_source;
-    match source_kinds.get(&source.value) {
+/// Reports a source reference to a source that does not exist or is of a kind its probe
+/// cannot read.
+fn check_reference(ctx: &mut Ctx<'_>, reference: &super::decode::Reference, kinds: &SourceKinds) {
+    let source = &reference.name;
+    match kinds.get(&source.value) {
         None => {
-            let known: Vec<&str> = source_kinds.keys().map(String::as_str).collect();
+            let known: Vec<&str> = kinds.keys().map(String::as_str).collect();
             let message = if known.is_empty() {
                 format!("unknown source {}; no sources are defined", source.quoted())
             } else {
@@ -602,14 +457,16 @@ fn check_source(
                     known.join(", ")
                 )
             };
-            ctx.error_in(file, source.span, &source.path, message);
+            ctx.error_in(reference.file, source.span, &source.path, message);
         }
-        Some((Some(source_kind), _)) if source_kind != needs => {
+        Some((Some(kind), _)) if *kind != reference.needs => {
             let message = format!(
-                "source {} is a {source_kind} source; {probe_kind} needs {needs}",
-                source.quoted()
+                "source {} is a {kind} source; {} needs {}",
+                source.quoted(),
+                reference.by,
+                reference.needs
             );
-            ctx.error_in(file, source.span, &source.path, message);
+            ctx.error_in(reference.file, source.span, &source.path, message);
         }
         Some(_) => {}
     }

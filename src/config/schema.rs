@@ -1,4 +1,4 @@
-//! The JSON Schema (draft 2020-12) of the config file, generated from the key tables.
+//! The JSON Schema (draft 2020-12) of the config file, generated from the table declarations.
 //!
 //! The schema is for editor completion and early feedback; the decoder stays the authority.
 //! Patterns also accept any string holding `${…}`, and integers such a string, because those
@@ -6,63 +6,75 @@
 
 use serde_json::{Map, Value, json};
 
-use super::tables::{DefaultValue, Key, ROOT, Table, Type};
-use super::values::{NAME_PATTERN, RESERVED_LABELS};
-use crate::model::format_duration;
+use super::table::{Shape, Table, TableInfo};
+use super::tables::FileConfig;
 
-/// A string holding an interpolation such as `${VAR}`, which only the daemon can check.
-const INTERPOLATED: &str = ".*\\$\\{[^}]+\\}.*";
+/// The tables a schema refers to, under `$defs`.
+#[derive(Debug, Default)]
+pub(crate) struct Defs(Map<String, Value>);
+
+impl Defs {
+    /// A reference to `table`, adding it (and the tables it refers to) to `$defs`.
+    pub fn table(&mut self, table: &'static TableInfo) -> Value {
+        if !self.0.contains_key(table.id) {
+            // A placeholder first, so that a table that refers to itself ends.
+            self.0.insert(table.id.to_owned(), Value::Null);
+            let schema = table_schema(table, self);
+            self.0.insert(table.id.to_owned(), schema);
+        }
+        json!({ "$ref": format!("#/$defs/{}", table.id) })
+    }
+}
 
 pub(crate) fn json_schema() -> Value {
-    let mut definitions = Map::new();
-    collect_definitions(&ROOT, &mut definitions);
+    let mut defs = Defs::default();
+    let root = table_schema(&FileConfig::TABLE, &mut defs);
     let mut schema = Map::new();
     schema.insert(
         "$schema".to_owned(),
         json!("https://json-schema.org/draft/2020-12/schema"),
     );
     schema.insert("title".to_owned(), json!("lagbudget configuration"));
-    if let Value::Object(root) = table_schema(&ROOT) {
+    if let Value::Object(root) = root {
         schema.extend(root);
     }
-    schema.insert("$defs".to_owned(), Value::Object(definitions));
+    schema.insert("$defs".to_owned(), Value::Object(defs.0));
     Value::Object(schema)
 }
 
-/// Adds every table reachable from `table` (not `table` itself, which is the root) to `$defs`.
-fn collect_definitions(table: &'static Table, definitions: &mut Map<String, Value>) {
-    let variants = table.kinds.map_or(&[][..], |kinds| kinds.variants);
-    for key in table.keys.iter().chain(variants) {
-        let nested = match key.ty {
-            Type::Table(nested)
-            | Type::TableMap(nested)
-            | Type::TableList { table: nested, .. } => nested,
-            _ => continue,
-        };
-        if !definitions.contains_key(nested.id) {
-            definitions.insert(nested.id.to_owned(), table_schema(nested));
-            collect_definitions(nested, definitions);
+pub(crate) fn table_schema(table: &'static TableInfo, defs: &mut Defs) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    let mut kinds = Vec::new();
+    for field in table.fields {
+        match field.shape {
+            Shape::Key {
+                required: is_required,
+            } => {
+                let mut schema = (field.schema)(defs);
+                if let Value::Object(schema) = &mut schema {
+                    schema.insert("description".to_owned(), json!(field.doc.text()));
+                }
+                properties.insert(field.name.to_owned(), schema);
+                if is_required {
+                    required.push(field.name);
+                }
+            }
+            Shape::Variants(variants) => {
+                for kind in variants.tables {
+                    let mut schema = defs.table(kind);
+                    if let Value::Object(schema) = &mut schema {
+                        schema.insert("description".to_owned(), json!(kind.doc.summary()));
+                    }
+                    properties.insert(kind.id.to_owned(), schema);
+                    kinds.push(kind.id);
+                }
+            }
         }
     }
-}
-
-fn table_schema(table: &Table) -> Value {
-    let variants = table.kinds.map_or(&[][..], |kinds| kinds.variants);
-    let properties: Map<String, Value> = table
-        .keys
-        .iter()
-        .chain(variants)
-        .map(|key| (key.name.to_owned(), key_schema(key)))
-        .collect();
-    let required: Vec<&str> = table
-        .keys
-        .iter()
-        .filter(|key| key.required)
-        .map(|key| key.name)
-        .collect();
     let mut schema = Map::new();
     schema.insert("type".to_owned(), json!("object"));
-    schema.insert("description".to_owned(), json!(table.doc));
+    schema.insert("description".to_owned(), json!(table.doc.text()));
     schema.insert("properties".to_owned(), Value::Object(properties));
     if !required.is_empty() {
         schema.insert("required".to_owned(), json!(required));
@@ -70,8 +82,7 @@ fn table_schema(table: &Table) -> Value {
     schema.insert("additionalProperties".to_owned(), json!(false));
     // Exactly one kind key, and exactly one of the `one_of` keys: each alternative requires
     // one, and `oneOf` fails when two match.
-    let variant_names: Vec<&str> = variants.iter().map(|variant| variant.name).collect();
-    let mut exactly_one: Vec<Value> = [variant_names.as_slice(), table.one_of]
+    let mut exactly_one: Vec<Value> = [kinds.as_slice(), table.one_of]
         .into_iter()
         .filter(|names| !names.is_empty())
         .map(|names| {
@@ -92,101 +103,4 @@ fn table_schema(table: &Table) -> Value {
         schema.insert("allOf".to_owned(), Value::Array(all));
     }
     Value::Object(schema)
-}
-
-fn key_schema(key: &Key) -> Value {
-    let mut schema = match type_schema(key.ty) {
-        Value::Object(schema) => schema,
-        _ => Map::new(),
-    };
-    schema.insert("description".to_owned(), json!(key.doc));
-    if let Some(default) = key.default {
-        let default = match default {
-            DefaultValue::Duration(duration) => json!(format_duration(duration)),
-            DefaultValue::Percent(percent) => json!(format!("{percent}%")),
-            DefaultValue::Integer(integer) => json!(integer),
-            DefaultValue::Str(text) => json!(text),
-            DefaultValue::SocketAddr(address) => json!(address.to_string()),
-            DefaultValue::Bool(flag) => json!(flag),
-        };
-        schema.insert("default".to_owned(), default);
-    }
-    Value::Object(schema)
-}
-
-fn type_schema(ty: Type) -> Value {
-    match ty {
-        Type::String { non_empty: true } => json!({ "type": "string", "minLength": 1 }),
-        Type::String { non_empty: false } | Type::SocketAddr => json!({ "type": "string" }),
-        Type::Name => json!({ "type": "string", "pattern": NAME_PATTERN }),
-        Type::Duration { .. } => json!({
-            "type": "string",
-            "pattern": format!("^(?:(?:[0-9]+(?:ms|[dhms]))+|{INTERPOLATED})$"),
-        }),
-        Type::Percent { .. } => json!({
-            "type": "string",
-            "pattern": format!("^(?:[0-9]+(?:\\.[0-9]+)?%|{INTERPOLATED})$"),
-        }),
-        Type::Integer { min, max } => {
-            let mut integer = json!({ "type": "integer", "minimum": min });
-            if let (Some(max), Value::Object(integer)) = (max, &mut integer) {
-                integer.insert("maximum".to_owned(), json!(max));
-            }
-            json!({
-                "anyOf": [
-                    integer,
-                    { "type": "string", "pattern": format!("^{INTERPOLATED}$") },
-                ],
-            })
-        }
-        Type::Enum(choices) => json!({ "enum": choices }),
-        Type::Bool => json!({
-            "anyOf": [
-                { "type": "boolean" },
-                { "type": "string", "pattern": format!("^{INTERPOLATED}$") },
-            ],
-        }),
-        Type::StringList { non_empty: false } => {
-            json!({ "type": "array", "items": { "type": "string" } })
-        }
-        Type::StringList { non_empty: true } => json!({
-            "type": "array",
-            "items": { "type": "string", "minLength": 1 },
-            "minItems": 1,
-        }),
-        Type::Labels => json!({
-            "type": "object",
-            "propertyNames": {
-                "pattern": "^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$",
-                "not": { "enum": RESERVED_LABELS },
-            },
-            "additionalProperties": { "type": "string" },
-        }),
-        Type::StringMap { reserved } => {
-            let names: Vec<&str> = reserved.iter().map(|reserved| reserved.name).collect();
-            // Values are read as strings; YAML numbers and booleans are written as they are.
-            json!({
-                "type": "object",
-                "propertyNames": { "minLength": 1, "not": { "enum": names } },
-                "additionalProperties": { "type": ["string", "number", "boolean"] },
-            })
-        }
-        Type::Table(table) => json!({ "$ref": reference(table) }),
-        Type::TableList { table, non_empty } => {
-            let mut list = json!({ "type": "array", "items": { "$ref": reference(table) } });
-            if let (true, Value::Object(list)) = (non_empty, &mut list) {
-                list.insert("minItems".to_owned(), json!(1));
-            }
-            list
-        }
-        Type::TableMap(table) => json!({
-            "type": "object",
-            "propertyNames": { "pattern": NAME_PATTERN },
-            "additionalProperties": { "$ref": reference(table) },
-        }),
-    }
-}
-
-fn reference(table: &Table) -> String {
-    format!("#/$defs/{}", table.id)
 }

@@ -8,6 +8,8 @@
 //! stopped applying reads a growing number even when nothing else is written, because the
 //! writer keeps writing.
 
+pub mod config;
+
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};

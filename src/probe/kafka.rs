@@ -5,6 +5,8 @@
 //! Every call here blocks (librdkafka is synchronous): probes call them from
 //! `spawn_blocking`, never from the async workers, and a semaphore bounds how many run at once.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};

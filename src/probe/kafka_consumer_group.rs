@@ -11,6 +11,7 @@
 //! lag is measured against the daemon's clock, so skew between those clocks shows up in the
 //! lag; results below 0 are clamped and counted.
 
+pub mod config;
 pub mod dashboard;
 pub mod detail;
 

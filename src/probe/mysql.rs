@@ -6,6 +6,8 @@
 //! connection to the pool whenever it is dropped, even after a failed or abandoned query; the
 //! run deadline and "a failed run reconnects" are what users see, so we keep our own.
 
+pub mod config;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use tokio::time::{Instant, timeout_at};

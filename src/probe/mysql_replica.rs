@@ -10,6 +10,7 @@
 //! thread stopped and 0 while the IO thread is behind, so it is only reported, beside whether
 //! each thread runs (`MysqlReplicaDetail`).
 
+pub mod config;
 pub mod dashboard;
 pub mod detail;
 

@@ -4,6 +4,8 @@
 //! itself in the background; while it is not connected, runs fail at once with `connect`
 //! rather than waiting for their requests to time out.
 
+pub mod config;
+
 use async_nats::connection::State;
 use async_nats::jetstream::{self, Context};
 use async_nats::{ConnectErrorKind, ConnectOptions, RequestErrorKind};

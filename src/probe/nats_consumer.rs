@@ -16,6 +16,8 @@
 //! (2.9 has none), so a result below zero is clamped and counted in `negative_lag_total`, and the
 //! README asks for synchronised clocks.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::Info;

@@ -2,6 +2,8 @@
 //! (hard cap, waits that end at the run's deadline with `pool_timeout`, a connection kept only
 //! after a successful run) over `tokio_postgres` clients.
 
+pub mod config;
+
 use std::str::FromStr;
 
 use tokio::time::{Instant, timeout_at};

@@ -15,6 +15,8 @@
 //! the slot's position (a daemon that just started on a slot already behind) the lag is
 //! unknown (`no_data`), never 0.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use tokio::time::{Instant, timeout_at};

@@ -25,6 +25,7 @@
 //! position (what `pg_stat_replication` would show as replay backlog, but also for a standby
 //! that has vanished from that view).
 
+pub mod config;
 pub mod dashboard;
 pub mod detail;
 

@@ -6,6 +6,8 @@
 //! reading the body all count against the run's deadline. Credentials go in a Basic
 //! `Authorization` header, never in the URL, so they cannot appear in an error message.
 
+pub mod config;
+
 use std::error::Error as StdError;
 
 use reqwest::{StatusCode, Url, header};

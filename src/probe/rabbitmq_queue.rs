@@ -14,6 +14,8 @@
 //! empty queue may not show yet (lag reads 0). Progress for stall detection is the queue's count
 //! of messages taken out by consumers (acknowledged, or delivered without acknowledgement).
 
+pub mod config;
+
 use crate::clock::unix_now;
 use std::sync::Arc;
 

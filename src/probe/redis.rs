@@ -6,6 +6,8 @@
 //! connection anyway, each probe sends one short script per run, and pipelining many probes'
 //! requests over one socket is what the protocol is built for.
 
+pub mod config;
+
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::time::{Instant, timeout_at};

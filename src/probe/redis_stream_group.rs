@@ -14,6 +14,8 @@
 //! made it unknowable (NULL): then the script counts entries with bounded `XRANGE` pages, and
 //! beyond `UNDELIVERED_COUNT_CAP` the backlog is unknown, never guessed.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use redis::{Script, Value};

@@ -7,6 +7,8 @@
 //! `oldest_pending` (`mode: since_watermark`) lag is `now − watermark`, which an idle source
 //! reads as lag: that is why the config must opt into it.
 
+pub mod config;
+
 use std::cmp::Ordering;
 use std::error::Error as StdError;
 use std::sync::Arc;
