@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::probe::ProbeKind;
 pub use crate::probe::kafka::config::KafkaSource;
 pub use crate::probe::kafka_consumer_group::config::{
     KafkaConsumerGroup, NoCommitPolicy, TopicSelector,
@@ -168,67 +169,17 @@ impl Probe {
     /// Whether runs of this probe check read-your-writes at a replica, so that its check and
     /// miss counters exist from config load.
     pub fn checks_read_your_writes(&self) -> bool {
-        match &self.kind {
-            ProbeKind::SqlWatermark(_)
-            | ProbeKind::KafkaConsumerGroup(_)
-            | ProbeKind::PostgresLogical(_)
-            | ProbeKind::RabbitmqQueue(_) => false,
-            ProbeKind::RedisStreamGroup(_) | ProbeKind::NatsConsumer(_) => false,
-            ProbeKind::MysqlReplica(m) => m.ryw_delay.is_some(),
-            ProbeKind::PostgresReplica(r) => {
-                matches!(&r.method, ReplicaMethod::Heartbeat(h) if h.ryw_delay.is_some())
-            }
-        }
+        self.kind.checks_read_your_writes()
     }
 
-    /// The source this probe reads, by name.
+    /// The source this probe measures, by name.
     pub fn source_name(&self) -> &str {
-        match &self.kind {
-            ProbeKind::SqlWatermark(w) => &w.source,
-            ProbeKind::KafkaConsumerGroup(k) => &k.source,
-            ProbeKind::PostgresLogical(l) => &l.source,
-            ProbeKind::RabbitmqQueue(q) => &q.source,
-            ProbeKind::RedisStreamGroup(r) => &r.source,
-            ProbeKind::NatsConsumer(n) => &n.source,
-            ProbeKind::MysqlReplica(m) => &m.replica,
-            ProbeKind::PostgresReplica(r) => &r.standby,
-        }
+        self.kind.sources().first().copied().unwrap_or_default()
     }
 
     /// Every source this probe reads or writes: a replica probe also writes its primary.
     pub fn source_names(&self) -> Vec<&str> {
-        match &self.kind {
-            ProbeKind::MysqlReplica(m) => vec![m.primary.as_str(), m.replica.as_str()],
-            ProbeKind::PostgresReplica(r) => vec![r.standby.as_str(), r.primary.as_str()],
-            _ => vec![self.source_name()],
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeKind {
-    SqlWatermark(SqlWatermark),
-    KafkaConsumerGroup(KafkaConsumerGroup),
-    PostgresLogical(PostgresLogical),
-    RabbitmqQueue(RabbitmqQueue),
-    RedisStreamGroup(RedisStreamGroup),
-    NatsConsumer(NatsConsumer),
-    MysqlReplica(MysqlReplica),
-    PostgresReplica(PostgresReplica),
-}
-
-impl ProbeKind {
-    pub fn key(&self) -> &'static str {
-        match self {
-            ProbeKind::SqlWatermark(_) => "sql_watermark",
-            ProbeKind::KafkaConsumerGroup(_) => "kafka_consumer_group",
-            ProbeKind::PostgresLogical(_) => "postgres_logical",
-            ProbeKind::RabbitmqQueue(_) => "rabbitmq_queue",
-            ProbeKind::RedisStreamGroup(_) => "redis_stream_group",
-            ProbeKind::NatsConsumer(_) => "nats_consumer",
-            ProbeKind::MysqlReplica(_) => "mysql_replica",
-            ProbeKind::PostgresReplica(_) => "postgres_replica",
-        }
+        self.kind.sources()
     }
 }
 

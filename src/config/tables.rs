@@ -14,19 +14,11 @@ use super::value::{
 };
 use crate::model::{ProbeKind, SourceKind};
 use crate::probe::kafka::config::KafkaSourceConfig;
-use crate::probe::kafka_consumer_group::config::KafkaConsumerGroupConfig;
 use crate::probe::mysql::config::MysqlSourceConfig;
-use crate::probe::mysql_replica::config::MysqlReplicaConfig;
 use crate::probe::nats::config::NatsSourceConfig;
-use crate::probe::nats_consumer::config::NatsConsumerConfig;
 use crate::probe::postgres::config::PostgresSourceConfig;
-use crate::probe::postgres_logical::config::PostgresLogicalConfig;
-use crate::probe::postgres_replica::config::PostgresReplicaConfig;
 use crate::probe::rabbitmq::config::RabbitmqSourceConfig;
-use crate::probe::rabbitmq_queue::config::RabbitmqQueueConfig;
 use crate::probe::redis::config::RedisSourceConfig;
-use crate::probe::redis_stream_group::config::RedisStreamGroupConfig;
-use crate::probe::sql_watermark::config::SqlWatermarkConfig;
 
 config_table! {
     /// lagbudget configuration: sources to read from and consistency budgets to enforce.
@@ -215,15 +207,4 @@ config_kinds!("source": dyn SourceKindConfig {
     RedisSourceConfig,
     NatsSourceConfig,
     MysqlSourceConfig,
-});
-
-config_kinds!("probe": dyn ProbeKindConfig {
-    SqlWatermarkConfig,
-    KafkaConsumerGroupConfig,
-    PostgresLogicalConfig,
-    RabbitmqQueueConfig,
-    RedisStreamGroupConfig,
-    NatsConsumerConfig,
-    MysqlReplicaConfig,
-    PostgresReplicaConfig,
 });

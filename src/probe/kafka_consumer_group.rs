@@ -496,3 +496,33 @@ fn sample_from(measured: &Measured, partition_detail: bool) -> (Sample, KafkaDet
     };
     (sample, detail)
 }
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for KafkaConsumerGroupProbe {
+    const KEY: &'static str = "kafka_consumer_group";
+    type Settings = KafkaConsumerGroup;
+
+    fn new(
+        _probe: &crate::model::Probe,
+        settings: &KafkaConsumerGroup,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Self::new(settings.clone(), sources.kafka(&settings.source)?)
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        let (sample, detail) = KafkaConsumerGroupProbe::run(self, deadline).await?;
+        Ok(super::Reading {
+            sample,
+            detail: Some(super::Detail::KafkaConsumerGroup(Arc::new(detail))),
+        })
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        KafkaConsumerGroupProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &KafkaConsumerGroup) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+

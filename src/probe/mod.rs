@@ -8,20 +8,12 @@
 pub mod heartbeat;
 pub mod kafka;
 mod kafka_admin;
-pub mod kafka_consumer_group;
 pub mod mysql;
-pub mod mysql_replica;
 pub mod nats;
-pub mod nats_consumer;
 mod pool;
 pub mod postgres;
-pub mod postgres_logical;
-pub mod postgres_replica;
 pub mod rabbitmq;
-pub mod rabbitmq_queue;
 pub mod redis;
-pub mod redis_stream_group;
-pub mod sql_watermark;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +23,7 @@ use tokio::time::Instant;
 use serde::Serialize;
 
 use crate::families::{Exposition, Labels};
-use crate::model::{Config, Probe, ProbeKind, Source, SourceKind};
+use crate::model::{Config, Probe, Source, SourceKind};
 pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
 // reach them through `metrics`) and tests.
@@ -257,6 +249,63 @@ impl SourceHandles {
         }
     }
 
+    /// The handle of the `kind` source `name`, through `pick`; an error names what is missing.
+    fn typed<T>(
+        &self,
+        name: &str,
+        kind: &str,
+        pick: impl FnOnce(&SourceHandle) -> Option<&Arc<T>>,
+    ) -> Result<Arc<T>, ProbeError> {
+        self.get(name).and_then(pick).cloned().ok_or_else(|| {
+            ProbeError::new(
+                ErrorReason::Connect,
+                format!("source {name} is not a configured {kind} source"),
+            )
+        })
+    }
+
+    pub fn postgres(&self, name: &str) -> Result<Arc<postgres::PgPool>, ProbeError> {
+        self.typed(name, "postgres", |h| match h {
+            SourceHandle::Postgres(pool) => Some(pool),
+            _ => None,
+        })
+    }
+
+    pub fn kafka(&self, name: &str) -> Result<Arc<kafka::KafkaClient>, ProbeError> {
+        self.typed(name, "kafka", |h| match h {
+            SourceHandle::Kafka(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn rabbitmq(&self, name: &str) -> Result<Arc<rabbitmq::RabbitmqClient>, ProbeError> {
+        self.typed(name, "rabbitmq", |h| match h {
+            SourceHandle::Rabbitmq(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn redis(&self, name: &str) -> Result<Arc<redis::RedisClient>, ProbeError> {
+        self.typed(name, "redis", |h| match h {
+            SourceHandle::Redis(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn nats(&self, name: &str) -> Result<Arc<nats::NatsClient>, ProbeError> {
+        self.typed(name, "nats", |h| match h {
+            SourceHandle::Nats(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn mysql(&self, name: &str) -> Result<Arc<mysql::MysqlPool>, ProbeError> {
+        self.typed(name, "mysql", |h| match h {
+            SourceHandle::Mysql(pool) => Some(pool),
+            _ => None,
+        })
+    }
+
     pub fn get(&self, name: &str) -> Option<&SourceHandle> {
         self.handles.get(name).map(|(_, handle)| handle)
     }
@@ -268,155 +317,131 @@ impl SourceHandles {
     }
 }
 
-/// A probe ready to run: its kind's state (prepared queries, previous positions) plus the
-/// source it reads. A closed enum rather than trait objects: the set of kinds is known.
-pub enum ProbeRunner {
-    SqlWatermark(sql_watermark::SqlWatermarkProbe),
-    KafkaConsumerGroup(Box<kafka_consumer_group::KafkaConsumerGroupProbe>),
-    PostgresLogical(postgres_logical::PostgresLogicalProbe),
-    RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe),
-    RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe),
-    NatsConsumer(nats_consumer::NatsConsumerProbe),
-    MysqlReplica(Box<mysql_replica::MysqlReplicaProbe>),
-    PostgresReplica(Box<postgres_replica::PostgresReplicaProbe>),
+/// What the registry asks of every probe kind, implemented by the kind's runner in its own
+/// module. The registry (`probe_kinds!` below) builds the closed enums and their dispatch from
+/// it, so the shared layers never name a kind and a new kind is one line there.
+pub trait Kind: Sized + Send + 'static {
+    /// The kind's key in the config (`nats_consumer`): the tag of its table, the `kind` label of
+    /// the duration histogram.
+    const KEY: &'static str;
+    /// The kind's validated settings, from its `config.rs`.
+    type Settings: Clone + PartialEq + std::fmt::Debug + Send + Sync;
+
+    /// The runner of one probe entry, over the live source handles it reads. Validation
+    /// guarantees the sources exist and are of the right kind; an error here only guards a
+    /// reload race.
+    fn new(
+        probe: &Probe,
+        settings: &Self::Settings,
+        sources: &SourceHandles,
+    ) -> Result<Self, ProbeError>;
+
+    /// One measurement, which stops at `deadline`.
+    fn run(
+        &mut self,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Reading, ProbeError>> + Send;
+
+    /// Checks that the source accepts what the probe will ask (syntax, objects, grants) without
+    /// measuring: `check --connect`.
+    fn check(
+        &mut self,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<String, ProbeError>> + Send;
+
+    /// Every source the probe reads or writes, the measured one first.
+    fn sources(settings: &Self::Settings) -> Vec<&str>;
+
+    /// Whether runs check read-your-writes at a replica, so that the counters exist from load.
+    fn checks_read_your_writes(_settings: &Self::Settings) -> bool {
+        false
+    }
 }
 
-impl ProbeRunner {
-    pub fn new(probe: &Probe, sources: &SourceHandles) -> Result<Self, ProbeError> {
-        if let ProbeKind::MysqlReplica(spec) = &probe.kind {
-            // Validation guarantees both are mysql sources; this guards a reload race only.
-            let pool = |name: &str| match sources.get(name) {
-                Some(SourceHandle::Mysql(pool)) => Ok(pool.clone()),
-                _ => Err(ProbeError::new(
-                    ErrorReason::Connect,
-                    format!("source {name} is not a configured mysql source"),
-                )),
-            };
-            return Ok(ProbeRunner::MysqlReplica(Box::new(
-                mysql_replica::MysqlReplicaProbe::new(
-                    &probe.budget,
-                    &probe.name,
-                    spec.clone(),
-                    pool(&spec.primary)?,
-                    pool(&spec.replica)?,
-                ),
-            )));
-        }
-        let source = sources.get(probe.source_name()).ok_or_else(|| {
-            // Validation guarantees the source exists; this guards a reload race only.
-            ProbeError::new(ErrorReason::Connect, "source is not configured")
-        })?;
-        match (&probe.kind, source) {
-            (ProbeKind::SqlWatermark(spec), SourceHandle::Postgres(pool)) => {
-                Ok(ProbeRunner::SqlWatermark(
-                    sql_watermark::SqlWatermarkProbe::new(spec.clone(), pool.clone()),
-                ))
-            }
-            (ProbeKind::KafkaConsumerGroup(spec), SourceHandle::Kafka(client)) => {
-                Ok(ProbeRunner::KafkaConsumerGroup(Box::new(
-                    kafka_consumer_group::KafkaConsumerGroupProbe::new(
-                        spec.clone(),
-                        client.clone(),
-                    )?,
-                )))
-            }
-            (ProbeKind::PostgresLogical(spec), SourceHandle::Postgres(pool)) => {
-                Ok(ProbeRunner::PostgresLogical(
-                    postgres_logical::PostgresLogicalProbe::new(spec.clone(), pool.clone()),
-                ))
-            }
-            (ProbeKind::RabbitmqQueue(spec), SourceHandle::Rabbitmq(client)) => Ok(
-                ProbeRunner::RabbitmqQueue(rabbitmq_queue::RabbitmqQueueProbe::new(
-                    spec.clone(),
-                    client.clone(),
-                    probe.max_lag.is_some(),
-                )),
-            ),
-            (ProbeKind::RedisStreamGroup(spec), SourceHandle::Redis(client)) => Ok(
-                ProbeRunner::RedisStreamGroup(redis_stream_group::RedisStreamGroupProbe::new(
-                    spec.clone(),
-                    client.clone(),
-                    probe.max_backlog.is_some(),
-                )),
-            ),
-            (ProbeKind::NatsConsumer(spec), SourceHandle::Nats(client)) => {
-                Ok(ProbeRunner::NatsConsumer(
-                    nats_consumer::NatsConsumerProbe::new(spec.clone(), client.clone()),
-                ))
-            }
-            (ProbeKind::PostgresReplica(spec), SourceHandle::Postgres(standby)) => {
-                let primary = match sources.get(&spec.primary) {
-                    Some(SourceHandle::Postgres(primary)) => primary.clone(),
-                    // Validation guarantees the primary is a postgres source.
-                    _ => {
-                        return Err(ProbeError::new(
-                            ErrorReason::Connect,
-                            "the primary is not a configured postgres source",
-                        ));
-                    }
-                };
-                Ok(ProbeRunner::PostgresReplica(Box::new(
-                    postgres_replica::PostgresReplicaProbe::new(
-                        &probe.budget,
-                        &probe.name,
-                        probe.interval,
-                        probe.max_lag,
-                        spec.clone(),
-                        primary,
-                        standby.clone(),
-                    ),
-                )))
-            }
-            // Validation guarantees each kind reads a source of its own kind.
-            (kind, _) => Err(ProbeError::new(
-                ErrorReason::Connect,
-                format!("{} cannot read this source's kind", kind.key()),
-            )),
-        }
-    }
+/// The registry of probe kinds: one line per kind, its variant name, its runner and its config
+/// table. It declares the kind's module and generates `ProbeKind` (the validated settings, in
+/// the model), `ProbeRunner` (a probe ready to run) and the config loader's list of kind tables.
+macro_rules! probe_kinds {
+    ($($variant:ident: $module:ident::$runner:ident, config $config:path;)+) => {
+        $(pub mod $module;)+
 
-    /// Runs one measurement. Implementations stop at `deadline` and return `Timeout`.
-    pub async fn run(&mut self, deadline: Instant) -> Result<Reading, ProbeError> {
-        let with = |sample, detail| Reading {
-            sample,
-            detail: Some(detail),
-        };
-        match self {
-            ProbeRunner::SqlWatermark(probe) => probe.run(deadline).await.map(Reading::from),
-            ProbeRunner::KafkaConsumerGroup(probe) => probe
-                .run(deadline)
-                .await
-                .map(|(s, d)| with(s, Detail::KafkaConsumerGroup(Arc::new(d)))),
-            ProbeRunner::PostgresLogical(probe) => probe.run(deadline).await.map(Reading::from),
-            ProbeRunner::RabbitmqQueue(probe) => probe.run(deadline).await.map(Reading::from),
-            ProbeRunner::RedisStreamGroup(probe) => probe.run(deadline).await.map(Reading::from),
-            ProbeRunner::NatsConsumer(probe) => probe.run(deadline).await.map(Reading::from),
-            ProbeRunner::MysqlReplica(probe) => probe
-                .run(deadline)
-                .await
-                .map(|(s, d)| with(s, Detail::MysqlReplica(d))),
-            ProbeRunner::PostgresReplica(probe) => probe
-                .run(deadline)
-                .await
-                .map(|(s, d)| with(s, Detail::PostgresReplica(d))),
+        /// What a probe measures, with its kind's validated settings. A closed enum: the set of
+        /// kinds is known, and the compiler finds every `match` a new one needs.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProbeKind {
+            $($variant(<$module::$runner as Kind>::Settings),)+
         }
-    }
 
-    /// Checks that the probe's queries are accepted by the source (syntax, tables, grants),
-    /// without measuring: `check --connect`.
-    pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
-        match self {
-            ProbeRunner::SqlWatermark(probe) => probe
-                .check(deadline)
-                .await
-                .map(|()| "queries accepted".to_owned()),
-            ProbeRunner::KafkaConsumerGroup(probe) => probe.check(deadline).await,
-            ProbeRunner::PostgresLogical(probe) => probe.check(deadline).await,
-            ProbeRunner::RabbitmqQueue(probe) => probe.check(deadline).await,
-            ProbeRunner::RedisStreamGroup(probe) => probe.check(deadline).await,
-            ProbeRunner::NatsConsumer(probe) => probe.check(deadline).await,
-            ProbeRunner::MysqlReplica(probe) => probe.check(deadline).await,
-            ProbeRunner::PostgresReplica(probe) => probe.check(deadline).await,
+        impl ProbeKind {
+            /// The kind's config key.
+            pub fn key(&self) -> &'static str {
+                match self {
+                    $(ProbeKind::$variant(_) => <$module::$runner as Kind>::KEY,)+
+                }
+            }
+
+            /// Every source the probe reads or writes, the measured one first.
+            pub fn sources(&self) -> Vec<&str> {
+                match self {
+                    $(ProbeKind::$variant(settings) => <$module::$runner as Kind>::sources(settings),)+
+                }
+            }
+
+            /// Whether runs check read-your-writes at a replica.
+            pub fn checks_read_your_writes(&self) -> bool {
+                match self {
+                    $(ProbeKind::$variant(settings) => {
+                        <$module::$runner as Kind>::checks_read_your_writes(settings)
+                    })+
+                }
+            }
         }
-    }
+
+        /// A probe ready to run: its kind's state (prepared queries, previous positions) plus
+        /// the sources it reads.
+        pub enum ProbeRunner {
+            $($variant(Box<$module::$runner>),)+
+        }
+
+        impl ProbeRunner {
+            pub fn new(probe: &Probe, sources: &SourceHandles) -> Result<Self, ProbeError> {
+                match &probe.kind {
+                    $(ProbeKind::$variant(settings) => {
+                        <$module::$runner as Kind>::new(probe, settings, sources)
+                            .map(|runner| ProbeRunner::$variant(Box::new(runner)))
+                    })+
+                }
+            }
+
+            /// Runs one measurement. Implementations stop at `deadline` and return `Timeout`.
+            pub async fn run(&mut self, deadline: Instant) -> Result<Reading, ProbeError> {
+                match self {
+                    $(ProbeRunner::$variant(runner) => Kind::run(runner.as_mut(), deadline).await,)+
+                }
+            }
+
+            /// Checks that the probe's queries are accepted by the source (syntax, tables,
+            /// grants), without measuring: `check --connect`.
+            pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+                match self {
+                    $(ProbeRunner::$variant(runner) => Kind::check(runner.as_mut(), deadline).await,)+
+                }
+            }
+        }
+
+        crate::config::table::config_kinds!("probe": dyn crate::config::tables::ProbeKindConfig {
+            $($config,)+
+        });
+    };
+}
+
+probe_kinds! {
+    SqlWatermark: sql_watermark::SqlWatermarkProbe, config sql_watermark::config::SqlWatermarkConfig;
+    KafkaConsumerGroup: kafka_consumer_group::KafkaConsumerGroupProbe, config kafka_consumer_group::config::KafkaConsumerGroupConfig;
+    PostgresLogical: postgres_logical::PostgresLogicalProbe, config postgres_logical::config::PostgresLogicalConfig;
+    RabbitmqQueue: rabbitmq_queue::RabbitmqQueueProbe, config rabbitmq_queue::config::RabbitmqQueueConfig;
+    RedisStreamGroup: redis_stream_group::RedisStreamGroupProbe, config redis_stream_group::config::RedisStreamGroupConfig;
+    NatsConsumer: nats_consumer::NatsConsumerProbe, config nats_consumer::config::NatsConsumerConfig;
+    MysqlReplica: mysql_replica::MysqlReplicaProbe, config mysql_replica::config::MysqlReplicaConfig;
+    PostgresReplica: postgres_replica::PostgresReplicaProbe, config postgres_replica::config::PostgresReplicaConfig;
 }

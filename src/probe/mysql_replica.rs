@@ -721,6 +721,46 @@ fn float_at(row: &Row, index: usize) -> Result<Option<f64>, ProbeError> {
         .transpose()
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for MysqlReplicaProbe {
+    const KEY: &'static str = "mysql_replica";
+    type Settings = MysqlReplica;
+
+    fn new(
+        probe: &crate::model::Probe,
+        settings: &MysqlReplica,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(
+            &probe.budget,
+            &probe.name,
+            settings.clone(),
+            sources.mysql(&settings.primary)?,
+            sources.mysql(&settings.replica)?,
+        ))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        let (sample, detail) = MysqlReplicaProbe::run(self, deadline).await?;
+        Ok(super::Reading {
+            sample,
+            detail: Some(super::Detail::MysqlReplica(detail)),
+        })
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        MysqlReplicaProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &MysqlReplica) -> Vec<&str> {
+        vec![settings.replica.as_str(), settings.primary.as_str()]
+    }
+
+    fn checks_read_your_writes(settings: &MysqlReplica) -> bool {
+        settings.ryw_delay.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

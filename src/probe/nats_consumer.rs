@@ -192,3 +192,29 @@ async fn first_message(
     }
     Ok(first)
 }
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for NatsConsumerProbe {
+    const KEY: &'static str = "nats_consumer";
+    type Settings = NatsConsumer;
+
+    fn new(
+        _probe: &crate::model::Probe,
+        settings: &NatsConsumer,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(settings.clone(), sources.nats(&settings.source)?))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        NatsConsumerProbe::run(self, deadline).await.map(super::Reading::from)
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        NatsConsumerProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &NatsConsumer) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+

@@ -447,6 +447,32 @@ impl WalTimeMap {
     }
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for PostgresLogicalProbe {
+    const KEY: &'static str = "postgres_logical";
+    type Settings = PostgresLogical;
+
+    fn new(
+        _probe: &crate::model::Probe,
+        settings: &PostgresLogical,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(settings.clone(), sources.postgres(&settings.source)?))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        PostgresLogicalProbe::run(self, deadline).await.map(super::Reading::from)
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        PostgresLogicalProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &PostgresLogical) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -971,6 +971,48 @@ fn timeline_of_walfile(name: Option<&str>) -> Result<u32, ProbeError> {
         .ok_or_else(|| ProbeError::new(ErrorReason::Decode, format!("bad WAL file name {name}")))
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for PostgresReplicaProbe {
+    const KEY: &'static str = "postgres_replica";
+    type Settings = PostgresReplica;
+
+    fn new(
+        probe: &crate::model::Probe,
+        settings: &PostgresReplica,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(
+            &probe.budget,
+            &probe.name,
+            probe.interval,
+            probe.max_lag,
+            settings.clone(),
+            sources.postgres(&settings.primary)?,
+            sources.postgres(&settings.standby)?,
+        ))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        let (sample, detail) = PostgresReplicaProbe::run(self, deadline).await?;
+        Ok(super::Reading {
+            sample,
+            detail: Some(super::Detail::PostgresReplica(detail)),
+        })
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        PostgresReplicaProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &PostgresReplica) -> Vec<&str> {
+        vec![settings.standby.as_str(), settings.primary.as_str()]
+    }
+
+    fn checks_read_your_writes(settings: &PostgresReplica) -> bool {
+        matches!(&settings.method, ReplicaMethod::Heartbeat(h) if h.ryw_delay.is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

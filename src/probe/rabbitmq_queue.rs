@@ -308,6 +308,36 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for RabbitmqQueueProbe {
+    const KEY: &'static str = "rabbitmq_queue";
+    type Settings = RabbitmqQueue;
+
+    fn new(
+        probe: &crate::model::Probe,
+        settings: &RabbitmqQueue,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(
+            settings.clone(),
+            sources.rabbitmq(&settings.source)?,
+            probe.max_lag.is_some(),
+        ))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        RabbitmqQueueProbe::run(self, deadline).await.map(super::Reading::from)
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        RabbitmqQueueProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &RabbitmqQueue) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -372,6 +372,36 @@ fn integer(value: &Value) -> Option<i64> {
     }
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for RedisStreamGroupProbe {
+    const KEY: &'static str = "redis_stream_group";
+    type Settings = RedisStreamGroup;
+
+    fn new(
+        probe: &crate::model::Probe,
+        settings: &RedisStreamGroup,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(
+            settings.clone(),
+            sources.redis(&settings.source)?,
+            probe.max_backlog.is_some(),
+        ))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        RedisStreamGroupProbe::run(self, deadline).await.map(super::Reading::from)
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        RedisStreamGroupProbe::check(self, deadline).await
+    }
+
+    fn sources(settings: &RedisStreamGroup) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -564,6 +564,34 @@ fn conversion_error(from: &Type, to: &Type) -> ProbeError {
     )
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
+impl super::Kind for SqlWatermarkProbe {
+    const KEY: &'static str = "sql_watermark";
+    type Settings = SqlWatermark;
+
+    fn new(
+        _probe: &crate::model::Probe,
+        settings: &SqlWatermark,
+        sources: &super::SourceHandles,
+    ) -> Result<Self, ProbeError> {
+        Ok(Self::new(settings.clone(), sources.postgres(&settings.source)?))
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<super::Reading, ProbeError> {
+        SqlWatermarkProbe::run(self, deadline).await.map(super::Reading::from)
+    }
+
+    async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        SqlWatermarkProbe::check(self, deadline)
+            .await
+            .map(|()| "queries accepted".to_owned())
+    }
+
+    fn sources(settings: &SqlWatermark) -> Vec<&str> {
+        vec![settings.source.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

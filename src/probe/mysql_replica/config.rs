@@ -226,7 +226,9 @@ budgets:
             probes[1].kind,
             ProbeKind::MysqlReplica(expected("replica-b", 500))
         );
-        assert_eq!(probes[0].source_names(), ["primary", "replica-a"]);
+        // The measured replica first, then the primary its heartbeat is written to.
+        assert_eq!(probes[0].source_names(), ["replica-a", "primary"]);
+        assert_eq!(probes[0].source_name(), "replica-a");
         assert_eq!(probes[0].kind_key(), "mysql_replica");
         assert_eq!(
             probes[2].kind,
