@@ -11,6 +11,16 @@ struct Line {
     text: String,
 }
 
+/// Where the reader stands with respect to `#[cfg(test)]` code.
+#[derive(Clone, Copy)]
+enum TestItem {
+    None,
+    /// The line after the attribute: the item it applies to.
+    Starts,
+    /// Inside a test module or function, until its closing brace.
+    Block,
+}
+
 /// Every line of `src/` outside `#[cfg(test)]` modules, with comments removed. A `use` that
 /// rustfmt spread over several lines is one line here, numbered by its first, so that the names
 /// inside its braces are checked too.
@@ -28,11 +38,30 @@ fn source_lines() -> Vec<Line> {
             .display()
             .to_string();
         let mut open_use: Option<Line> = None;
+        let mut test_item = TestItem::None;
         for (index, line) in text.lines().enumerate() {
-            // Test modules sit at the end of each file: what follows may read the clock or
-            // build any kind, as tests must.
+            // Test code may read the clock or build any kind, as tests must: a `#[cfg(test)]`
+            // item is skipped up to its closing brace at the start of a line. Code after a test
+            // module is still read.
             if line.starts_with("#[cfg(test)]") {
-                break;
+                test_item = TestItem::Starts;
+                continue;
+            }
+            match test_item {
+                // A one-line item (`use …;`) ends where it starts; a block at its closing brace.
+                TestItem::Starts if line.ends_with(';') => {
+                    test_item = TestItem::None;
+                    continue;
+                }
+                TestItem::Starts | TestItem::Block => {
+                    test_item = if line == "}" {
+                        TestItem::None
+                    } else {
+                        TestItem::Block
+                    };
+                    continue;
+                }
+                TestItem::None => {}
             }
             let code = line.split("//").next().unwrap_or("").to_owned();
             if let Some(mut statement) = open_use.take() {
