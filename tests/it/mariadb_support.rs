@@ -1,4 +1,4 @@
-//! Private MariaDB servers for replica tests (testing.md): a primary with a binary log and a
+//! Private MariaDB servers for replica tests: a primary with a binary log and a
 //! replica of it by GTID, each with its own datadir, port and socket in a temp dir owned by
 //! the `mysql` user. The machine's server on 3306 is never touched. Every wait is bounded, and
 //! both servers are killed and their files removed on drop, even when a test fails.

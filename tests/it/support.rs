@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-/// The machine's PostgreSQL (testing.md): trust auth, database `test`.
+/// The machine's PostgreSQL: trust auth, database `test`.
 pub const SHARED_PG_DSN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
 /// A name no other test (or earlier run) uses: tables, schemas, budgets.
@@ -393,7 +393,7 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// A private PostgreSQL server (testing.md recipe) that a test may stop and start.
+/// A private PostgreSQL server that a test may stop and start.
 pub struct PrivatePostgres {
     pub port: u16,
     dir: PathBuf,
@@ -720,7 +720,7 @@ fn apply_sql(schema: &str) -> String {
     )
 }
 
-/// A private PostgreSQL primary with one streaming standby (testing.md recipe): `initdb`,
+/// A private PostgreSQL primary with one streaming standby: `initdb`,
 /// `wal_level = replica`, `pg_basebackup -R -X stream`, each on its own port. The test can
 /// pause replay, stop the standby's WAL receiver, kill and restart the standby, and promote it.
 pub struct StreamingPair {
