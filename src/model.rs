@@ -174,7 +174,7 @@ impl Probe {
 
     /// The source this probe measures, by name.
     pub fn source_name(&self) -> &str {
-        self.kind.sources().first().copied().unwrap_or_default()
+        self.kind.source()
     }
 
     /// Every source this probe reads or writes: a replica probe also writes its primary.

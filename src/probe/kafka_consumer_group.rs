@@ -521,8 +521,8 @@ impl super::Kind for KafkaConsumerGroupProbe {
         KafkaConsumerGroupProbe::check(self, deadline).await
     }
 
-    fn sources(settings: &KafkaConsumerGroup) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &KafkaConsumerGroup) -> &str {
+        &settings.source
     }
 }
 

@@ -349,8 +349,14 @@ pub trait Kind: Sized + Send + 'static {
         deadline: Instant,
     ) -> impl std::future::Future<Output = Result<String, ProbeError>> + Send;
 
-    /// Every source the probe reads or writes, the measured one first.
-    fn sources(settings: &Self::Settings) -> Vec<&str>;
+    /// The source the probe measures.
+    fn source(settings: &Self::Settings) -> &str;
+
+    /// Every source the probe reads or writes, the measured one first: replica kinds also
+    /// write their primary.
+    fn sources(settings: &Self::Settings) -> Vec<&str> {
+        vec![Self::source(settings)]
+    }
 
     /// Whether runs check read-your-writes at a replica, so that the counters exist from load.
     fn checks_read_your_writes(_settings: &Self::Settings) -> bool {
@@ -377,6 +383,13 @@ macro_rules! probe_kinds {
             pub fn key(&self) -> &'static str {
                 match self {
                     $(ProbeKind::$variant(_) => <$module::$runner as Kind>::KEY,)+
+                }
+            }
+
+            /// The source the probe measures (no allocation: the API asks for it per probe).
+            pub fn source(&self) -> &str {
+                match self {
+                    $(ProbeKind::$variant(settings) => <$module::$runner as Kind>::source(settings),)+
                 }
             }
 

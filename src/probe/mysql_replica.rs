@@ -752,6 +752,10 @@ impl super::Kind for MysqlReplicaProbe {
         MysqlReplicaProbe::check(self, deadline).await
     }
 
+    fn source(settings: &MysqlReplica) -> &str {
+        &settings.replica
+    }
+
     fn sources(settings: &MysqlReplica) -> Vec<&str> {
         vec![settings.replica.as_str(), settings.primary.as_str()]
     }

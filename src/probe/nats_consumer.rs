@@ -213,8 +213,8 @@ impl super::Kind for NatsConsumerProbe {
         NatsConsumerProbe::check(self, deadline).await
     }
 
-    fn sources(settings: &NatsConsumer) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &NatsConsumer) -> &str {
+        &settings.source
     }
 }
 

@@ -468,8 +468,8 @@ impl super::Kind for PostgresLogicalProbe {
         PostgresLogicalProbe::check(self, deadline).await
     }
 
-    fn sources(settings: &PostgresLogical) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &PostgresLogical) -> &str {
+        &settings.source
     }
 }
 

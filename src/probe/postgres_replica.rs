@@ -1004,6 +1004,10 @@ impl super::Kind for PostgresReplicaProbe {
         PostgresReplicaProbe::check(self, deadline).await
     }
 
+    fn source(settings: &PostgresReplica) -> &str {
+        &settings.standby
+    }
+
     fn sources(settings: &PostgresReplica) -> Vec<&str> {
         vec![settings.standby.as_str(), settings.primary.as_str()]
     }

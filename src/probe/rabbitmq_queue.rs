@@ -333,8 +333,8 @@ impl super::Kind for RabbitmqQueueProbe {
         RabbitmqQueueProbe::check(self, deadline).await
     }
 
-    fn sources(settings: &RabbitmqQueue) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &RabbitmqQueue) -> &str {
+        &settings.source
     }
 }
 

@@ -397,8 +397,8 @@ impl super::Kind for RedisStreamGroupProbe {
         RedisStreamGroupProbe::check(self, deadline).await
     }
 
-    fn sources(settings: &RedisStreamGroup) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &RedisStreamGroup) -> &str {
+        &settings.source
     }
 }
 

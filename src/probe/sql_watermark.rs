@@ -587,8 +587,8 @@ impl super::Kind for SqlWatermarkProbe {
             .map(|()| "queries accepted".to_owned())
     }
 
-    fn sources(settings: &SqlWatermark) -> Vec<&str> {
-        vec![settings.source.as_str()]
+    fn source(settings: &SqlWatermark) -> &str {
+        &settings.source
     }
 }
 
