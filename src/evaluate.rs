@@ -331,11 +331,9 @@ impl BudgetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::at;
 
     /// A reading at `x` seconds on both clocks.
-    fn at(x: f64) -> Now {
-        Now { unix: x, mono: x }
-    }
     use crate::model::{ProbeKind, SqlWatermark, WatermarkMode};
     use crate::probe::BacklogUnit;
     use std::collections::BTreeMap;

@@ -131,13 +131,9 @@ async fn probe_loop(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::model::{
-        Budget, Config, HttpSettings, ProbeKind, SecretSet, SqlWatermark, WatermarkMode,
-    };
     use crate::sample::Sample;
     use crate::state::{DaemonState, probe_key};
 
@@ -160,55 +156,24 @@ mod tests {
         }
     }
 
-    fn one_probe_config(interval: Duration, timeout: Duration) -> (Arc<Config>, Arc<Probe>) {
-        let probe = Arc::new(Probe {
-            budget: "b".into(),
-            name: "p".into(),
-            interval,
-            timeout,
-            max_lag: Some(Duration::from_secs(60)),
-            max_backlog: None,
-            stall_after: Duration::from_secs(60),
-            replica: None,
-            kind: ProbeKind::SqlWatermark(SqlWatermark {
-                source: "db".into(),
-                watermark: "SELECT 1".into(),
-                oldest_pending: None,
-                mode: WatermarkMode::SinceWatermark,
-            }),
-        });
-        let budget = Arc::new(Budget {
-            name: "b".into(),
-            description: None,
-            owner: None,
-            labels: BTreeMap::new(),
-            max_lag: Some(Duration::from_secs(60)),
-            max_backlog: None,
-            warn_at: 0.8,
-            breach_after: Duration::ZERO,
-            objective: None,
-            severity: "page".into(),
-            runbook_url: None,
-            probes: vec![probe.clone()],
-        });
-        let config = Arc::new(Config {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            http: HttpSettings::default(),
-            sources: BTreeMap::new(),
-            budgets: vec![budget],
-            secrets: SecretSet::default(),
-        });
-        (config, probe)
-    }
-
     /// Starts the probe's task over `script` and returns the shared state.
     fn start(
         interval: u64,
         timeout: u64,
         takes: Duration,
     ) -> (Arc<Shared>, Arc<AtomicU64>, ProbeTask) {
-        let (config, probe) =
-            one_probe_config(Duration::from_secs(interval), Duration::from_secs(timeout));
+        let config = crate::testing::config(&format!(
+            r#"
+sources:
+  db: {{ postgres: {{ dsn: "host=127.0.0.1 user=postgres dbname=test" }} }}
+budgets:
+  - name: b
+    max_lag: 60s
+    probes:
+      - {{ name: p, interval: {interval}s, timeout: {timeout}s, sql_watermark: {{ source: db, watermark: "SELECT 1", mode: since_watermark }} }}
+"#
+        ));
+        let probe = config.budgets[0].probes[0].clone();
         let mut next_id = 0;
         let (state, diff) = DaemonState::new(config, clock::now(), &mut next_id);
         let shared = Arc::new(Shared::new(state));
