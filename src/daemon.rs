@@ -163,14 +163,9 @@ impl Daemon {
             }
         };
         self.sources = sources;
-        let diff = {
-            let mut state = self.shared.state();
-            let now = clock::now();
-            let diff = state.apply(Arc::new(config), now, &mut self.next_task_id);
-            state.reload.last_successful = true;
-            state.reload.last_success_at = now;
-            diff
-        };
+        let diff = self
+            .shared
+            .apply_reload(Arc::new(config), &mut self.next_task_id);
         let summary = format!(
             "config reloaded: {} probes started, {} stopped, {} unchanged",
             diff.start.len(),

@@ -7,14 +7,15 @@
 //! needs the time reads it while holding the lock, so that records, ticks and answers are ordered
 //! by their `now` and no answer can show a counter that a later record would take back.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::{self, Now};
 use crate::evaluate::Transition;
 use crate::metrics::{self, ProcessMetrics};
+use crate::model::Config;
 use crate::probe::{ProbeError, Reading};
 use crate::secret::SecretSet;
-use crate::state::{DaemonState, ProbeKey, Snapshot};
+use crate::state::{ConfigDiff, DaemonState, ProbeKey, Snapshot};
 
 /// Where `Shared` reads the time: `clock::now` in the daemon, a fixed reading in tests.
 pub type Clock = Box<dyn Fn() -> Now + Send + Sync>;
@@ -57,6 +58,17 @@ impl Shared {
     ) -> Option<Transition> {
         let mut state = self.state();
         state.record(key, task_id, (self.clock)(), duration, result)
+    }
+
+    /// Replaces the running config after a successful reload, at the current time (see
+    /// `DaemonState::apply`), and marks the reload successful.
+    pub fn apply_reload(&self, config: Arc<Config>, next_task_id: &mut u64) -> ConfigDiff {
+        let mut state = self.state();
+        let now = (self.clock)();
+        let diff = state.apply(config, now, next_task_id);
+        state.reload.last_successful = true;
+        state.reload.last_success_at = now;
+        diff
     }
 
     /// Re-evaluates every budget at the current time: freshness changes with time alone.
