@@ -201,14 +201,6 @@ impl DaemonState {
         }
     }
 
-    /// Ready once every probe of the current config has run at least once.
-    pub fn is_ready(&self) -> bool {
-        self.budgets
-            .iter()
-            .flat_map(|b| b.probes.iter())
-            .all(|p| p.history.runs > 0)
-    }
-
     pub fn budget(&self, name: &str) -> Option<&BudgetEntry> {
         self.budgets.iter().find(|b| b.spec.name == name)
     }
