@@ -98,10 +98,12 @@ pub enum ErrorReason {
     /// The server is not what the probe measures: a standby that is not in recovery (promoted),
     /// belongs to another system, is on another timeline, or a DSN that points at a primary.
     Topology,
+    /// An HTTP source answered with a status outside 2xx (the status is in the message).
+    HttpStatus,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 7] = [
+    pub const ALL: [ErrorReason; 8] = [
         ErrorReason::Connect,
         ErrorReason::Timeout,
         ErrorReason::PoolTimeout,
@@ -109,6 +111,7 @@ impl ErrorReason {
         ErrorReason::Decode,
         ErrorReason::NoData,
         ErrorReason::Topology,
+        ErrorReason::HttpStatus,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +123,7 @@ impl ErrorReason {
             ErrorReason::Decode => "decode",
             ErrorReason::NoData => "no_data",
             ErrorReason::Topology => "topology",
+            ErrorReason::HttpStatus => "http_status",
         }
     }
 

@@ -28,8 +28,8 @@ pub(crate) struct Reference {
     pub name: Text,
     /// The probe kind that names it (`sql_watermark`).
     pub by: &'static str,
-    /// The source kind it must be (`postgres`).
-    pub needs: &'static str,
+    /// The source kinds it may be (`postgres`; `postgres` or `mysql`).
+    pub needs: &'static [&'static str],
 }
 
 /// Shared state of one load: the environment, the files seen, secrets, source references and
@@ -94,8 +94,8 @@ impl<'e> Ctx<'e> {
         !self.errors.is_empty()
     }
 
-    /// Remembers that `by` names the source `name`, which must be a `needs` source.
-    pub fn refer(&mut self, name: Text, by: &'static str, needs: &'static str) {
+    /// Remembers that `by` names the source `name`, which must be one of the `needs` kinds.
+    pub fn refer(&mut self, name: Text, by: &'static str, needs: &'static [&'static str]) {
         self.references.push(Reference {
             file: self.file,
             name,

@@ -459,12 +459,12 @@ fn check_reference(ctx: &mut Ctx<'_>, reference: &super::decode::Reference, kind
             };
             ctx.error_in(reference.file, source.span, &source.path, message);
         }
-        Some((Some(kind), _)) if *kind != reference.needs => {
+        Some((Some(kind), _)) if !reference.needs.contains(kind) => {
             let message = format!(
                 "source {} is a {kind} source; {} needs {}",
                 source.quoted(),
                 reference.by,
-                reference.needs
+                reference.needs.join(" or ")
             );
             ctx.error_in(reference.file, source.span, &source.path, message);
         }

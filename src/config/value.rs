@@ -448,6 +448,8 @@ pub(crate) trait ReadsSource {
     const KIND: &'static str;
     /// The key of the source kind it reads (`postgres`).
     const SOURCE: &'static str;
+    /// Every source kind it can read: `SOURCE`, unless a reference accepts several kinds.
+    const SOURCES: &'static [&'static str] = &[Self::SOURCE];
 }
 
 /// The name of the source a `P` probe reads. Every reference is checked once all files are
@@ -459,7 +461,7 @@ impl<P: ReadsSource> Scalar for SourceRef<P> {
 
     fn parse(ctx: &mut Ctx<'_>, text: &Text) -> Option<Text> {
         let name = <NonEmpty<String>>::parse(ctx, text)?;
-        ctx.refer(text.with(name), P::KIND, P::SOURCE);
+        ctx.refer(text.with(name), P::KIND, P::SOURCES);
         Some(text.clone())
     }
 

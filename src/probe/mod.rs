@@ -10,6 +10,7 @@ pub mod kafka;
 mod kafka_admin;
 pub mod mysql;
 pub mod nats;
+pub mod oldest_pending;
 mod pool;
 pub mod postgres;
 pub mod rabbitmq;

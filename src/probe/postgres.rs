@@ -3,6 +3,7 @@
 //! after a successful run) over `tokio_postgres` clients.
 
 pub mod config;
+pub mod query;
 
 use std::str::FromStr;
 

@@ -23,7 +23,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_postgres::types::PgLsn;
 
 use super::postgres::{PgPool, query_error};
-use super::sql_watermark::begin;
+use super::postgres::query::begin;
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::model::PostgresLogical;
 

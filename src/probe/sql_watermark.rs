@@ -16,9 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tokio::time::{Instant, timeout_at};
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
+use super::postgres::query::{
+    EncodedParam, Pending, begin, db_now, explain, read_pending, seconds_between,
+};
 use super::postgres::{PgPool, query_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::model::{SqlWatermark, WatermarkMode};
@@ -107,42 +110,6 @@ impl SqlWatermarkProbe {
     }
 }
 
-async fn explain(tx: &Transaction<'_>, sql: &str) -> Result<(), ProbeError> {
-    let statement = tx
-        .prepare(&format!("EXPLAIN {sql}"))
-        .await
-        .map_err(|e| query_error(&e))?;
-    let nulls: Vec<Option<EncodedParam>> = statement.params().iter().map(|_| None).collect();
-    let params: Vec<&(dyn ToSql + Sync)> = nulls.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    tx.query(&statement, &params)
-        .await
-        .map_err(|e| query_error(&e))?;
-    Ok(())
-}
-
-/// Opens the run's read-only transaction, with a statement timeout that ends at the deadline
-/// so that a slow query is cancelled by the server rather than abandoned mid-flight. Shared
-/// with the other PostgreSQL probe kinds.
-pub(super) async fn begin<'c>(
-    client: &'c mut tokio_postgres::Client,
-    deadline: Instant,
-) -> Result<Transaction<'c>, ProbeError> {
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| query_error(&e))?;
-    let remaining_ms = deadline
-        .saturating_duration_since(crate::clock::instant())
-        .as_millis()
-        .max(1);
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {remaining_ms}"))
-        .await
-        .map_err(|e| query_error(&e))?;
-    Ok(tx)
-}
-
 async fn measure(
     spec: &SqlWatermark,
     client: &mut tokio_postgres::Client,
@@ -163,13 +130,7 @@ async fn measure(
                 unit: BacklogUnit::Rows,
                 value: n as f64,
             });
-            let (lag, clamped) = match pending.oldest {
-                None => (0.0, false),
-                Some(oldest) => {
-                    let now = db_now(&tx, &oldest.ty).await?;
-                    seconds_between(oldest.at, now)
-                }
-            };
+            let (lag, clamped) = (pending.lag_seconds, pending.negative_lag_clamped);
             let detail = match pending.count {
                 Some(n) => format!("watermark {position}, {n} pending"),
                 None => format!("watermark {position}"),
@@ -212,28 +173,6 @@ async fn measure(
     Ok((sample, watermark))
 }
 
-/// `now − then` in seconds, clamped at 0; the flag says whether clamping happened.
-fn seconds_between(then: SystemTime, now: SystemTime) -> (f64, bool) {
-    match now.duration_since(then) {
-        Ok(d) => (d.as_secs_f64(), false),
-        Err(_) => (0.0, true),
-    }
-}
-
-/// The database's current time, in the same type as the value it is compared with: for
-/// `timestamp without time zone` that is local time in the session's zone, which is how such
-/// columns are usually filled (`DEFAULT now()`).
-async fn db_now(tx: &Transaction<'_>, ty: &Type) -> Result<SystemTime, ProbeError> {
-    let sql = if *ty == Type::TIMESTAMP {
-        "SELECT clock_timestamp()::timestamp"
-    } else {
-        "SELECT clock_timestamp()"
-    };
-    let row = tx.query_one(sql, &[]).await.map_err(|e| query_error(&e))?;
-    row.try_get::<_, SystemTime>(0)
-        .map_err(|e| ProbeError::new(ErrorReason::Decode, e.to_string()))
-}
-
 fn single_watermark(rows: &[Row]) -> Result<Watermark, ProbeError> {
     let row = match rows {
         [] => {
@@ -266,16 +205,6 @@ fn single_watermark(rows: &[Row]) -> Result<Watermark, ProbeError> {
     })
 }
 
-struct Pending {
-    oldest: Option<OldestChange>,
-    count: Option<i64>,
-}
-
-struct OldestChange {
-    at: SystemTime,
-    ty: Type,
-}
-
 async fn oldest_pending(
     tx: &Transaction<'_>,
     sql: &str,
@@ -303,89 +232,7 @@ async fn oldest_pending(
         .query(&statement, &params)
         .await
         .map_err(|e| query_error(&e))?;
-    // No row at all reads as "nothing pending": `ORDER BY … LIMIT 1` styles return none.
-    let row = match rows.as_slice() {
-        [] => {
-            return Ok(Pending {
-                oldest: None,
-                count: None,
-            });
-        }
-        [row] => row,
-        more => {
-            // Taking the first of several rows could understate the lag.
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                format!(
-                    "oldest_pending returned {} rows, expected at most one (use min(…) or ORDER BY … LIMIT 1)",
-                    more.len()
-                ),
-            ));
-        }
-    };
-    let columns = row.columns();
-    let oldest = match columns.first().map(|c| c.type_().clone()) {
-        Some(ty) if ty == Type::TIMESTAMPTZ || ty == Type::TIMESTAMP => row
-            .try_get::<_, Option<SystemTime>>(0)
-            .map_err(|e| ProbeError::new(ErrorReason::Decode, e.to_string()))?
-            .map(|at| OldestChange { at, ty }),
-        Some(ty) => {
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                format!(
-                    "oldest_pending must return a timestamp or timestamptz first, got {}",
-                    ty.name()
-                ),
-            ));
-        }
-        None => {
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                "oldest_pending returned no column",
-            ));
-        }
-    };
-    let count = match columns.get(1).map(|c| c.type_().clone()) {
-        None => None,
-        Some(ty) => Some(read_count(row, &ty)?),
-    };
-    if let (None, Some(n)) = (&oldest, count) {
-        if n > 0 {
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                format!("{n} changes pending but their oldest timestamp is NULL"),
-            ));
-        }
-    }
-    Ok(Pending {
-        oldest,
-        count: count.map(|n| n.max(0)),
-    })
-}
-
-fn read_count(row: &Row, ty: &Type) -> Result<i64, ProbeError> {
-    let decode = |e: tokio_postgres::Error| ProbeError::new(ErrorReason::Decode, e.to_string());
-    let value = if *ty == Type::INT8 {
-        row.try_get::<_, Option<i64>>(1).map_err(decode)?
-    } else if *ty == Type::INT4 {
-        row.try_get::<_, Option<i32>>(1)
-            .map_err(decode)?
-            .map(i64::from)
-    } else if *ty == Type::INT2 {
-        row.try_get::<_, Option<i16>>(1)
-            .map_err(decode)?
-            .map(i64::from)
-    } else {
-        return Err(ProbeError::new(
-            ErrorReason::Decode,
-            format!(
-                "the pending count must be an integer, got {}; cast it with ::bigint",
-                ty.name()
-            ),
-        ));
-    };
-    // count(*) is never NULL; a NULL count from another expression means "none".
-    Ok(value.unwrap_or(0))
+    read_pending(tx, &rows).await
 }
 
 /// Any column value, kept in its binary wire form with its type.
@@ -405,27 +252,6 @@ impl<'a> FromSql<'a> for RawValue {
     fn accepts(_: &Type) -> bool {
         true
     }
-}
-
-/// A parameter already encoded in the binary form of the statement's parameter type.
-#[derive(Debug)]
-struct EncodedParam(Vec<u8>);
-
-impl ToSql for EncodedParam {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    to_sql_checked!();
 }
 
 /// The view's position as the watermark query returned it.
@@ -635,14 +461,5 @@ mod tests {
     fn watermarks_compare_when_comparable() {
         assert_eq!(int8(1).partial_cmp_value(&int8(2)), Some(Ordering::Less));
         assert_eq!(int8(1).display(), "1");
-    }
-
-    #[test]
-    fn negative_differences_are_clamped_and_flagged() {
-        let now = SystemTime::now();
-        let later = now + std::time::Duration::from_secs(3);
-        assert_eq!(seconds_between(later, now), (0.0, true));
-        let (lag, clamped) = seconds_between(now, later);
-        assert!((lag - 3.0).abs() < 1e-9 && !clamped);
     }
 }
