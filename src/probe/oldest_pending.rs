@@ -29,8 +29,8 @@ use tokio_postgres::types::{ToSql, Type};
 use super::mysql::MysqlPool;
 use super::postgres::PgPool;
 use super::postgres::query::{
-    EncodedParam, Pending as PgPending, begin, db_now, explain, read_pending, read_time,
-    seconds_between,
+    EncodedParam, Pending as PgPending, begin, count_without_time, db_now, explain, read_pending,
+    read_time, seconds_between, settle,
 };
 use super::postgres::query_error;
 use super::{ErrorReason, ProbeError, SourceHandle, SourceHandles};
@@ -162,12 +162,7 @@ impl SourceComparison {
     }
 }
 
-fn too_slow() -> ProbeError {
-    ProbeError::new(
-        ErrorReason::Timeout,
-        "oldest_pending did not complete before the deadline",
-    )
-}
+const TOO_SLOW: &str = "oldest_pending did not complete before the deadline";
 
 fn one_parameter(found: usize) -> ProbeError {
     ProbeError::new(
@@ -211,14 +206,7 @@ async fn postgres_one(
         })
     })
     .await;
-    match asked {
-        Ok(Ok(pending)) => {
-            client.release();
-            Ok(pending)
-        }
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(too_slow()),
-    }
+    settle(client, asked, TOO_SLOW)
 }
 
 async fn postgres_entities(
@@ -260,14 +248,7 @@ async fn postgres_entities(
         Ok(answer)
     })
     .await;
-    match asked {
-        Ok(Ok(answer)) => {
-            client.release();
-            Ok(answer)
-        }
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(too_slow()),
-    }
+    settle(client, asked, TOO_SLOW)
 }
 
 const ENTITY_ROWS: &str =
@@ -423,14 +404,7 @@ async fn postgres_check(
         tx.rollback().await.map_err(|e| query_error(&e))
     })
     .await;
-    match checked {
-        Ok(Ok(())) => {
-            client.release();
-            Ok(())
-        }
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(too_slow()),
-    }
+    settle(client, checked, TOO_SLOW)
 }
 
 // --- MySQL and MariaDB ------------------------------------------------------------------------
@@ -464,14 +438,7 @@ async fn mysql_one(
         None => None,
         Some(row) => Some(mysql_count(row)?),
     };
-    if let (None, Some(n)) = (oldest, count) {
-        if n > 0 {
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                format!("{n} changes pending but their oldest timestamp is NULL"),
-            ));
-        }
-    }
+    count_without_time(oldest.is_none(), count.map(|n| n as i64))?;
     let (lag_seconds, negative_lag_clamped) = match oldest {
         None => (0.0, false),
         Some(at) => {

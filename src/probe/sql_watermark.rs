@@ -20,7 +20,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
 use super::postgres::query::{
-    EncodedParam, Pending, begin, db_now, explain, read_pending, seconds_between,
+    EncodedParam, Pending, begin, db_now, explain, read_pending, seconds_between, settle,
 };
 use super::postgres::{PgPool, query_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
@@ -45,17 +45,11 @@ impl SqlWatermarkProbe {
     pub async fn run(&mut self, deadline: Instant) -> Result<Sample, ProbeError> {
         let mut client = self.pool.get(deadline).await?;
         let measured = timeout_at(deadline, measure(&self.spec, &mut client, deadline)).await;
-        let (mut sample, watermark) = match measured {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::Timeout,
-                    "queries did not complete before the deadline",
-                ));
-            }
-        };
-        client.release();
+        let (mut sample, watermark) = settle(
+            client,
+            measured,
+            "queries did not complete before the deadline",
+        )?;
         if let Some(previous) = &self.previous {
             sample.position_regressed =
                 watermark.partial_cmp_value(previous) == Some(Ordering::Less);
@@ -99,14 +93,7 @@ impl SqlWatermarkProbe {
             tx.rollback().await.map_err(|e| query_error(&e))
         })
         .await;
-        match checked {
-            Ok(Ok(())) => {
-                client.release();
-                Ok(())
-            }
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(ProbeError::new(ErrorReason::Timeout, "check timed out")),
-        }
+        settle(client, checked, "check timed out")
     }
 }
 

@@ -11,8 +11,37 @@ use tokio::time::Instant;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Row, Transaction};
 
-use super::query_error;
+use super::{PooledClient, query_error};
 use crate::sample::{ErrorReason, ProbeError};
+
+/// Ends a run's work on `client`: the answer, or the error; a run that did not finish by its
+/// deadline is `timeout` with `timed_out` as its message. Only a successful run returns the
+/// connection to the pool: after an error its state is unknown.
+pub fn settle<T>(
+    client: PooledClient<'_>,
+    outcome: Result<Result<T, ProbeError>, tokio::time::error::Elapsed>,
+    timed_out: &str,
+) -> Result<T, ProbeError> {
+    match outcome {
+        Ok(Ok(answer)) => {
+            client.release();
+            Ok(answer)
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(ProbeError::new(ErrorReason::Timeout, timed_out)),
+    }
+}
+
+/// A pending count with no oldest time contradicts itself: lag cannot be taken as 0.
+pub fn count_without_time(oldest_is_null: bool, count: Option<i64>) -> Result<(), ProbeError> {
+    match count {
+        Some(n) if oldest_is_null && n > 0 => Err(ProbeError::new(
+            ErrorReason::Decode,
+            format!("{n} changes pending but their oldest timestamp is NULL"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Opens the run's read-only transaction, with a statement timeout that ends at the deadline
 /// so that a slow query is cancelled by the server rather than abandoned mid-flight.
@@ -124,14 +153,7 @@ pub async fn read_pending(tx: &Transaction<'_>, rows: &[Row]) -> Result<Pending,
         None => None,
         Some(ty) => Some(read_count(row, &ty)?),
     };
-    if let (None, Some(n)) = (&oldest, count) {
-        if n > 0 {
-            return Err(ProbeError::new(
-                ErrorReason::Decode,
-                format!("{n} changes pending but their oldest timestamp is NULL"),
-            ));
-        }
-    }
+    count_without_time(oldest.is_none(), count)?;
     let (lag_seconds, negative_lag_clamped) = match oldest {
         None => (0.0, false),
         Some(at) => seconds_between(at, db_now(tx, &ty).await?),
