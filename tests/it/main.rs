@@ -12,6 +12,7 @@ mod logical;
 mod mariadb_support;
 mod mysql;
 mod nats;
+mod oldest_pending;
 mod paging;
 mod rabbitmq;
 mod redis_stream;
