@@ -28,6 +28,7 @@ pub use crate::probe::postgres_replica::config::{
 pub use crate::probe::rabbitmq::config::RabbitmqSource;
 pub use crate::probe::rabbitmq_queue::config::RabbitmqQueue;
 pub use crate::probe::redis::config::RedisSource;
+pub use crate::probe::redis_key_age::config::{CacheKeys, KeyAgeMode, RedisKeyAge};
 pub use crate::probe::redis_stream_group::config::RedisStreamGroup;
 pub use crate::probe::sql_watermark::config::{SqlWatermark, WatermarkMode};
 pub use crate::secret::{Secret, SecretSet};

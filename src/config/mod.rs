@@ -222,6 +222,7 @@ mod tests {
                 { "required": ["nats_consumer"] },
                 { "required": ["mysql_replica"] },
                 { "required": ["postgres_replica"] },
+                { "required": ["redis_key_age"] },
             ])
         );
         assert_eq!(

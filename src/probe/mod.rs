@@ -33,6 +33,9 @@ pub use kafka_consumer_group::detail::{
 };
 pub use mysql_replica::detail::{MYSQL_REPLICATION_RUNNING, MYSQL_SECONDS_BEHIND_SOURCE};
 pub use postgres_replica::detail::RECEIVER_LAST_MESSAGE_AGE;
+pub use redis_key_age::detail::{
+    CACHE_MISSES, CACHE_SAMPLED_KEYS, CACHE_SCAN_PASSES, CACHE_STALE_KEYS,
+};
 
 /// What one successful run yields: the sample every kind has, and the detail only its kind has.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +63,7 @@ pub enum Detail {
     KafkaConsumerGroup(Arc<kafka_consumer_group::detail::KafkaDetail>),
     MysqlReplica(mysql_replica::detail::MysqlReplicaDetail),
     PostgresReplica(postgres_replica::detail::StandbyDetail),
+    RedisKeyAge(redis_key_age::detail::CacheDetail),
 }
 
 impl Detail {
@@ -67,6 +71,7 @@ impl Detail {
     pub fn status(&self) -> Option<DetailStatus> {
         match self {
             Detail::KafkaConsumerGroup(detail) => Some(DetailStatus::Kafka(detail.status())),
+            Detail::RedisKeyAge(detail) => Some(DetailStatus::Cache(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -78,6 +83,8 @@ impl Detail {
 pub enum DetailStatus {
     #[serde(rename = "kafka")]
     Kafka(kafka_consumer_group::detail::KafkaStatus),
+    #[serde(rename = "cache")]
+    Cache(redis_key_age::detail::CacheStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -87,6 +94,7 @@ pub struct DetailFamilies {
     kafka_consumer_group: kafka_consumer_group::detail::Families,
     mysql_replica: mysql_replica::detail::Families,
     postgres_replica: postgres_replica::detail::Families,
+    redis_key_age: redis_key_age::detail::Families,
 }
 
 impl DetailFamilies {
@@ -100,6 +108,7 @@ impl DetailFamilies {
             Detail::KafkaConsumerGroup(d) => self.kafka_consumer_group.push(labels, d),
             Detail::MysqlReplica(d) => self.mysql_replica.push(labels, d),
             Detail::PostgresReplica(d) => self.postgres_replica.push(labels, d),
+            Detail::RedisKeyAge(d) => self.redis_key_age.push(labels, d),
         }
     }
 
@@ -108,6 +117,7 @@ impl DetailFamilies {
         self.postgres_replica.finish(out);
         self.mysql_replica.finish(out);
         self.kafka_consumer_group.finish(out);
+        self.redis_key_age.finish(out);
     }
 }
 
@@ -139,6 +149,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         postgres_replica::dashboard::rows(probes),
         mysql_replica::dashboard::rows(probes),
         kafka_consumer_group::dashboard::rows(probes),
+        redis_key_age::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -458,4 +469,5 @@ probe_kinds! {
     NatsConsumer: nats_consumer::NatsConsumerProbe, config nats_consumer::config::NatsConsumerConfig;
     MysqlReplica: mysql_replica::MysqlReplicaProbe, config mysql_replica::config::MysqlReplicaConfig;
     PostgresReplica: postgres_replica::PostgresReplicaProbe, config postgres_replica::config::PostgresReplicaConfig;
+    RedisKeyAge: redis_key_age::RedisKeyAgeProbe, config redis_key_age::config::RedisKeyAgeConfig;
 }
