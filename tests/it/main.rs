@@ -3,6 +3,7 @@
 //! starts).
 
 mod architecture;
+mod cache;
 mod config_errors;
 mod daemon;
 mod dashboards;

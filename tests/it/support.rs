@@ -449,6 +449,11 @@ impl PrivatePostgres {
         )
     }
 
+    /// What the server has logged so far (`log_statement` and the like go there).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     pub fn stop(&self) {
         run_as_postgres(
             &self.bin.join("pg_ctl"),
