@@ -96,7 +96,7 @@ impl RedisClient {
         if major < 7 {
             return Err(ProbeError::new(
                 ErrorReason::Query,
-                format!("Redis {version}: redis_stream_group needs Redis 7.0 or later"),
+                format!("Redis {version}: the redis probe kinds need Redis 7.0 or later"),
             ));
         }
         Ok(format!("Redis {version}"))

@@ -14,8 +14,8 @@ use mysql_async::prelude::Queryable;
 use redis::aio::MultiplexedConnection;
 
 use crate::support::{
-    Daemon, Metrics, PATIENCE, PrivatePostgres, SHARED_PG_DSN, closed_port, connect, load_config,
-    poll_until, unique,
+    Daemon, Metrics, PATIENCE, PrivatePostgres, SHARED_PG_DSN, check_connect_lines, closed_port,
+    connect, load_config, poll_until, unique,
 };
 
 const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
@@ -552,6 +552,81 @@ budgets:
     assert!(sampled > misses, "{sampled} keys read, {misses} missing");
     assert_eq!(metrics.get("lagbudget_lag_seconds", &catalog), Some(0.0));
     daemon.stop().await;
+    pg_drop(&table).await;
+}
+
+/// `check --connect` without measuring: a key that exists and is of the type read, a missing
+/// key, a hash read without `field`, a `since_build` key that holds no time, a pattern's first
+/// SCAN batch, and a query of the wrong shape for a pattern.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_connect_reports_missing_keys_wrong_types_and_the_query_shape() {
+    let redis = PrivateRedis::start().await;
+    let mut con = redis.connection().await;
+    let table = pg_changes("(1, 1, now())").await;
+    set(&mut con, "catalog:version", "1").await;
+    set(&mut con, "menu:built_at", "yesterday").await;
+    set(&mut con, "product:1", "1").await;
+    let _: () = redis::cmd("HSET")
+        .arg("price:1")
+        .arg("version")
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .expect("HSET");
+    let one = one_version_query(&table);
+    let entities = entity_query(&table);
+    let config = load_config(&format!(
+        "sources:
+  cache: {{ redis: {{ url: \"{url}\" }} }}
+  db: {{ postgres: {{ dsn: \"{SHARED_PG_DSN}\" }} }}
+budgets:
+  - name: caches
+    max_lag: 1m
+    probes:
+      - {{ name: current, redis_key_age: {{ source: cache, key: \"catalog:version\", oldest_pending: {{ source: db, query: \"{one}\" }} }} }}
+      - {{ name: missing, redis_key_age: {{ source: cache, key: \"catalog:nothing\", oldest_pending: {{ source: db, query: \"{one}\" }} }} }}
+      - {{ name: hash, redis_key_age: {{ source: cache, key: \"price:1\", oldest_pending: {{ source: db, query: \"{one}\" }} }} }}
+      - {{ name: built, redis_key_age: {{ source: cache, key: \"menu:built_at\", mode: since_build }} }}
+      - {{ name: products, redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: db, query: \"{entities}\" }} }} }}
+      - {{ name: prices, redis_key_age: {{ source: cache, pattern: \"price:*\", field: version, oldest_pending: {{ source: db, query: \"{entities}\" }} }} }}
+      - {{ name: wrong-shape, redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: db, query: \"{one}\" }} }} }}
+",
+        url = redis.url(),
+    ));
+    let lines = check_connect_lines(&config).await;
+    let line = |probe: &str| {
+        let prefix = format!("probe caches/{probe} (redis_key_age): ");
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no line for {probe}: {lines:?}"))
+            .to_owned()
+    };
+    assert_eq!(
+        line("current"),
+        "ok string key \"catalog:version\" holds 1; oldest_pending accepted"
+    );
+    assert!(
+        line("missing").starts_with("no_data: key \"catalog:nothing\" does not exist"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        line("hash"),
+        "query: key \"price:1\" is a hash, not a string; set `field` to the field holding the version"
+    );
+    assert!(
+        line("built").starts_with("decode: mode since_build reads key \"menu:built_at\" as a time"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        line("products"),
+        "ok SCAN answers, 1 string keys match \"product:*\" in its first batch; oldest_pending accepted"
+    );
+    assert_eq!(
+        line("prices"),
+        "ok SCAN answers, 1 hash keys match \"price:*\" in its first batch; oldest_pending accepted"
+    );
+    assert!(line("wrong-shape").starts_with("decode: "), "{lines:?}");
     pg_drop(&table).await;
 }
 
