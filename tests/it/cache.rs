@@ -22,14 +22,14 @@ const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// A private `redis-server` on a free loopback port, without persistence; killed on drop, even
 /// when the test fails.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
-    async fn start() -> PrivateRedis {
+    pub(crate) async fn start() -> PrivateRedis {
         let port = closed_port();
         let dir = tempfile::tempdir().expect("dir");
         let child = Command::new("redis-server")
@@ -67,11 +67,11 @@ impl PrivateRedis {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn connection(&self) -> MultiplexedConnection {
+    pub(crate) async fn connection(&self) -> MultiplexedConnection {
         redis::Client::open(self.url())
             .expect("url")
             .get_multiplexed_async_connection()
@@ -87,7 +87,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn set(con: &mut MultiplexedConnection, key: &str, value: &str) {
+pub(crate) async fn set(con: &mut MultiplexedConnection, key: &str, value: &str) {
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg(value)

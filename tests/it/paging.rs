@@ -5,8 +5,9 @@
 //! dashboard panel query runs against that Prometheus, and the status page is rendered in
 //! headless Chromium (screenshot under `target/lagbudget-screenshots/`). A second, healthy
 //! budget measures a consumer group on librdkafka's mock cluster, so that the Kafka panels have
-//! data too, and a third a PostgreSQL standby (both replica methods, read-your-writes) and a
-//! MariaDB replica, so that the Replicas panels have data.
+//! data too, and a third a PostgreSQL standby (both replica methods, read-your-writes), a
+//! MariaDB replica and a Redis cache of entities, so that the Replicas and cache panels have
+//! data.
 //!
 //! Prometheus, Alertmanager and Chromium are Debian packages that `scripts/test` installs when
 //! run as root; a missing binary fails this test with a message saying so.
@@ -21,6 +22,7 @@ use lagbudget::generate::dashboards::panel_queries;
 use lagbudget::generate::rules::{RulesFormat, RulesOptions, render};
 use serde_json::Value;
 
+use crate::cache::{PrivateRedis, set};
 use crate::kafka::{Cluster, unix_ms};
 use crate::mariadb_support::MariaDbPair;
 use crate::support::{
@@ -93,6 +95,21 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
     let mariadb = MariaDbPair::start().await;
     let streaming_pair = streaming_pair.await.expect("start streaming pair");
     let replica_budget = unique("e2e_replicas");
+    // Entity caches in a private Redis, one of two behind its source (a table on the streaming
+    // primary, which this test never stops): the cache panels' data.
+    let redis = PrivateRedis::start().await;
+    let mut cache = redis.connection().await;
+    set(&mut cache, "product:1", "1").await;
+    set(&mut cache, "product:2", "2").await;
+    let changes = unique("e2e_cache_changes");
+    crate::support::connect(&streaming_pair.primary_dsn())
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {changes} (product_id bigint, seq bigint, changed_at timestamptz);
+             INSERT INTO {changes} VALUES (1, 2, now() - interval '1 minute'), (2, 2, now());"
+        ))
+        .await
+        .expect("cache source table");
     let daemon = Daemon::start(&format!(
         "listen: 127.0.0.1:0
 sources:
@@ -102,6 +119,7 @@ sources:
   pg-standby: {{ postgres: {{ dsn: \"{pg_standby}\" }} }}
   my-primary: {{ mysql: {{ url: \"{my_primary}\" }} }}
   my-replica: {{ mysql: {{ url: \"{my_replica}\" }} }}
+  cache: {{ redis: {{ url: \"{redis_url}\" }} }}
 budgets:
   - name: {budget}
     description: End-to-end paging test projection.
@@ -132,6 +150,8 @@ budgets:
         postgres_replica: {{ primary: pg-primary, standbys: [pg-standby], method: passive }}
       - name: mariadb
         mysql_replica: {{ primary: my-primary, replicas: [my-replica], ryw_delay: 200ms }}
+      - name: cache
+        redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: pg-primary, query: \"SELECT c.key, min(ch.changed_at) FROM jsonb_to_recordset($1::jsonb) AS c(key text, id bigint, version bigint) JOIN {changes} ch ON ch.product_id = c.id AND ch.seq > c.version GROUP BY c.key\" }} }}
 ",
         probe = projection.probe_yaml("db"),
         bootstrap = cluster.bootstrap,
@@ -139,6 +159,7 @@ budgets:
         pg_standby = streaming_pair.standby_dsn(),
         my_primary = mariadb.url(mariadb.primary_port),
         my_replica = mariadb.url(mariadb.replica_port),
+        redis_url = redis.url(),
     ))
     .await;
     daemon
