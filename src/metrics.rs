@@ -16,7 +16,8 @@ use crate::sample::Sample;
 // The kinds' own families are named in `probe/<kind>/detail.rs`; re-exported so that every
 // metric name the generators and tests need is reachable from here.
 pub use crate::probe::{
-    KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
+    HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE, KAFKA_DATA_LOSS,
+    KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
     MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
 };
 use crate::state::{BudgetSnapshot, ProbeEntry, Snapshot};

@@ -222,6 +222,7 @@ mod tests {
                 { "required": ["nats_consumer"] },
                 { "required": ["mysql_replica"] },
                 { "required": ["postgres_replica"] },
+                { "required": ["http_watermark"] },
             ])
         );
         assert_eq!(
@@ -237,6 +238,7 @@ mod tests {
                 { "required": ["redis"] },
                 { "required": ["nats"] },
                 { "required": ["mysql"] },
+                { "required": ["http"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];

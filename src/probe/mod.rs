@@ -6,6 +6,7 @@
 //! `Detail`). Evaluation, state and the outputs name only what it exports, never a kind's module.
 
 pub mod heartbeat;
+pub mod http;
 pub mod kafka;
 mod kafka_admin;
 pub mod mysql;
@@ -28,6 +29,7 @@ use crate::model::{Config, Probe, Source, SourceKind};
 pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
 // reach them through `metrics`) and tests.
+pub use http_watermark::detail::{HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE};
 pub use kafka_consumer_group::detail::{
     KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, PARTITION_BACKLOG, PARTITION_LAG,
 };
@@ -60,6 +62,7 @@ pub enum Detail {
     KafkaConsumerGroup(Arc<kafka_consumer_group::detail::KafkaDetail>),
     MysqlReplica(mysql_replica::detail::MysqlReplicaDetail),
     PostgresReplica(postgres_replica::detail::StandbyDetail),
+    HttpWatermark(http_watermark::detail::HttpDetail),
 }
 
 impl Detail {
@@ -67,6 +70,7 @@ impl Detail {
     pub fn status(&self) -> Option<DetailStatus> {
         match self {
             Detail::KafkaConsumerGroup(detail) => Some(DetailStatus::Kafka(detail.status())),
+            Detail::HttpWatermark(detail) => Some(DetailStatus::Http(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -78,6 +82,8 @@ impl Detail {
 pub enum DetailStatus {
     #[serde(rename = "kafka")]
     Kafka(kafka_consumer_group::detail::KafkaStatus),
+    #[serde(rename = "http")]
+    Http(http_watermark::detail::HttpStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -87,6 +93,7 @@ pub struct DetailFamilies {
     kafka_consumer_group: kafka_consumer_group::detail::Families,
     mysql_replica: mysql_replica::detail::Families,
     postgres_replica: postgres_replica::detail::Families,
+    http_watermark: http_watermark::detail::Families,
 }
 
 impl DetailFamilies {
@@ -100,6 +107,7 @@ impl DetailFamilies {
             Detail::KafkaConsumerGroup(d) => self.kafka_consumer_group.push(labels, d),
             Detail::MysqlReplica(d) => self.mysql_replica.push(labels, d),
             Detail::PostgresReplica(d) => self.postgres_replica.push(labels, d),
+            Detail::HttpWatermark(d) => self.http_watermark.push(labels, d),
         }
     }
 
@@ -108,6 +116,7 @@ impl DetailFamilies {
         self.postgres_replica.finish(out);
         self.mysql_replica.finish(out);
         self.kafka_consumer_group.finish(out);
+        self.http_watermark.finish(out);
     }
 }
 
@@ -139,6 +148,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         postgres_replica::dashboard::rows(probes),
         mysql_replica::dashboard::rows(probes),
         kafka_consumer_group::dashboard::rows(probes),
+        http_watermark::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -154,6 +164,7 @@ pub enum SourceHandle {
     Redis(Arc<redis::RedisClient>),
     Nats(Arc<nats::NatsClient>),
     Mysql(Arc<mysql::MysqlPool>),
+    Http(Arc<http::HttpClient>),
 }
 
 impl SourceHandle {
@@ -182,6 +193,11 @@ impl SourceHandle {
                 spec,
                 source.max_connections,
             )?))),
+            SourceKind::Http(spec) => Ok(SourceHandle::Http(Arc::new(http::HttpClient::new(
+                &source.name,
+                spec,
+                source.max_connections,
+            )?))),
         }
     }
 
@@ -201,6 +217,7 @@ impl SourceHandle {
             SourceHandle::Redis(client) => client.check(deadline).await,
             SourceHandle::Nats(client) => client.check(deadline).await,
             SourceHandle::Mysql(pool) => pool.check(deadline).await,
+            SourceHandle::Http(client) => client.check(deadline).await,
         }
     }
 }
@@ -303,6 +320,13 @@ impl SourceHandles {
     pub fn mysql(&self, name: &str) -> Result<Arc<mysql::MysqlPool>, ProbeError> {
         self.typed(name, "mysql", |h| match h {
             SourceHandle::Mysql(pool) => Some(pool),
+            _ => None,
+        })
+    }
+
+    pub fn http(&self, name: &str) -> Result<Arc<http::HttpClient>, ProbeError> {
+        self.typed(name, "http", |h| match h {
+            SourceHandle::Http(client) => Some(client),
             _ => None,
         })
     }
@@ -458,4 +482,5 @@ probe_kinds! {
     NatsConsumer: nats_consumer::NatsConsumerProbe, config nats_consumer::config::NatsConsumerConfig;
     MysqlReplica: mysql_replica::MysqlReplicaProbe, config mysql_replica::config::MysqlReplicaConfig;
     PostgresReplica: postgres_replica::PostgresReplicaProbe, config postgres_replica::config::PostgresReplicaConfig;
+    HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
 }
