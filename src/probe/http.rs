@@ -343,10 +343,12 @@ impl HttpClient {
                 ),
             );
         }
-        if self.https && error.is_connect() && is_tls_failure(error) {
+        if self.https && is_tls_failure(error) {
+            // A server that refuses our certificate says so in an alert after the handshake,
+            // when the request is sent: still a TLS failure, not the service's answer.
             return ProbeError::new(
                 ErrorReason::Connect,
-                format!("TLS handshake for {request} failed: {chain}"),
+                format!("TLS with the server failed for {request}: {chain}"),
             );
         }
         ProbeError::new(ErrorReason::Connect, format!("{request}: {chain}"))
@@ -395,9 +397,9 @@ fn status_text(status: StatusCode) -> String {
     }
 }
 
-/// Whether a connect error happened in the TLS handshake rather than in reaching the host:
-/// rustls reports its failures (an unknown issuer, a wrong name, an answer that is not TLS) as
-/// invalid data under the connector's error.
+/// Whether a transport error comes from TLS rather than from reaching the host: rustls reports
+/// its own failures (an unknown issuer, a wrong name, an answer that is not TLS) as invalid data
+/// under the connector's error, and the server's refusals as alerts that name them.
 fn is_tls_failure(error: &reqwest::Error) -> bool {
     let mut next: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(current) = next {
@@ -407,7 +409,7 @@ fn is_tls_failure(error: &reqwest::Error) -> bool {
             }
         }
         let text = current.to_string().to_ascii_lowercase();
-        if ["certificate", "tls", "handshake"]
+        if ["certificate", "tls", "handshake", "alert"]
             .iter()
             .any(|word| text.contains(word))
         {
