@@ -1477,12 +1477,16 @@ budgets:
         .await
         .expect_err("no client certificate");
     println!("anonymous: {anonymous}");
+    // Under TLS 1.3 the server refuses a missing certificate after the client's side of the
+    // handshake is done: the client reads its alert or, when it tries to send first, only a
+    // closed connection. Either way the probe is down with `connect`.
     assert_eq!(anonymous.reason.as_str(), "connect", "{anonymous}");
+    let alert = anonymous
+        .message
+        .starts_with("TLS with the server failed for GET /page")
+        && anonymous.message.contains("CertificateRequired");
     assert!(
-        anonymous
-            .message
-            .starts_with("TLS with the server failed for GET /page")
-            && anonymous.message.contains("CertificateRequired"),
+        alert || anonymous.message.contains("connection"),
         "{anonymous}"
     );
 
