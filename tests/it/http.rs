@@ -842,7 +842,8 @@ async fn every_way_a_view_can_fail_is_a_bounded_reason_and_others_carry_on() {
 }
 
 /// Issue acceptance: secrets in headers (a bearer token and a custom header from `${VAR}`, and
-/// a header value written in the file) never appear in the daemon's logs (at trace level),
+/// a header value written in the file) never appear in the daemon's logs (at trace level, the
+/// HTTP and TLS libraries' included),
 /// `/metrics`, the API, the status page, or the output of `probe` and `check --connect`, even
 /// when the server quotes them back in its error page; and they are sent.
 #[tokio::test(flavor = "multi_thread")]
@@ -882,7 +883,7 @@ async fn secret_headers_never_leave_the_process() {
             .env("LB_HTTP_TOKEN", TOKEN)
             .env("LB_HTTP_KEY", KEY)
             .arg("--log.level")
-            .arg("trace");
+            .arg("trace,reqwest=trace,hyper=trace,hyper_util=trace,rustls=trace");
         command
     };
     let mut child = lagbudget()
@@ -942,6 +943,10 @@ async fn secret_headers_never_leave_the_process() {
     let logs = logs.join().expect("log reader");
     assert!(exit.success(), "graceful shutdown: {exit:?}");
     assert!(logs.contains("probe down"), "failures are logged");
+    assert!(
+        logs.contains("hyper_util") && logs.contains("reqwest"),
+        "the HTTP libraries' own trace logs are captured too"
+    );
     for args in [vec!["probe", "-c"], vec!["check", "--connect", "-c"]] {
         let out = lagbudget()
             .args(&args)
