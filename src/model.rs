@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::probe::ProbeKind;
+pub use crate::probe::http::config::{ClientIdentity, HttpAuth, HttpSource, PemFile};
+pub use crate::probe::http_watermark::config::{
+    HttpMethod, HttpWatermark, HttpWatermarkMode, ValueAt,
+};
 pub use crate::probe::kafka::config::KafkaSource;
 pub use crate::probe::kafka_consumer_group::config::{
     KafkaConsumerGroup, NoCommitPolicy, TopicSelector,
@@ -82,6 +86,7 @@ pub enum SourceKind {
     Redis(RedisSource),
     Nats(NatsSource),
     Mysql(MysqlSource),
+    Http(HttpSource),
 }
 
 impl SourceKind {
@@ -94,6 +99,7 @@ impl SourceKind {
             SourceKind::Redis(_) => "redis",
             SourceKind::Nats(_) => "nats",
             SourceKind::Mysql(_) => "mysql",
+            SourceKind::Http(_) => "http",
         }
     }
 }

@@ -223,6 +223,7 @@ mod tests {
                 { "required": ["mysql_replica"] },
                 { "required": ["postgres_replica"] },
                 { "required": ["redis_key_age"] },
+                { "required": ["http_watermark"] },
             ])
         );
         assert_eq!(
@@ -238,6 +239,7 @@ mod tests {
                 { "required": ["redis"] },
                 { "required": ["nats"] },
                 { "required": ["mysql"] },
+                { "required": ["http"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];

@@ -138,7 +138,9 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<FileConfig>) -> Option<Confi
                     slot.insert((variant.map(|variant| variant.key), first));
                 }
             }
-            if let Some((kind, max_connections)) = variant.and_then(|v| v.config.resolve()) {
+            ctx.file = file;
+            let checked = variant.filter(|variant| variant.config.check(ctx));
+            if let Some((kind, max_connections)) = checked.and_then(|v| v.config.resolve()) {
                 let source = Source {
                     name: named.name.clone(),
                     max_connections,

@@ -9,13 +9,25 @@ use serde_json::{Map, Value, json};
 use super::table::{Shape, Table, TableInfo};
 use super::tables::FileConfig;
 
-/// The tables a schema refers to, under `$defs`.
+/// The tables a schema refers to, under `$defs`, and which table holds each name.
 #[derive(Debug, Default)]
-pub(crate) struct Defs(Map<String, Value>);
+pub(crate) struct Defs(Map<String, Value>, Vec<&'static TableInfo>);
 
 impl Defs {
     /// A reference to `table`, adding it (and the tables it refers to) to `$defs`.
     pub fn table(&mut self, table: &'static TableInfo) -> Value {
+        // Two tables of one name would share one definition, and the schema would describe
+        // one of them under the other's keys.
+        if let Some(other) = self.1.iter().find(|other| other.id == table.id) {
+            let keys = |table: &TableInfo| table.fields.iter().map(|f| f.name).collect::<Vec<_>>();
+            assert!(
+                other.doc.text() == table.doc.text() && keys(other) == keys(table),
+                "two config tables are named {:?} in the schema's $defs",
+                table.id
+            );
+        } else {
+            self.1.push(table);
+        }
         if !self.0.contains_key(table.id) {
             // A placeholder first, so that a table that refers to itself ends.
             self.0.insert(table.id.to_owned(), Value::Null);

@@ -13,6 +13,7 @@ use super::value::{
     Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PositiveDuration,
 };
 use crate::model::{ProbeKind, SourceKind};
+use crate::probe::http::config::HttpSourceConfig;
 use crate::probe::kafka::config::KafkaSourceConfig;
 use crate::probe::mysql::config::MysqlSourceConfig;
 use crate::probe::nats::config::NatsSourceConfig;
@@ -58,7 +59,7 @@ config_table! {
 
 config_table! {
     /// Settings of the status API that product pages call from browsers.
-    pub(crate) struct HttpConfig = "http" {
+    pub(crate) struct HttpConfig = "http_api" {
         /// Origins allowed by CORS on /api/v1/*; `*` allows any. Empty: no CORS headers.
         cors_allowed_origins: Option<Vec<String>>,
         /// Cache-Control max-age of /api/v1/* answers.
@@ -140,7 +141,15 @@ config_table! {
 }
 
 /// One source kind's table (`postgres: {…}`), as the source table dispatches to it.
+///
+/// The loader calls `check` on every decoded kind, then `resolve` when it passed.
 pub(crate) trait SourceKindConfig: Debug {
+    /// Checks what the kind's keys mean together, on whichever of them are valid, reporting
+    /// each problem; false when one failed.
+    fn check(&self, _ctx: &mut Ctx<'_>) -> bool {
+        true
+    }
+
     /// The connection, and how many connections (or requests at once) the source allows.
     /// `None` when something about it is invalid (and already reported).
     fn resolve(&self) -> Option<(SourceKind, usize)>;
@@ -207,4 +216,5 @@ config_kinds!("source": dyn SourceKindConfig {
     RedisSourceConfig,
     NatsSourceConfig,
     MysqlSourceConfig,
+    HttpSourceConfig,
 });

@@ -6,6 +6,7 @@
 //! `Detail`). Evaluation, state and the outputs name only what it exports, never a kind's module.
 
 pub mod heartbeat;
+pub mod http;
 pub mod kafka;
 mod kafka_admin;
 pub mod mysql;
@@ -28,6 +29,7 @@ use crate::model::{Config, Probe, Source, SourceKind};
 pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
 // reach them through `metrics`) and tests.
+pub use http_watermark::detail::{HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE};
 pub use kafka_consumer_group::detail::{
     KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, PARTITION_BACKLOG, PARTITION_LAG,
 };
@@ -64,6 +66,7 @@ pub enum Detail {
     MysqlReplica(mysql_replica::detail::MysqlReplicaDetail),
     PostgresReplica(postgres_replica::detail::StandbyDetail),
     RedisKeyAge(redis_key_age::detail::CacheDetail),
+    HttpWatermark(http_watermark::detail::HttpDetail),
 }
 
 impl Detail {
@@ -72,6 +75,7 @@ impl Detail {
         match self {
             Detail::KafkaConsumerGroup(detail) => Some(DetailStatus::Kafka(detail.status())),
             Detail::RedisKeyAge(detail) => Some(DetailStatus::Cache(detail.status())),
+            Detail::HttpWatermark(detail) => Some(DetailStatus::Http(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -85,6 +89,8 @@ pub enum DetailStatus {
     Kafka(kafka_consumer_group::detail::KafkaStatus),
     #[serde(rename = "cache")]
     Cache(redis_key_age::detail::CacheStatus),
+    #[serde(rename = "http")]
+    Http(http_watermark::detail::HttpStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -95,6 +101,7 @@ pub struct DetailFamilies {
     mysql_replica: mysql_replica::detail::Families,
     postgres_replica: postgres_replica::detail::Families,
     redis_key_age: redis_key_age::detail::Families,
+    http_watermark: http_watermark::detail::Families,
 }
 
 impl DetailFamilies {
@@ -109,6 +116,7 @@ impl DetailFamilies {
             Detail::MysqlReplica(d) => self.mysql_replica.push(labels, d),
             Detail::PostgresReplica(d) => self.postgres_replica.push(labels, d),
             Detail::RedisKeyAge(d) => self.redis_key_age.push(labels, d),
+            Detail::HttpWatermark(d) => self.http_watermark.push(labels, d),
         }
     }
 
@@ -118,6 +126,7 @@ impl DetailFamilies {
         self.mysql_replica.finish(out);
         self.kafka_consumer_group.finish(out);
         self.redis_key_age.finish(out);
+        self.http_watermark.finish(out);
     }
 }
 
@@ -150,6 +159,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         mysql_replica::dashboard::rows(probes),
         kafka_consumer_group::dashboard::rows(probes),
         redis_key_age::dashboard::rows(probes),
+        http_watermark::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -165,6 +175,7 @@ pub enum SourceHandle {
     Redis(Arc<redis::RedisClient>),
     Nats(Arc<nats::NatsClient>),
     Mysql(Arc<mysql::MysqlPool>),
+    Http(Arc<http::HttpClient>),
 }
 
 impl SourceHandle {
@@ -193,6 +204,11 @@ impl SourceHandle {
                 spec,
                 source.max_connections,
             )?))),
+            SourceKind::Http(spec) => Ok(SourceHandle::Http(Arc::new(http::HttpClient::new(
+                &source.name,
+                spec,
+                source.max_connections,
+            )?))),
         }
     }
 
@@ -212,6 +228,7 @@ impl SourceHandle {
             SourceHandle::Redis(client) => client.check(deadline).await,
             SourceHandle::Nats(client) => client.check(deadline).await,
             SourceHandle::Mysql(pool) => pool.check(deadline).await,
+            SourceHandle::Http(client) => client.check(deadline).await,
         }
     }
 }
@@ -314,6 +331,13 @@ impl SourceHandles {
     pub fn mysql(&self, name: &str) -> Result<Arc<mysql::MysqlPool>, ProbeError> {
         self.typed(name, "mysql", |h| match h {
             SourceHandle::Mysql(pool) => Some(pool),
+            _ => None,
+        })
+    }
+
+    pub fn http(&self, name: &str) -> Result<Arc<http::HttpClient>, ProbeError> {
+        self.typed(name, "http", |h| match h {
+            SourceHandle::Http(client) => Some(client),
             _ => None,
         })
     }
@@ -470,4 +494,5 @@ probe_kinds! {
     MysqlReplica: mysql_replica::MysqlReplicaProbe, config mysql_replica::config::MysqlReplicaConfig;
     PostgresReplica: postgres_replica::PostgresReplicaProbe, config postgres_replica::config::PostgresReplicaConfig;
     RedisKeyAge: redis_key_age::RedisKeyAgeProbe, config redis_key_age::config::RedisKeyAgeConfig;
+    HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
 }

@@ -8,19 +8,18 @@
 
 pub mod config;
 
-use std::error::Error as StdError;
-
 use reqwest::{StatusCode, Url, header};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
+use super::http::{BodyError, content_type, error_chain, read_body};
 use super::{ErrorReason, ProbeError};
 use crate::model::{RabbitmqSource, Secret};
 
 /// The management API answers a queue's statistics in a few hundred bytes (we ask for the
 /// columns we read); anything much larger is not the API we expect.
-const MAX_BODY_BYTES: usize = 1 << 20;
+const MAX_BODY_BYTES: u64 = 1 << 20;
 
 pub struct RabbitmqClient {
     source: String,
@@ -119,15 +118,11 @@ impl RabbitmqClient {
 
     async fn read(&self, mut response: reqwest::Response) -> Result<Answer, ProbeError> {
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("none")
-            .to_owned();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| request_error(&e))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
+        let content_type = content_type(response.headers()).to_owned();
+        let body = match read_body(&mut response, MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::Transport(e)) => return Err(request_error(&e)),
+            Err(BodyError::TooLarge) => {
                 return Err(ProbeError::new(
                     ErrorReason::Decode,
                     format!(
@@ -136,8 +131,7 @@ impl RabbitmqClient {
                     ),
                 ));
             }
-            body.extend_from_slice(&chunk);
-        }
+        };
         if status == StatusCode::NOT_FOUND {
             return Ok(Answer::NotFound);
         }
@@ -219,21 +213,4 @@ fn request_error(error: &reqwest::Error) -> ProbeError {
         ErrorReason::Connect
     };
     ProbeError::new(reason, error_chain(error))
-}
-
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut next: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = next {
-        let text = current.to_string();
-        // reqwest's own level names the URL; its causes say what went wrong.
-        if !parts.iter().any(|part: &String| part.contains(&text)) {
-            parts.push(text);
-        }
-        next = current.source();
-    }
-    if parts.len() > 1 && parts[0].contains(" for url (") {
-        parts.remove(0);
-    }
-    parts.join(": ")
 }

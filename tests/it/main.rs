@@ -8,6 +8,7 @@ mod config_errors;
 mod daemon;
 mod dashboards;
 mod demo;
+mod http;
 mod kafka;
 mod logical;
 mod mariadb_support;
