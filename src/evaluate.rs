@@ -43,6 +43,10 @@ pub struct ProbeHistory {
     /// Reads at a replica a set delay after a primary write, and how many missed it.
     pub read_your_writes_checks: u64,
     pub read_your_writes_misses: u64,
+    /// Reads through a view's route for monotonic reads, and how many showed an older marker
+    /// than one already seen through it.
+    pub monotonic_reads: u64,
+    pub monotonic_read_violations: u64,
 }
 
 /// How a run ended, as the scheduler reports it.
@@ -83,6 +87,10 @@ impl ProbeHistory {
                     if check.missed {
                         self.read_your_writes_misses += 1;
                     }
+                }
+                if let Some(check) = sample.monotonic_reads {
+                    self.monotonic_reads += u64::from(check.reads);
+                    self.monotonic_read_violations += u64::from(check.violations);
                 }
                 if let Some(position) = &sample.position {
                     if self.position.as_ref() != Some(position) {

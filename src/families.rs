@@ -12,11 +12,13 @@ use std::fmt::Write as _;
 /// One series' labels, in order: `(name, value)`.
 pub type Labels<'a> = [(&'a str, &'a str)];
 
-/// The two metric types rendered from state.
+/// The metric types rendered from state: gauges and counters, and the histograms some kinds'
+/// details carry as bucket counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Gauge,
     Counter,
+    Histogram,
 }
 
 /// The text of a whole answer, family after family. A family is either written straight into
@@ -96,6 +98,7 @@ fn header(name: &str, help: &str, kind: Kind) -> String {
     let kind = match kind {
         Kind::Gauge => "gauge",
         Kind::Counter => "counter",
+        Kind::Histogram => "histogram",
     };
     let _ = writeln!(header, "# TYPE {name} {kind}");
     header
@@ -173,6 +176,13 @@ impl FamilyBuilder {
     /// Adds one series labelled `set`, then `extra`.
     pub fn push_with(&mut self, set: &LabelSet, extra: &Labels, value: f64) {
         push_series_with(&mut self.body, &self.name, set, extra, value);
+    }
+
+    /// Adds one series of the family's name with `suffix` (`_bucket`, `_sum`, `_count` of a
+    /// histogram), labelled `set`, then `extra`.
+    pub fn push_suffixed(&mut self, suffix: &str, set: &LabelSet, extra: &Labels, value: f64) {
+        let name = format!("{}{suffix}", self.name);
+        push_series_with(&mut self.body, &name, set, extra, value);
     }
 
     /// Appends the family to `out`. A family with no series is left out: the text format has

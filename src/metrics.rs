@@ -16,10 +16,10 @@ use crate::sample::Sample;
 // The kinds' own families are named in `probe/<kind>/detail.rs`; re-exported so that every
 // metric name the generators and tests need is reachable from here.
 pub use crate::probe::{
-    CACHE_MISSES, CACHE_SAMPLED_KEYS, CACHE_SCAN_PASSES, CACHE_STALE_KEYS, HTTP_RESPONSE_AGE,
-    HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE, KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS,
-    KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING, MYSQL_SECONDS_BEHIND_SOURCE,
-    PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
+    CACHE_MISSES, CACHE_SAMPLED_KEYS, CACHE_SCAN_PASSES, CACHE_STALE_KEYS, CANARY_VISIBILITY,
+    HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE, KAFKA_DATA_LOSS,
+    KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
+    MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
 };
 use crate::state::{BudgetSnapshot, ProbeEntry, Snapshot};
 
@@ -47,6 +47,8 @@ pub const POSITION_REGRESSIONS: &str = "lagbudget_position_regressions_total";
 pub const CLOCK_SKEW: &str = "lagbudget_clock_skew_seconds";
 pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_total";
 pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
+pub const MONOTONIC_READS: &str = "lagbudget_monotonic_reads_total";
+pub const MONOTONIC_READ_VIOLATIONS: &str = "lagbudget_monotonic_read_violations_total";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -449,6 +451,26 @@ fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
             "Reads at a replica a set delay after a write at the primary that did not see it.",
         ),
         |row| checks_ryw(row).then_some(row.probe.history.read_your_writes_misses as f64),
+    );
+    let checks_monotonic = |row: &ProbeRow| row.probe.spec.checks_monotonic_reads();
+    family_of(
+        out,
+        &rows,
+        counter(
+            MONOTONIC_READS,
+            "Reads through a canary view's route made to check monotonic reads.",
+        ),
+        |row| checks_monotonic(row).then_some(row.probe.history.monotonic_reads as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        counter(
+            MONOTONIC_READ_VIOLATIONS,
+            "Reads through a canary view's route that showed an older marker than one already \
+             seen through it.",
+        ),
+        |row| checks_monotonic(row).then_some(row.probe.history.monotonic_read_violations as f64),
     );
     let mut details = DetailFamilies::new();
     for row in &rows {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::probe::ProbeKind;
+pub use crate::probe::canary::config::{Canary, MarkerRead, MarkerWrite, ReadTarget, WriteTarget};
 pub use crate::probe::http::config::{ClientIdentity, HttpAuth, HttpSource, PemFile};
 pub use crate::probe::http_watermark::config::{
     HttpMethod, HttpWatermark, HttpWatermarkMode, ValueAt,
@@ -177,6 +178,12 @@ impl Probe {
     /// miss counters exist from config load.
     pub fn checks_read_your_writes(&self) -> bool {
         self.kind.checks_read_your_writes()
+    }
+
+    /// Whether runs of this probe read a route several times for monotonic reads, so that its
+    /// counters exist from config load.
+    pub fn checks_monotonic_reads(&self) -> bool {
+        self.kind.checks_monotonic_reads()
     }
 
     /// The source this probe measures, by name.

@@ -36,6 +36,17 @@ pub struct Sample {
     /// field, not a kind's detail: the read-your-writes counters apply to any kind that reads
     /// after it writes (replica probes with `ryw_delay` do; canaries will).
     pub read_your_writes: Option<ReadYourWrites>,
+    /// Set when this run read a view several times through the same route (canaries with
+    /// `monotonic`). A common field, like read-your-writes: its counters live in the history.
+    pub monotonic_reads: Option<MonotonicReads>,
+}
+
+/// One run's monotonic-read check: reads through one route, and how many of them showed an
+/// older marker than one already seen through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonotonicReads {
+    pub reads: u32,
+    pub violations: u32,
 }
 
 /// One read-your-writes check: a read at a replica `ryw_delay` after a write at the primary.

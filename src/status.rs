@@ -74,12 +74,21 @@ pub struct ProbeStatus {
     /// Read-your-writes checks and misses so far (probes with `ryw_delay` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_your_writes: Option<ReadYourWritesStatus>,
+    /// Monotonic-read checks so far (canaries with `monotonic` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monotonic_reads: Option<MonotonicReadsStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadYourWritesStatus {
     pub checks: u64,
     pub misses: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonotonicReadsStatus {
+    pub reads: u64,
+    pub violations: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +184,13 @@ impl ProbeStatus {
                     misses: history.read_your_writes_misses,
                 },
             ),
+            monotonic_reads: probe
+                .spec
+                .checks_monotonic_reads()
+                .then_some(MonotonicReadsStatus {
+                    reads: history.monotonic_reads,
+                    violations: history.monotonic_read_violations,
+                }),
         }
     }
 }

@@ -224,6 +224,7 @@ mod tests {
                 { "required": ["postgres_replica"] },
                 { "required": ["redis_key_age"] },
                 { "required": ["http_watermark"] },
+                { "required": ["canary"] },
             ])
         );
         assert_eq!(

@@ -151,6 +151,25 @@ impl HeartbeatLedger {
         })
     }
 
+    /// Writes remembered with `after < seq <= up_to`, oldest first, with when they were sent:
+    /// the markers a view showed for the first time when its seq moved from `after` to `up_to`.
+    pub fn written_between(&self, after: i64, up_to: i64) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.writes
+            .iter()
+            .copied()
+            .skip_while(move |&(seq, _)| seq <= after)
+            .take_while(move |&(seq, _)| seq <= up_to)
+    }
+
+    /// The first remembered write a view showing `visible_seq` does not show yet.
+    pub fn first_unseen(&self, visible_seq: Option<i64>) -> Option<i64> {
+        let visible = visible_seq.unwrap_or(0);
+        self.writes
+            .iter()
+            .find(|&&(seq, _)| seq > visible)
+            .map(|&(seq, _)| seq)
+    }
+
     /// The newest successful write sent at or before `at`, for read-your-writes checks.
     pub fn latest_write_at_or_before(&self, at: f64) -> Option<(i64, f64)> {
         self.writes
@@ -321,6 +340,17 @@ mod tests {
         assert_eq!(ledger.latest_write_at_or_before(101.5), Some((2, 101.0)));
         assert_eq!(ledger.latest_write_at_or_before(102.0), Some((3, 102.0)));
         assert_eq!(ledger.latest_write_at_or_before(99.0), None);
+    }
+
+    #[test]
+    fn a_view_moving_forward_first_shows_the_writes_in_between() {
+        let ledger = ledger(&[(1, 100.0), (2, 101.0), (3, 102.0), (4, 103.0)]);
+        let shown: Vec<i64> = ledger.written_between(1, 3).map(|(seq, _)| seq).collect();
+        assert_eq!(shown, [2, 3]);
+        assert_eq!(ledger.written_between(i64::MIN, 1).count(), 1);
+        assert_eq!(ledger.first_unseen(Some(2)), Some(3));
+        assert_eq!(ledger.first_unseen(None), Some(1));
+        assert_eq!(ledger.first_unseen(Some(4)), None);
     }
 
     #[test]

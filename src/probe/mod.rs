@@ -26,9 +26,12 @@ use serde::Serialize;
 
 use crate::families::{Exposition, Labels};
 use crate::model::{Config, Probe, Source, SourceKind};
-pub use crate::sample::{Backlog, BacklogUnit, ErrorReason, ProbeError, ReadYourWrites, Sample};
+pub use crate::sample::{
+    Backlog, BacklogUnit, ErrorReason, MonotonicReads, ProbeError, ReadYourWrites, Sample,
+};
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
 // reach them through `metrics`) and tests.
+pub use canary::detail::CANARY_VISIBILITY;
 pub use http_watermark::detail::{HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE};
 pub use kafka_consumer_group::detail::{
     KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, PARTITION_BACKLOG, PARTITION_LAG,
@@ -67,6 +70,7 @@ pub enum Detail {
     PostgresReplica(postgres_replica::detail::StandbyDetail),
     RedisKeyAge(redis_key_age::detail::CacheDetail),
     HttpWatermark(http_watermark::detail::HttpDetail),
+    Canary(canary::detail::CanaryDetail),
 }
 
 impl Detail {
@@ -76,6 +80,7 @@ impl Detail {
             Detail::KafkaConsumerGroup(detail) => Some(DetailStatus::Kafka(detail.status())),
             Detail::RedisKeyAge(detail) => Some(DetailStatus::Cache(detail.status())),
             Detail::HttpWatermark(detail) => Some(DetailStatus::Http(detail.status())),
+            Detail::Canary(detail) => Some(DetailStatus::Canary(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -91,6 +96,8 @@ pub enum DetailStatus {
     Cache(redis_key_age::detail::CacheStatus),
     #[serde(rename = "http")]
     Http(http_watermark::detail::HttpStatus),
+    #[serde(rename = "canary")]
+    Canary(canary::detail::CanaryStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -102,6 +109,7 @@ pub struct DetailFamilies {
     postgres_replica: postgres_replica::detail::Families,
     redis_key_age: redis_key_age::detail::Families,
     http_watermark: http_watermark::detail::Families,
+    canary: canary::detail::Families,
 }
 
 impl DetailFamilies {
@@ -117,6 +125,7 @@ impl DetailFamilies {
             Detail::PostgresReplica(d) => self.postgres_replica.push(labels, d),
             Detail::RedisKeyAge(d) => self.redis_key_age.push(labels, d),
             Detail::HttpWatermark(d) => self.http_watermark.push(labels, d),
+            Detail::Canary(d) => self.canary.push(labels, d),
         }
     }
 
@@ -127,6 +136,7 @@ impl DetailFamilies {
         self.kafka_consumer_group.finish(out);
         self.redis_key_age.finish(out);
         self.http_watermark.finish(out);
+        self.canary.finish(out);
     }
 }
 
@@ -160,6 +170,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         kafka_consumer_group::dashboard::rows(probes),
         redis_key_age::dashboard::rows(probes),
         http_watermark::dashboard::rows(probes),
+        canary::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -179,6 +190,20 @@ pub enum SourceHandle {
 }
 
 impl SourceHandle {
+    /// The address of the live client behind this handle: the same for every clone, different
+    /// for a handle built anew (a reload that changed the source).
+    pub fn id(&self) -> usize {
+        match self {
+            SourceHandle::Postgres(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Kafka(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Rabbitmq(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Redis(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Nats(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Mysql(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Http(h) => Arc::as_ptr(h) as usize,
+        }
+    }
+
     pub fn new(source: &Source) -> Result<Self, ProbeError> {
         match &source.kind {
             SourceKind::Postgres(pg) => Ok(SourceHandle::Postgres(Arc::new(
@@ -398,6 +423,12 @@ pub trait Kind: Sized + Send + 'static {
     fn checks_read_your_writes(_settings: &Self::Settings) -> bool {
         false
     }
+
+    /// Whether runs read a route several times for monotonic reads, so that the counters exist
+    /// from load.
+    fn checks_monotonic_reads(_settings: &Self::Settings) -> bool {
+        false
+    }
 }
 
 /// The registry of probe kinds: one line per kind, its variant name, its runner and its config
@@ -441,6 +472,15 @@ macro_rules! probe_kinds {
                 match self {
                     $(ProbeKind::$variant(settings) => {
                         <$module::$runner as Kind>::checks_read_your_writes(settings)
+                    })+
+                }
+            }
+
+            /// Whether runs read a route several times for monotonic reads.
+            pub fn checks_monotonic_reads(&self) -> bool {
+                match self {
+                    $(ProbeKind::$variant(settings) => {
+                        <$module::$runner as Kind>::checks_monotonic_reads(settings)
                     })+
                 }
             }
@@ -495,4 +535,5 @@ probe_kinds! {
     PostgresReplica: postgres_replica::PostgresReplicaProbe, config postgres_replica::config::PostgresReplicaConfig;
     RedisKeyAge: redis_key_age::RedisKeyAgeProbe, config redis_key_age::config::RedisKeyAgeConfig;
     HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
+    Canary: canary::CanaryProbe, config canary::config::CanaryConfig;
 }

@@ -698,11 +698,11 @@ fn value_text(value: Option<&Value>) -> Result<Option<String>, ProbeError> {
     }
 }
 
-fn text_at(row: &Row, index: usize) -> Result<Option<String>, ProbeError> {
+pub(crate) fn text_at(row: &Row, index: usize) -> Result<Option<String>, ProbeError> {
     value_text(row.as_ref(index))
 }
 
-fn int_at(row: &Row, index: usize) -> Result<Option<i64>, ProbeError> {
+pub(crate) fn int_at(row: &Row, index: usize) -> Result<Option<i64>, ProbeError> {
     text_at(row, index)?
         .map(|text| {
             text.parse::<i64>().map_err(|_| {

@@ -66,3 +66,20 @@ pub(crate) fn resolve_write_period(
         (None, None) => DEFAULT_WRITE_PERIOD_MAX,
     }
 }
+
+/// This machine's host name, the default `instance` of heartbeat rows and canary markers.
+pub(crate) fn default_instance() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            let name = std::fs::read_to_string(path).ok()?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| name.to_owned())
+        })
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "lagbudget".to_owned())
+}

@@ -9,7 +9,7 @@ use crate::config::table::{Table, config_table, written};
 use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope};
 use crate::config::value::{Choice, NonEmpty, PositiveDuration, ReadsSource, Scalar, SourceRef};
 use crate::model::ProbeKind;
-use crate::probe::heartbeat::config::{check_replicas, resolve_write_period};
+use crate::probe::heartbeat::config::{check_replicas, default_instance, resolve_write_period};
 use crate::probe::postgres::config::PostgresSourceConfig;
 
 /// A PostgreSQL streaming standby's lag behind its primary. A configured probe with several
@@ -229,23 +229,6 @@ impl ProbeKindConfig for PostgresReplicaConfig {
             })
             .collect()
     }
-}
-
-/// This machine's host name, the default `instance` of heartbeat rows.
-fn default_instance() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|path| {
-            let name = std::fs::read_to_string(path).ok()?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| name.to_owned())
-        })
-        .or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| "lagbudget".to_owned())
 }
 
 #[cfg(test)]

@@ -1,0 +1,658 @@
+//! The `canary` kind's config: its tables, its model and what it checks.
+//!
+//! A canary names one place to write markers (`write`) and the views to read them back from
+//! (`read`). Which keys of `write` and of each `read` are set decides how the marker travels
+//! (a row, a key, a message, a request) and so which kind of source each may name; that is
+//! checked at load like any source reference.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::decode::{Ctx, Spanned, Text};
+use crate::config::table::{config_table, written};
+use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope};
+use crate::config::value::{Count, NonEmpty, PositiveDuration, Scalar};
+use crate::model::ProbeKind;
+use crate::probe::heartbeat::config::{default_instance, resolve_write_period};
+use crate::probe::http_watermark::config::HttpMethod;
+use crate::probe::postgres_replica::config::PlainIdentifier;
+
+/// One view of one canary: the model of one probe entry (a canary with several `read`s is
+/// expanded into one entry per view, each labelled `replica` with the view's name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    pub write: MarkerWrite,
+    pub read: MarkerRead,
+    /// How often a marker is written.
+    pub write_period: Duration,
+    /// A marker not visible this long after it was written fails the view with `no_data`
+    /// instead of a lag that keeps growing without bound.
+    pub give_up: Duration,
+    /// This daemon's name in every marker, so that several daemons never collide.
+    pub instance: String,
+    /// The schema of the table of markers lagbudget manages on SQL sources.
+    pub schema: String,
+    /// Read-your-writes: a read checks the newest marker written at least this long before it.
+    pub read_your_writes: Option<Duration>,
+    /// Monotonic reads: reads per run through the view's route.
+    pub monotonic_reads: Option<u32>,
+}
+
+/// Where markers are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkerWrite {
+    pub source: String,
+    pub target: WriteTarget,
+}
+
+/// How a marker is written. `Managed`: lagbudget's own marker, whose shape depends on the
+/// source's kind (a row in `<schema>.canary`, a Redis key, a Kafka topic, a NATS subject, a
+/// RabbitMQ queue).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteTarget {
+    Managed,
+    /// An SQL statement with `$instance`, `$probe` and `$seq` placeholders.
+    Sql(String),
+    /// Redis `SET` of the marker to this key (`$instance` replaced).
+    RedisKey(String),
+    /// Redis `XADD` to this stream (`$instance` replaced), capped.
+    RedisStream(String),
+    /// Kafka: produce the marker to this topic, keyed by instance.
+    KafkaTopic(String),
+    /// NATS: publish the marker on this subject (`$instance` replaced).
+    NatsSubject(String),
+    /// RabbitMQ: publish through the management API.
+    Rabbitmq { exchange: String, routing_key: String },
+    /// HTTP: a request to `path` (`$instance` and `$seq` replaced) with `body` (default: the
+    /// marker as JSON).
+    Http {
+        path: String,
+        method: HttpMethod,
+        body: Option<String>,
+    },
+}
+
+/// One view markers are read back from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkerRead {
+    /// The view's name: the `replica` label of its series.
+    pub name: String,
+    pub source: String,
+    pub target: ReadTarget,
+}
+
+/// How a view is asked for the highest marker it shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadTarget {
+    /// lagbudget's own marker where the writer's `Managed` target puts it, on this source.
+    Managed,
+    /// An SQL query returning the highest visible seq, with `$instance` and `$probe`
+    /// placeholders.
+    Sql(String),
+    /// Redis `GET` of a key (`$instance` replaced): an integer, or JSON read at `pointer`
+    /// (default `/seq`).
+    RedisKey {
+        key: String,
+        pointer: Option<String>,
+    },
+    /// Redis `XREVRANGE` of a stream (`$instance` replaced): the newest markers of this
+    /// instance.
+    RedisStream(String),
+    /// Kafka: a consumer of this topic in its own group.
+    KafkaTopic { topic: String, group: String },
+    /// NATS: a subscription to this subject (`$instance` replaced).
+    NatsSubject(String),
+    /// RabbitMQ: messages taken from this queue through the management API.
+    RabbitmqQueue(String),
+    /// HTTP: a request to `path` (`$instance` replaced), the seq read at `pointer`.
+    Http {
+        path: String,
+        method: HttpMethod,
+        body: Option<String>,
+        pointer: String,
+    },
+}
+
+impl ReadTarget {
+    /// Whether the view is a stream of markers that only shows those sent after the reader
+    /// subscribed (a consumer, a subscription), rather than the latest state.
+    pub fn sees_only_new_markers(&self) -> bool {
+        matches!(
+            self,
+            ReadTarget::KafkaTopic { .. } | ReadTarget::NatsSubject(_) | ReadTarget::RabbitmqQueue(_)
+        )
+    }
+}
+
+const SQL: &[&str] = &["postgres", "mysql"];
+const REDIS: &[&str] = &["redis"];
+const KAFKA: &[&str] = &["kafka"];
+const NATS: &[&str] = &["nats"];
+const RABBITMQ: &[&str] = &["rabbitmq"];
+const HTTP: &[&str] = &["http"];
+/// The kinds of source lagbudget can keep its own marker on.
+const MANAGED: &[&str] = &["postgres", "mysql", "redis", "kafka", "nats", "rabbitmq"];
+
+/// Monotonic reads per run, at most.
+pub const MAX_MONOTONIC_READS: u64 = 100;
+
+config_table! {
+    /// End to end: lagbudget writes a marker (instance, seq, time) at a source of truth every
+    /// write period and reads it back from each view; lag is the age, on the daemon's clock,
+    /// of the first marker a view does not show yet.
+    ///
+    /// An idle system reads 0 (the marker is the change), a view that stopped applying reads a
+    /// growing lag, and a writer that fails makes the lag unknown after two write periods,
+    /// never 0. Each view is measured on its own, labelled `replica` with its name.
+    pub(crate) struct CanaryConfig = "canary" {
+        /// Where markers are written: a bare `{source}` lets lagbudget keep its own marker (a
+        /// row in <schema>.canary on postgres and mysql, a key on redis, a topic on kafka, a
+        /// subject on nats, a queue on rabbitmq); `sql`, `key`, `stream`, `topic`, `subject`,
+        /// `routing_key` or `path` write where you say.
+        write: CanaryWriteConfig,
+        /// The views to read markers back from, each its own series.
+        read: NonEmpty<Vec<CanaryReadConfig>>,
+        /// How often a marker is written; at most max_lag / 2. Default: max_lag / 10, between
+        /// 100ms and 1s.
+        write_period: Option<Spanned<PositiveDuration>>,
+        /// A marker not visible this long after it was written fails the view (reason
+        /// no_data) rather than reporting a lag that grows without bound.
+        give_up: PositiveDuration = "10m",
+        /// This daemon's name in every marker, so that several daemons never collide; letters,
+        /// digits, `.`, `_` and `-`. Default: the host name.
+        instance: Option<NonEmpty<InstanceName>>,
+        /// Schema of lagbudget's marker table on postgres and mysql sources, created if
+        /// missing.
+        schema: NonEmpty<PlainIdentifier> = "lagbudget",
+        /// Read-your-writes: each run checks at every view that the newest marker written at
+        /// least `after` before the read is visible.
+        read_your_writes: Option<ReadYourWritesConfig>,
+        /// Monotonic reads: each run reads each view `reads` times through the same route; a
+        /// marker older than one already seen through that route is a violation.
+        monotonic: Option<MonotonicConfig>,
+    }
+}
+
+config_table! {
+    /// Where a canary writes its markers.
+    pub(crate) struct CanaryWriteConfig = "canary_write" {
+        /// The source written to.
+        source: Spanned<NonEmpty<String>>,
+        /// postgres or mysql: the statement that writes a marker, with the placeholders
+        /// $instance, $probe and $seq, such as an upsert into a table your pipeline copies.
+        sql: Option<NonEmpty<String>>,
+        /// redis: the key SET to the marker as JSON ($instance replaced).
+        key: Option<NonEmpty<String>>,
+        /// redis: the stream the marker is XADDed to, capped at 100 entries ($instance
+        /// replaced).
+        stream: Option<NonEmpty<String>>,
+        /// kafka: the topic the marker is produced to, keyed by instance.
+        topic: Option<NonEmpty<String>>,
+        /// nats: the subject the marker is published on ($instance replaced).
+        subject: Option<NonEmpty<String>>,
+        /// rabbitmq: the routing key the marker is published with, through the management API.
+        routing_key: Option<NonEmpty<String>>,
+        /// rabbitmq: the exchange published to. Default: the default exchange.
+        exchange: Option<String>,
+        /// http: the path requested for each marker ($instance and $seq replaced).
+        path: Option<NonEmpty<String>>,
+        /// http: the request method.
+        method: Option<HttpMethod>,
+        /// http: the request body ($instance, $probe, $seq and $written_at replaced). Default:
+        /// the marker as JSON.
+        body: Option<String>,
+    }
+}
+
+config_table! {
+    /// A view a canary reads its markers back from.
+    pub(crate) struct CanaryReadConfig = "canary_read" {
+        /// The view's name, the `replica` label of its series. Default: the source's name.
+        name: Option<Spanned<crate::config::value::Name>>,
+        /// The source read from.
+        source: Spanned<NonEmpty<String>>,
+        /// postgres or mysql: a query returning the highest visible seq of this daemon's
+        /// markers, with the placeholders $instance and $probe.
+        query: Option<NonEmpty<String>>,
+        /// redis: the key holding the marker, an integer or JSON ($instance replaced).
+        key: Option<NonEmpty<String>>,
+        /// redis: the stream holding markers ($instance replaced).
+        stream: Option<NonEmpty<String>>,
+        /// kafka: the topic carrying markers, read by a consumer of its own group.
+        topic: Option<NonEmpty<String>>,
+        /// kafka: the reader's consumer group, never the measured one. Default:
+        /// lagbudget-canary-<instance>.
+        group: Option<NonEmpty<String>>,
+        /// nats: the subject carrying markers ($instance replaced).
+        subject: Option<NonEmpty<String>>,
+        /// rabbitmq: the queue markers arrive in; the reader takes them off it.
+        queue: Option<NonEmpty<String>>,
+        /// http: the path of the view ($instance replaced).
+        path: Option<NonEmpty<String>>,
+        /// http: the request method.
+        method: Option<HttpMethod>,
+        /// http: the request body ($instance replaced).
+        body: Option<String>,
+        /// JSON pointer to the seq in an http answer (required with path) or in a redis
+        /// key's JSON value (default /seq).
+        pointer: Option<String>,
+    }
+}
+
+config_table! {
+    /// A read-your-writes check at every view.
+    pub(crate) struct ReadYourWritesConfig = "read_your_writes" {
+        /// How long after a write a read must show it.
+        after: PositiveDuration,
+    }
+}
+
+config_table! {
+    /// Monotonic reads through each view's route.
+    pub(crate) struct MonotonicConfig = "monotonic" {
+        /// Reads per run through the route, 2 to 100.
+        reads: Count<2, MAX_MONOTONIC_READS>,
+    }
+}
+
+/// A daemon's name in markers: safe in keys, subjects, paths and queue names.
+pub(crate) struct InstanceName;
+
+impl Scalar for InstanceName {
+    type Out = String;
+
+    fn parse(ctx: &mut Ctx<'_>, name: &Text) -> Option<String> {
+        if is_instance_name(&name.value) {
+            return Some(name.value.clone());
+        }
+        ctx.error(
+            name.span,
+            &name.path,
+            format!(
+                "invalid instance {}: use letters, digits, `.`, `_` and `-`, at most 64 \
+                 characters",
+                name.quoted()
+            ),
+        );
+        None
+    }
+
+    fn json_schema() -> Value {
+        String::json_schema()
+    }
+}
+
+fn is_instance_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The host name made safe as an instance name.
+fn default_instance_name() -> String {
+    let name: String = default_instance()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if is_instance_name(&name) {
+        name
+    } else {
+        "lagbudget".to_owned()
+    }
+}
+
+/// The target keys a table has written, by key name, with the source kinds each needs.
+fn targets_written<'a>(
+    candidates: &[(Option<crate::config::syntax::Span>, &'a str, &'static [&'static str])],
+) -> Vec<(&'a str, &'static [&'static str])> {
+    candidates
+        .iter()
+        .filter(|(span, _, _)| span.is_some())
+        .map(|&(_, key, needs)| (key, needs))
+        .collect()
+}
+
+impl CanaryWriteConfig {
+    fn check(&self, ctx: &mut Ctx<'_>) -> bool {
+        let targets = targets_written(&[
+            (written!(self.sql), "sql", SQL),
+            (written!(self.key), "key", REDIS),
+            (written!(self.stream), "stream", REDIS),
+            (written!(self.topic), "topic", KAFKA),
+            (written!(self.subject), "subject", NATS),
+            (written!(self.routing_key), "routing_key", RABBITMQ),
+            (written!(self.path), "path", HTTP),
+        ]);
+        let mut ok = one_target(ctx, &self.keys, &targets, "write");
+        let needs = targets.first().map_or(MANAGED, |(_, needs)| needs);
+        if let Some(source) = self.source_text() {
+            ctx.refer(source, target_label(&targets, "canary write"), needs);
+        }
+        let path = written!(self.path).is_some();
+        for (span, key, message) in [
+            (
+                written!(self.method),
+                "method",
+                "`method` applies only to an http write (`path`)",
+            ),
+            (
+                written!(self.body),
+                "body",
+                "`body` applies only to an http write (`path`)",
+            ),
+        ] {
+            if let (Some(span), false) = (span, path) {
+                ctx.error(span, &self.keys.path_of(key), message);
+                ok = false;
+            }
+        }
+        if let (Some(span), None) = (written!(self.exchange), written!(self.routing_key)) {
+            ctx.error(
+                span,
+                &self.keys.path_of("exchange"),
+                "`exchange` needs `routing_key`: a rabbitmq write publishes with a routing key",
+            );
+            ok = false;
+        }
+        ok
+    }
+
+    fn source_text(&self) -> Option<Text> {
+        self.source.clone()
+    }
+
+    fn target(&self) -> WriteTarget {
+        if let Some(sql) = &self.sql {
+            WriteTarget::Sql(sql.clone())
+        } else if let Some(key) = &self.key {
+            WriteTarget::RedisKey(key.clone())
+        } else if let Some(stream) = &self.stream {
+            WriteTarget::RedisStream(stream.clone())
+        } else if let Some(topic) = &self.topic {
+            WriteTarget::KafkaTopic(topic.clone())
+        } else if let Some(subject) = &self.subject {
+            WriteTarget::NatsSubject(subject.clone())
+        } else if let Some(routing_key) = &self.routing_key {
+            WriteTarget::Rabbitmq {
+                exchange: self.exchange.clone().unwrap_or_default(),
+                routing_key: routing_key.clone(),
+            }
+        } else if let Some(path) = &self.path {
+            WriteTarget::Http {
+                path: path.clone(),
+                method: self.method.unwrap_or(HttpMethod::Post),
+                body: self.body.clone(),
+            }
+        } else {
+            WriteTarget::Managed
+        }
+    }
+}
+
+impl CanaryReadConfig {
+    fn check(&self, ctx: &mut Ctx<'_>) -> bool {
+        let targets = targets_written(&[
+            (written!(self.query), "query", SQL),
+            (written!(self.key), "key", REDIS),
+            (written!(self.stream), "stream", REDIS),
+            (written!(self.topic), "topic", KAFKA),
+            (written!(self.subject), "subject", NATS),
+            (written!(self.queue), "queue", RABBITMQ),
+            (written!(self.path), "path", HTTP),
+        ]);
+        let mut ok = one_target(ctx, &self.keys, &targets, "read");
+        let needs = targets.first().map_or(MANAGED, |(_, needs)| needs);
+        if let Some(source) = self.source_text() {
+            ctx.refer(source, target_label(&targets, "canary read"), needs);
+        }
+        let path = written!(self.path).is_some();
+        let key = written!(self.key).is_some();
+        let mut only = |span: Option<crate::config::syntax::Span>, name: &str, ok_here: bool, message: &str| {
+            if let (Some(span), false) = (span, ok_here) {
+                ctx.error(span, &self.keys.path_of(name), message);
+                ok = false;
+            }
+        };
+        only(
+            written!(self.method),
+            "method",
+            path,
+            "`method` applies only to an http read (`path`)",
+        );
+        only(
+            written!(self.body),
+            "body",
+            path,
+            "`body` applies only to an http read (`path`)",
+        );
+        only(
+            written!(self.group),
+            "group",
+            written!(self.topic).is_some(),
+            "`group` applies only to a kafka read (`topic`)",
+        );
+        only(
+            written!(self.pointer),
+            "pointer",
+            path || key,
+            "`pointer` applies only to an http read (`path`) or a redis `key` holding JSON",
+        );
+        if path && written!(self.pointer).is_none() {
+            ctx.error(
+                self.keys.span,
+                &self.keys.path,
+                "missing `pointer`: the JSON pointer to the seq in the view's answer, such as \
+                 /seq",
+            );
+            ok = false;
+        }
+        for pointer in self.pointer.iter() {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                let span = written!(self.pointer).unwrap_or(self.keys.span);
+                ctx.error(
+                    span,
+                    &self.keys.path_of("pointer"),
+                    format!("pointer {pointer:?} must be empty or start with `/` (RFC 6901)"),
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn source_text(&self) -> Option<Text> {
+        self.source.clone()
+    }
+
+    /// The view's name: its own, or its source's.
+    fn view_name(&self) -> Option<&str> {
+        self.name
+            .as_ref()
+            .map(|name| name.value.as_str())
+            .or(self.source.as_ref().map(|source| source.value.as_str()))
+    }
+
+    fn target(&self, instance: &str) -> ReadTarget {
+        if let Some(query) = &self.query {
+            ReadTarget::Sql(query.clone())
+        } else if let Some(key) = &self.key {
+            ReadTarget::RedisKey {
+                key: key.clone(),
+                pointer: self.pointer.clone(),
+            }
+        } else if let Some(stream) = &self.stream {
+            ReadTarget::RedisStream(stream.clone())
+        } else if let Some(topic) = &self.topic {
+            ReadTarget::KafkaTopic {
+                topic: topic.clone(),
+                group: self
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| format!("lagbudget-canary-{instance}")),
+            }
+        } else if let Some(subject) = &self.subject {
+            ReadTarget::NatsSubject(subject.clone())
+        } else if let Some(queue) = &self.queue {
+            ReadTarget::RabbitmqQueue(queue.clone())
+        } else if let Some(path) = &self.path {
+            ReadTarget::Http {
+                path: path.clone(),
+                method: self.method.unwrap_or(HttpMethod::Get),
+                body: self.body.clone(),
+                pointer: self.pointer.clone().unwrap_or_default(),
+            }
+        } else {
+            ReadTarget::Managed
+        }
+    }
+}
+
+/// Reports more than one target key in one table; true when there is at most one.
+fn one_target(
+    ctx: &mut Ctx<'_>,
+    keys: &crate::config::table::Keys,
+    targets: &[(&str, &[&str])],
+    what: &str,
+) -> bool {
+    if targets.len() <= 1 {
+        return true;
+    }
+    let names: Vec<String> = targets.iter().map(|(key, _)| format!("`{key}`")).collect();
+    ctx.error(
+        keys.span,
+        &keys.path,
+        format!(
+            "a canary {what} sets one of sql/query, key, stream, topic, subject, \
+             routing_key/queue and path; this one sets {}",
+            names.join(" and ")
+        ),
+    );
+    false
+}
+
+/// The `by` of a source reference, naming the key that decided the source kind.
+fn target_label(targets: &[(&str, &[&str])], bare: &'static str) -> &'static str {
+    let Some((key, _)) = targets.first() else {
+        return if bare == "canary write" {
+            "a canary write of lagbudget's own marker"
+        } else {
+            "a canary read of lagbudget's own marker"
+        };
+    };
+    let write = bare == "canary write";
+    match (*key, write) {
+        ("sql", _) => "a canary write with `sql`",
+        ("query", _) => "a canary read with `query`",
+        ("key", true) => "a canary write with `key`",
+        ("key", false) => "a canary read with `key`",
+        ("stream", true) => "a canary write with `stream`",
+        ("stream", false) => "a canary read with `stream`",
+        ("topic", true) => "a canary write with `topic`",
+        ("topic", false) => "a canary read with `topic`",
+        ("subject", true) => "a canary write with `subject`",
+        ("subject", false) => "a canary read with `subject`",
+        ("routing_key", _) => "a canary write with `routing_key`",
+        ("queue", _) => "a canary read with `queue`",
+        (_, true) => "a canary write with `path`",
+        (_, false) => "a canary read with `path`",
+    }
+}
+
+impl ProbeKindConfig for CanaryConfig {
+    fn check(&self, ctx: &mut Ctx<'_>) -> bool {
+        let mut ok = true;
+        if let Some(write) = &self.write {
+            ok &= write.check(ctx);
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for read in self.read.iter().flatten() {
+            ok &= read.check(ctx);
+            if let Some(name) = read.view_name() {
+                if seen.iter().any(|s| s == name) {
+                    ctx.error(
+                        read.keys.span,
+                        &read.keys.path,
+                        format!(
+                            "duplicate view {name:?}: give each read of one source its own \
+                             `name`, the `replica` label of its series"
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    seen.push(name.to_owned());
+                }
+            }
+        }
+        if let (Some(ryw), Some(period)) = (&self.read_your_writes, &self.write_period) {
+            if let Some(after) = ryw.after {
+                if after < period.value {
+                    let span = written!(ryw.after).unwrap_or(ryw.keys.span);
+                    ctx.error(
+                        span,
+                        &ryw.keys.path_of("after"),
+                        "read_your_writes.after is shorter than write_period: a read would \
+                         often find no marker old enough to check",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    fn resolve(&self, ctx: &mut Ctx<'_>, scope: &ProbeScope) -> Vec<ProbeEntry> {
+        let (Some(write), Some(reads)) = (&self.write, &self.read) else {
+            return Vec::new();
+        };
+        let Some(write_source) = write.source.clone() else {
+            return Vec::new();
+        };
+        let instance = self.instance.clone().unwrap_or_else(default_instance_name);
+        let write = MarkerWrite {
+            source: write_source.value,
+            target: write.target(),
+        };
+        let write_period = resolve_write_period(ctx, self.write_period.as_ref(), scope.max_lag);
+        let monotonic_reads = match &self.monotonic {
+            Some(monotonic) => match monotonic.reads {
+                Some(reads) => Some(u32::try_from(reads).unwrap_or(u32::MAX)),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        reads
+            .iter()
+            .filter_map(|read| {
+                let name = read.view_name()?.to_owned();
+                let canary = Canary {
+                    write: write.clone(),
+                    read: MarkerRead {
+                        name: name.clone(),
+                        source: read.source.clone()?.value,
+                        target: read.target(&instance),
+                    },
+                    write_period,
+                    give_up: self.give_up?,
+                    instance: instance.clone(),
+                    schema: self.schema.clone()?,
+                    read_your_writes: self.read_your_writes.as_ref().and_then(|ryw| ryw.after),
+                    monotonic_reads,
+                };
+                Some(ProbeEntry {
+                    kind: ProbeKind::Canary(canary),
+                    replica: Some(name),
+                })
+            })
+            .collect()
+    }
+}
