@@ -27,6 +27,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod detail;
+mod redis;
 mod sql;
 
 use std::sync::{Arc, LazyLock, Mutex};
@@ -123,16 +124,21 @@ pub fn seq_from_json(value: &serde_json::Value) -> Result<i64, ProbeError> {
 /// How markers reach the write target: one variant per source family.
 enum MarkerWriter {
     Sql(sql::SqlWriter),
+    Redis(redis::RedisWriter),
 }
 
 impl MarkerWriter {
-    fn new(spec: &Canary, sources: &SourceHandles) -> Result<Self, ProbeError> {
+    fn new(spec: &Canary, probe: &str, sources: &SourceHandles) -> Result<Self, ProbeError> {
         let source = &spec.write.source;
         let handle = sources.get(source).ok_or_else(|| missing(source))?;
         match (&spec.write.target, handle) {
             (WriteTarget::Managed | WriteTarget::Sql(_), SourceHandle::Postgres(_) | SourceHandle::Mysql(_)) => {
                 Ok(MarkerWriter::Sql(sql::SqlWriter::new(spec, handle)?))
             }
+            (
+                WriteTarget::Managed | WriteTarget::RedisKey(_) | WriteTarget::RedisStream(_),
+                SourceHandle::Redis(_),
+            ) => Ok(MarkerWriter::Redis(redis::RedisWriter::new(spec, probe, handle)?)),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot take a canary write of {target:?}"),
@@ -143,12 +149,14 @@ impl MarkerWriter {
     async fn write(&mut self, marker: &Marker<'_>, deadline: Instant) -> Result<(), ProbeError> {
         match self {
             MarkerWriter::Sql(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Redis(writer) => writer.write(marker, deadline).await,
         }
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
         match self {
             MarkerWriter::Sql(writer) => writer.check(deadline).await,
+            MarkerWriter::Redis(writer) => writer.check(deadline).await,
         }
     }
 }
@@ -156,6 +164,7 @@ impl MarkerWriter {
 /// How a view is asked for the highest marker it shows: one variant per source family.
 enum MarkerReader {
     Sql(sql::SqlReader),
+    Redis(redis::RedisReader),
 }
 
 impl MarkerReader {
@@ -166,6 +175,10 @@ impl MarkerReader {
             (ReadTarget::Managed | ReadTarget::Sql(_), SourceHandle::Postgres(_) | SourceHandle::Mysql(_)) => {
                 Ok(MarkerReader::Sql(sql::SqlReader::new(spec, probe, handle)?))
             }
+            (
+                ReadTarget::Managed | ReadTarget::RedisKey { .. } | ReadTarget::RedisStream(_),
+                SourceHandle::Redis(_),
+            ) => Ok(MarkerReader::Redis(redis::RedisReader::new(spec, probe, handle)?)),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot be read as a canary view of {target:?}"),
@@ -177,6 +190,7 @@ impl MarkerReader {
     async fn read(&mut self, deadline: Instant) -> Result<Option<i64>, ProbeError> {
         match self {
             MarkerReader::Sql(reader) => reader.read(deadline).await,
+            MarkerReader::Redis(reader) => reader.read(deadline).await,
         }
     }
 
@@ -184,7 +198,7 @@ impl MarkerReader {
     /// written from now on reaches it; nothing to do for a reader of current state.
     async fn listen(&mut self, deadline: Instant) -> Result<(), ProbeError> {
         match self {
-            MarkerReader::Sql(_) => {
+            MarkerReader::Sql(_) | MarkerReader::Redis(_) => {
                 let _ = deadline;
                 Ok(())
             }
@@ -194,6 +208,7 @@ impl MarkerReader {
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
         match self {
             MarkerReader::Sql(reader) => reader.check(deadline).await,
+            MarkerReader::Redis(reader) => reader.check(deadline).await,
         }
     }
 }
@@ -229,7 +244,7 @@ impl SharedWriter {
             spec.write, spec.write_period, spec.instance, spec.schema
         );
         // Cheap: writers connect on their first write. Dropped unused when one is running.
-        let writer = MarkerWriter::new(spec, sources)?;
+        let writer = MarkerWriter::new(spec, probe, sources)?;
         Ok(WRITERS.shared(&key, || SharedWriter::start(writer, spec, probe)))
     }
 
@@ -470,7 +485,7 @@ impl CanaryProbe {
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
-        let mut writer = MarkerWriter::new(&self.spec, &self.sources)?;
+        let mut writer = MarkerWriter::new(&self.spec, &self.key, &self.sources)?;
         let wrote = writer.check(deadline).await?;
         let read = self.reader.check(deadline).await?;
         Ok(format!("write: {wrote}; read {}: {read}", self.spec.read.name))
