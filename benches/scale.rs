@@ -42,6 +42,7 @@ fn synthetic_config(budgets: usize, probes_per_budget: usize) -> Config {
                         timeout: Duration::from_secs(5),
                         max_lag: Some(Duration::from_secs(30)),
                         max_backlog: None,
+                        max_monotonic_violations: None,
                         stall_after: Duration::from_secs(60),
                         replica: None,
                         kind: ProbeKind::SqlWatermark(SqlWatermark {

@@ -356,6 +356,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_lag: max_lag.map(Duration::from_secs),
             max_backlog,
+            max_monotonic_violations: None,
             stall_after: Duration::from_secs(10),
             replica: None,
             kind: ProbeKind::SqlWatermark(SqlWatermark {

@@ -253,6 +253,9 @@ struct RulesArgs {
     /// `for` of ConsistencyFeedStalled.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     stalled_for: Duration,
+    /// `for` of ConsistencyMonotonicReadsViolated (its share is already over the last hour).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    monotonic_for: Duration,
     /// `for` of LagbudgetDown.
     #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     down_for: Duration,
@@ -275,6 +278,7 @@ fn rules_command(args: RulesArgs) -> ExitCode {
         at_risk_for: args.at_risk_for,
         unknown_for: args.unknown_for,
         stalled_for: args.stalled_for,
+        monotonic_for: args.monotonic_for,
         down_for: args.down_for,
         reload_failed_for: args.reload_failed_for,
     };

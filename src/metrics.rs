@@ -49,6 +49,7 @@ pub const READ_YOUR_WRITES_CHECKS: &str = "lagbudget_read_your_writes_checks_tot
 pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_total";
 pub const MONOTONIC_READS: &str = "lagbudget_monotonic_reads_total";
 pub const MONOTONIC_READ_VIOLATIONS: &str = "lagbudget_monotonic_read_violations_total";
+pub const MONOTONIC_VIOLATION_BUDGET: &str = "lagbudget_monotonic_read_violation_budget_ratio";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -471,6 +472,16 @@ fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
              seen through it.",
         ),
         |row| checks_monotonic(row).then_some(row.probe.history.monotonic_read_violations as f64),
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            MONOTONIC_VIOLATION_BUDGET,
+            "The share of a canary view's monotonic reads that may be violations \
+             (max_monotonic_violations).",
+        ),
+        |row| row.probe.spec.max_monotonic_violations,
     );
     let mut details = DetailFamilies::new();
     for row in &rows {

@@ -146,6 +146,10 @@ pub struct Probe {
     pub max_lag: Option<Duration>,
     /// The backlog budget of this probe (the budget's, or the probe's own override).
     pub max_backlog: Option<u64>,
+    /// The share of monotonic reads that may be violations (0.01 for `1%`), for probes that
+    /// check monotonic reads (the budget's, or the probe's own override); enforced by an alert
+    /// on the counters' rates, not by the daemon's state.
+    pub max_monotonic_violations: Option<f64>,
     /// Behind and not advancing for this long ⇒ stalled.
     pub stall_after: Duration,
     /// The configured name of the standby or replica this entry measures (the `replica`

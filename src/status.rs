@@ -89,6 +89,9 @@ pub struct ReadYourWritesStatus {
 pub struct MonotonicReadsStatus {
     pub reads: u64,
     pub violations: u64,
+    /// The share of reads that may be violations (`max_monotonic_violations`), if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_violations_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +193,7 @@ impl ProbeStatus {
                 .then_some(MonotonicReadsStatus {
                     reads: history.monotonic_reads,
                     violations: history.monotonic_read_violations,
+                    max_violations_ratio: probe.spec.max_monotonic_violations,
                 }),
         }
     }

@@ -239,6 +239,9 @@ fn resolve_budget(
 
     let mut probe_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut probes = Vec::with_capacity(configured.len());
+    // Whether every configured probe resolved, so that "no probe checks monotonic reads" is
+    // not said of a budget whose canary is invalid (and reported) already.
+    let mut all_resolved = true;
     for probe in configured {
         if let Some(name) = &probe.name {
             if let Some(first_line) = probe_names.get(name.value.as_str()) {
@@ -252,11 +255,18 @@ fn resolve_budget(
                 probe_names.insert(&name.value, name.span.line);
             }
         }
-        probes.extend(
-            resolve_probe(ctx, budget, probe, defaults)
-                .into_iter()
-                .map(Arc::new),
-        );
+        let resolved = resolve_probe(ctx, budget, probe, defaults);
+        all_resolved &= !resolved.is_empty();
+        probes.extend(resolved.into_iter().map(Arc::new));
+    }
+    if let Some(limit) = &budget.max_monotonic_violations {
+        if all_resolved && !probes.iter().any(|probe| probe.checks_monotonic_reads()) {
+            ctx.error(
+                limit.span,
+                &limit.path,
+                not_monotonic("no probe of this budget is one"),
+            );
+        }
     }
 
     let objective = match &budget.objective {
@@ -280,6 +290,14 @@ fn resolve_budget(
         runbook_url: budget.runbook_url.clone(),
         probes,
     })
+}
+
+/// The message for a `max_monotonic_violations` where nothing checks monotonic reads.
+fn not_monotonic(which: &str) -> String {
+    format!(
+        "max_monotonic_violations limits the monotonic-read violations of a canary with \
+         `monotonic: {{reads: N}}`, and {which}"
+    )
 }
 
 fn value<T: Copy>(spanned: &Option<Spanned<T>>) -> Option<T> {
@@ -385,6 +403,25 @@ fn resolve_probe(
     let (Some(budget_name), Some(name)) = (&budget.name, &probe.name) else {
         return Vec::new();
     };
+    let monotonic = entries
+        .iter()
+        .any(|entry| entry.kind.checks_monotonic_reads());
+    if let (Some(limit), false, false) = (
+        &probe.max_monotonic_violations,
+        monotonic,
+        entries.is_empty(),
+    ) {
+        ctx.error(
+            limit.span,
+            &limit.path,
+            not_monotonic("this probe is not one"),
+        );
+    }
+    let max_monotonic_violations = nearest(
+        &probe.max_monotonic_violations,
+        &budget.max_monotonic_violations,
+    )
+    .map(|limit| limit.value);
     // Replica kinds give one entry per replica, so that each has its own task, history and
     // `replica` label.
     entries
@@ -396,6 +433,8 @@ fn resolve_probe(
             timeout: timing.timeout,
             max_lag,
             max_backlog: value(&probe.max_backlog).or(value(&budget.max_backlog)),
+            max_monotonic_violations: max_monotonic_violations
+                .filter(|_| entry.kind.checks_monotonic_reads()),
             stall_after: timing.stall_after,
             kind: entry.kind,
             replica: entry.replica,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::decode::{Ctx, Spanned, Text};
 use super::table::{Tagged, config_kinds, config_table};
 use super::value::{
-    Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PositiveDuration,
+    Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PercentFrom0, PositiveDuration,
 };
 use crate::model::{ProbeKind, SourceKind};
 use crate::probe::http::config::HttpSourceConfig;
@@ -90,6 +90,12 @@ config_table! {
         max_lag: Option<Spanned<PositiveDuration>>,
         /// How many items may wait; 0 means the backlog must be empty.
         max_backlog: Option<Spanned<Count<0>>>,
+        /// Share of the reads of a canary's `monotonic` check that may go back in time (show
+        /// an older marker than one already seen through the same route), such as 1%; 0%
+        /// allows none. Applies to this budget's canaries with `monotonic`; the
+        /// ConsistencyMonotonicReadsViolated alert fires when the share over the last hour is
+        /// above it.
+        max_monotonic_violations: Option<Spanned<PercentFrom0>>,
         /// Share of the budget used at which the state is `warn`.
         warn_at: Percent = "80%",
         /// How long a probe must be over budget before the state is `breach`.
@@ -134,6 +140,8 @@ config_table! {
         max_lag: Option<Spanned<PositiveDuration>>,
         /// Overrides the budget's max_backlog.
         max_backlog: Option<Spanned<Count<0>>>,
+        /// Overrides the budget's max_monotonic_violations; only on a canary with `monotonic`.
+        max_monotonic_violations: Option<Spanned<PercentFrom0>>,
         /// How long this probe may be behind without progress before it counts as stalled.
         stall_after: Option<Spanned<PositiveDuration>>,
         kind: Tagged<dyn ProbeKindConfig>,

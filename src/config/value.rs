@@ -274,14 +274,17 @@ impl Scalar for PositiveDuration {
     }
 }
 
-/// A percentage such as `99.9%`, as a ratio: above 0%, and at most 100% (or, with
-/// `UP_TO_100` false, below it).
-pub(crate) struct Percent<const UP_TO_100: bool = true>;
+/// A percentage such as `99.9%`, as a ratio: above 0% (or, with `FROM_0`, from 0%), and at
+/// most 100% (or, with `UP_TO_100` false, below it).
+pub(crate) struct Percent<const UP_TO_100: bool = true, const FROM_0: bool = false>;
 
 /// A share that cannot be the whole, such as an objective's target.
 pub(crate) type PercentBelow100 = Percent<false>;
 
-impl<const UP_TO_100: bool> Scalar for Percent<UP_TO_100> {
+/// A share that may be none at all, such as a limit where `0%` means "never".
+pub(crate) type PercentFrom0 = Percent<true, true>;
+
+impl<const UP_TO_100: bool, const FROM_0: bool> Scalar for Percent<UP_TO_100, FROM_0> {
     type Out = f64;
     const EXPECTED: &'static str = "a percentage such as 80%";
 
@@ -297,17 +300,22 @@ impl<const UP_TO_100: bool> Scalar for Percent<UP_TO_100> {
                 return None;
             }
         };
-        let (in_range, upper) = if UP_TO_100 {
-            (ratio > 0.0 && ratio <= 1.0, "at most 100%")
+        let (above_lower, lower) = if FROM_0 {
+            (ratio >= 0.0, "at least 0%")
         } else {
-            (ratio > 0.0 && ratio < 1.0, "below 100%")
+            (ratio > 0.0, "above 0%")
+        };
+        let (in_range, upper) = if UP_TO_100 {
+            (above_lower && ratio <= 1.0, "at most 100%")
+        } else {
+            (above_lower && ratio < 1.0, "below 100%")
         };
         if !in_range {
             ctx.error(
                 text.span,
                 &text.path,
                 format!(
-                    "{} is out of range: must be above 0% and {upper}",
+                    "{} is out of range: must be {lower} and {upper}",
                     text.quoted()
                 ),
             );

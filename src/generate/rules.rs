@@ -38,16 +38,18 @@ pub const AT_RISK: &str = "ConsistencyBudgetAtRisk";
 pub const LAG_UNKNOWN: &str = "ConsistencyLagUnknown";
 pub const FEED_STALLED: &str = "ConsistencyFeedStalled";
 pub const BURN_RATE: &str = "ConsistencyBudgetBurnRate";
+pub const MONOTONIC_VIOLATED: &str = "ConsistencyMonotonicReadsViolated";
 pub const DAEMON_DOWN: &str = "LagbudgetDown";
 pub const RELOAD_FAILED: &str = "LagbudgetConfigReloadFailed";
 
 /// Every alert name, in the order the rules file lists them.
-pub const ALERT_NAMES: [&str; 7] = [
+pub const ALERT_NAMES: [&str; 8] = [
     EXCEEDED,
     AT_RISK,
     LAG_UNKNOWN,
     FEED_STALLED,
     BURN_RATE,
+    MONOTONIC_VIOLATED,
     DAEMON_DOWN,
     RELOAD_FAILED,
 ];
@@ -63,6 +65,15 @@ pub const ROUTING_RECORD: &str = "budget:lagbudget_budget_info:latest";
 pub const OBJECTIVE_RATIO_RECORD: &str = "budget:lagbudget_objective_ratio:max";
 /// Recorded objective window in seconds per budget.
 pub const OBJECTIVE_WINDOW_RECORD: &str = "budget:lagbudget_objective_window_seconds:max";
+
+/// The window over which the share of monotonic reads that were violations is held against
+/// each view's `max_monotonic_violations`: long enough for a rare violation to be a share, not
+/// a spike (a view read 3 times every 10 s makes 1080 reads an hour).
+pub const MONOTONIC_WINDOW: &str = "1h";
+/// Recorded share of a canary view's monotonic reads that were violations over
+/// [`MONOTONIC_WINDOW`], per budget, probe and view (summed over daemon instances).
+pub const MONOTONIC_RATIO_RECORD: &str =
+    "budget_probe_replica:lagbudget_monotonic_read_violations:ratio_rate1h";
 
 /// The recorded over-ratio for one of [`OVER_RATIO_WINDOWS`].
 pub fn over_ratio_record(window: &str) -> String {
@@ -85,6 +96,9 @@ pub struct RulesOptions {
     /// `for` of `ConsistencyLagUnknown`; a probe is already stale after 3 intervals.
     pub unknown_for: Duration,
     pub stalled_for: Duration,
+    /// `for` of `ConsistencyMonotonicReadsViolated`; the share it compares is already over
+    /// [`MONOTONIC_WINDOW`].
+    pub monotonic_for: Duration,
     pub down_for: Duration,
     pub reload_failed_for: Duration,
 }
@@ -99,6 +113,7 @@ impl Default for RulesOptions {
             at_risk_for: Duration::from_secs(5 * 60),
             unknown_for: Duration::from_secs(2 * 60),
             stalled_for: Duration::from_secs(5 * 60),
+            monotonic_for: Duration::from_secs(5 * 60),
             down_for: Duration::from_secs(2 * 60),
             reload_failed_for: Duration::from_secs(5 * 60),
         }
@@ -455,6 +470,14 @@ impl<'a> Builder<'a> {
             })
             .collect();
         rules.push(Rule::record(
+            MONOTONIC_RATIO_RECORD.to_owned(),
+            format!(
+                "sum by (budget, probe, replica) (rate({violations}[{MONOTONIC_WINDOW}]))\n/\nsum by (budget, probe, replica) (rate({reads}[{MONOTONIC_WINDOW}]))",
+                violations = self.select(metrics::MONOTONIC_READ_VIOLATIONS, &[]),
+                reads = self.select(metrics::MONOTONIC_READS, &[]),
+            ),
+        ));
+        rules.push(Rule::record(
             OBJECTIVE_RATIO_RECORD.to_owned(),
             format!(
                 "max by (budget) ({})",
@@ -595,7 +618,48 @@ impl<'a> Builder<'a> {
 
         let mut rules = vec![exceeded, at_risk, unknown, stalled];
         rules.extend(self.burn_rate_alerts().into_iter().map(per_budget));
+        rules.push(per_budget(self.monotonic_alert()));
         rules
+    }
+
+    /// A canary view whose monotonic reads went back in time more often, over the last
+    /// [`MONOTONIC_WINDOW`], than its `max_monotonic_violations` allows. Views without a limit
+    /// have no `lagbudget_monotonic_read_violation_budget_ratio` series and never fire; a view
+    /// not read in the window has no share (0 / 0) and does not fire either.
+    fn monotonic_alert(&self) -> Rule {
+        let filter = format!(
+            "(\n  {MONOTONIC_RATIO_RECORD}\n    > on (budget, probe, replica)\n  max by (budget, probe, replica) ({})\n)",
+            self.select(metrics::MONOTONIC_VIOLATION_BUDGET, &[])
+        );
+        Rule::alert(
+            MONOTONIC_VIOLATED,
+            self.join_routing(&filter, &ROUTING_LABELS),
+            self.options.monotonic_for,
+        )
+        .annotate(
+            "summary",
+            "Reads of {{ $labels.budget }}/{{ $labels.probe }} at {{ $labels.replica }} go back in time".to_owned(),
+        )
+        .annotate(
+            "description",
+            self.template(
+                &format!(
+                    "{{{{ $value | humanizePercentage }}}} of the monotonic reads through view \
+                     {{{{ $labels.replica }}}} of probe {{{{ $labels.probe }}}} (budget \
+                     {{{{ $labels.budget }}}}) in the last {MONOTONIC_WINDOW} showed an older \
+                     marker than one already seen through the same route\
+                     {{{{ with printf `sum(increase(<VIOLATIONS>budget=\"%s\",probe=\"%s\",replica=\"%s\"}}[{MONOTONIC_WINDOW}]))` $labels.budget $labels.probe $labels.replica | query }}}} \
+                     (violations: {{{{ . | first | value | humanize }}}}){{{{ end }}}}\
+                     {{{{ with printf `max(<LIMIT>budget=\"%s\",probe=\"%s\",replica=\"%s\"}})` $labels.budget $labels.probe $labels.replica | query }}}}, \
+                     above its limit of {{{{ . | first | value | humanizePercentage }}}}{{{{ end }}}}. \
+                     A user refreshing this view can see a value and then an older one."
+                ),
+                &[
+                    ("<VIOLATIONS>", metrics::MONOTONIC_READ_VIOLATIONS),
+                    ("<LIMIT>", metrics::MONOTONIC_VIOLATION_BUDGET),
+                ],
+            ),
+        )
     }
 
     /// Multi-window, multi-burn-rate alerts (Google SRE workbook, "Alerting on SLOs"): fire
@@ -1010,6 +1074,9 @@ mod tests {
             metrics::BUILD_INFO,
             metrics::RELOAD_SUCCESSFUL,
             metrics::RELOAD_SUCCESS_TIMESTAMP,
+            metrics::MONOTONIC_READS,
+            metrics::MONOTONIC_READ_VIOLATIONS,
+            metrics::MONOTONIC_VIOLATION_BUDGET,
             // Matched as a prefix (`__name__=~"lagbudget_backlog_.+"`): the unit is in the name.
             metrics::BACKLOG_PREFIX,
         ];
@@ -1018,7 +1085,7 @@ mod tests {
             .iter()
             .filter_map(|r| r["record"].as_str())
             .collect();
-        assert_eq!(records.len(), OVER_RATIO_WINDOWS.len() + 3, "{records:?}");
+        assert_eq!(records.len(), OVER_RATIO_WINDOWS.len() + 4, "{records:?}");
         let text = strings(&doc).join("\n");
         let mut names = 0;
         for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
