@@ -874,7 +874,8 @@ fn read_your_writes_misses() -> Value {
         "Share of reads at each replica, made `ryw_delay` after a write at the primary, that \
          did not see the write (`lagbudget_read_your_writes_misses_total` ÷ \
          `lagbudget_read_your_writes_checks_total`): what a user who is sent to that replica \
-         right after saving would meet. Only probes with `ryw_delay`.",
+         right after saving would meet. Replica probes with `ryw_delay`, and each view of a \
+         canary with `read_your_writes` (after `after`).",
         vec![range_target(
             "A",
             &format!(

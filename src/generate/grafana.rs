@@ -303,6 +303,52 @@ pub fn timeseries(title: &str, description: &str, targets: Vec<Value>, unit: &st
     p
 }
 
+/// A heatmap of a Prometheus histogram's buckets, one row per bucket (`le`) as the daemon
+/// exports them: the targets should return per-bucket increases with `format: heatmap`.
+pub fn heatmap(title: &str, description: &str, targets: Vec<Value>, unit: &str) -> Value {
+    let mut p = panel("heatmap", title, description, targets);
+    p["fieldConfig"]["defaults"] = json!({
+        "custom": {
+            "hideFrom": { "legend": false, "tooltip": false, "viz": false },
+            "scaleDistribution": { "type": "linear" },
+        },
+    });
+    p["options"] = json!({
+        "calculate": false,
+        "cellGap": 1,
+        "color": {
+            "exponent": 0.5,
+            "fill": "dark-orange",
+            "mode": "scheme",
+            "reverse": false,
+            "scale": "exponential",
+            "scheme": "Oranges",
+            "steps": 64,
+        },
+        "exemplars": { "color": "rgba(255,0,255,0.7)" },
+        "filterValues": { "le": 1e-9 },
+        "legend": { "show": true },
+        "rowsFrame": { "layout": "le" },
+        "tooltip": { "mode": "single", "showColorScale": false, "yHistogram": true },
+        "yAxis": { "axisPlacement": "left", "reverse": false, "unit": unit },
+    });
+    p
+}
+
+/// `target` returning one series per histogram bucket, for a [`heatmap`].
+pub fn heatmap_target(ref_id: &str, expr: &str) -> Value {
+    json!({
+        "datasource": datasource(),
+        "editorMode": "code",
+        "expr": expr,
+        "format": "heatmap",
+        "instant": false,
+        "legendFormat": "{{le}}",
+        "range": true,
+        "refId": ref_id,
+    })
+}
+
 /// Draws `value` as a red dashed threshold line.
 pub fn with_threshold_line(mut panel: Value, value: f64) -> Value {
     let defaults = &mut panel["fieldConfig"]["defaults"];

@@ -190,7 +190,7 @@ fn dashboards_are_grafana_json_with_a_datasource_variable_and_stable_uids() {
 
 /// Metric names the daemon produces: the `lagbudget_*` string consts of `src/metrics.rs` and of
 /// every `src/probe/<kind>/detail.rs`, a prefix const (ending in `_`) completed with each backlog
-/// unit, and the series of the one histogram.
+/// unit, and the series of the histograms.
 fn known_metric_names() -> BTreeSet<String> {
     // The common metrics are named in metrics.rs, a kind's own families in its detail.rs.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -228,10 +228,17 @@ fn known_metric_names() -> BTreeSet<String> {
             names.insert(value.to_owned());
         }
     }
-    let histogram = lagbudget::metrics::PROBE_DURATION;
-    assert!(names.contains(histogram), "metrics.rs was read");
-    for suffix in ["_bucket", "_sum", "_count"] {
-        names.insert(format!("{histogram}{suffix}"));
+    assert!(
+        names.contains(lagbudget::metrics::PROBE_DURATION),
+        "metrics.rs was read"
+    );
+    for histogram in [
+        lagbudget::metrics::PROBE_DURATION,
+        lagbudget::metrics::CANARY_VISIBILITY,
+    ] {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            names.insert(format!("{histogram}{suffix}"));
+        }
     }
     names
 }
