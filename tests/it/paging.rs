@@ -110,6 +110,8 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
         ))
         .await
         .expect("cache source table");
+    // A canary from the streaming primary to its standby, with read-your-writes, monotonic
+    // reads and a violation limit: the canary row's data.
     let daemon = Daemon::start(&format!(
         "listen: 127.0.0.1:0
 sources:
@@ -150,6 +152,9 @@ budgets:
         postgres_replica: {{ primary: pg-primary, standbys: [pg-standby], method: passive }}
       - name: mariadb
         mysql_replica: {{ primary: my-primary, replicas: [my-replica], ryw_delay: 200ms }}
+      - name: canary
+        max_monotonic_violations: 1%
+        canary: {{ write: {{ source: pg-primary }}, read: [{{ source: pg-standby }}], read_your_writes: {{ after: 1s }}, monotonic: {{ reads: 2 }} }}
       - name: cache
         redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: pg-primary, query: \"SELECT c.key, min(ch.changed_at) FROM jsonb_to_recordset($1::jsonb) AS c(key text, id bigint, version bigint) JOIN {changes} ch ON ch.product_id = c.id AND ch.seq > c.version GROUP BY c.key\" }} }}
 ",
