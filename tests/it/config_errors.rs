@@ -303,6 +303,84 @@ fn each_broken_config_reports_exactly_where_and_what() {
             ),
         ),
         (
+            "canary_targets.yaml",
+            concat!(
+                bad!(
+                    "canary_targets.yaml:12:18: budgets[0].probes[0].canary.write: a canary write sets one of sql/query, key, stream, topic, subject, routing_key/queue and path; this one sets `key` and `stream`\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:17:39: budgets[0].probes[1].canary.write.method: `method` applies only to an http write (`path`)\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:17:53: budgets[0].probes[1].canary.write.body: `body` applies only to an http write (`path`)\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:19:25: budgets[0].probes[1].canary.read[0].source: source \"order-api\" is a http source; a canary read of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:19:36: budgets[0].probes[1].canary.read[0].method: `method` applies only to an http read (`path`)\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:19:50: budgets[0].probes[1].canary.read[0].pointer: `pointer` applies only to an http read (`path`) or a redis `key` holding JSON\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:24:15: budgets[0].probes[2].canary.read[0]: missing `pointer`: the JSON pointer to the seq in the view's answer, such as /seq\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:25:86: budgets[0].probes[2].canary.read[1].pointer: pointer \"seq\" must be empty or start with `/` (RFC 6901)\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:26:84: budgets[0].probes[2].canary.read[2].pointer: `pointer` applies only to an http read (`path`) or a redis `key` holding JSON\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:29:36: budgets[0].probes[3].canary.write.exchange: `exchange` needs `routing_key`: a rabbitmq write publishes with a routing key"
+                ),
+            ),
+        ),
+        (
+            "canary_views.yaml",
+            concat!(
+                bad!(
+                    "canary_views.yaml:14:15: budgets[0].probes[0].canary.read[1]: duplicate view \"orders-replica\": give each read of one source its own `name`, the `replica` label of its series\n"
+                ),
+                bad!(
+                    "canary_views.yaml:21:31: budgets[0].probes[1].canary.read_your_writes.after: read_your_writes.after 1s is shorter than write_period 2s: a read would often find no marker written that long before it to check\n"
+                ),
+                bad!(
+                    "canary_views.yaml:27:31: budgets[0].probes[2].canary.read_your_writes.after: read_your_writes.after 500ms is shorter than the write period 1s (max_lag / 10, from 100ms to 1s, when write_period is not set): a read would often find no marker written that long before it to check\n"
+                ),
+                bad!(
+                    "canary_views.yaml:33:11: budgets[0].probes[3].canary.monotonic: `monotonic` reads each view several times through its route, which needs views that answer with what they show now (query, key, stream, path); events (`topic`) only receives markers newer than those it has, so its reads cannot go back: measure it in a canary without `monotonic`"
+                ),
+            ),
+        ),
+        (
+            "canary_sources.yaml",
+            concat!(
+                bad!(
+                    "canary_sources.yaml:11:28: budgets[0].probes[0].canary.write.source: unknown source \"order-db\"; defined sources: events, order-api, orders-db\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:16:28: budgets[0].probes[1].canary.write.source: source \"order-api\" is a http source; a canary write of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:18:25: budgets[0].probes[1].canary.read[0].source: source \"events\" is a kafka source; a canary read with `query` needs postgres or mysql\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:24:21: budgets[0].probes[2].canary.instance: invalid instance \"host 1/eu\": use letters, digits, `.`, `_` and `-`, at most 64 characters\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:27:31: budgets[1].max_monotonic_violations: max_monotonic_violations limits the monotonic-read violations of a canary with `monotonic: {reads: N}`, and no probe of this budget is one\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:30:35: budgets[1].probes[0].max_monotonic_violations: \"150%\" is out of range: must be at least 0% and at most 100%\n"
+                ),
+                bad!(
+                    "canary_sources.yaml:36:35: budgets[1].probes[1].max_monotonic_violations: max_monotonic_violations limits the monotonic-read violations of a canary with `monotonic: {reads: N}`, and this probe is not one"
+                ),
+            ),
+        ),
+        (
             "included_error/main.yaml",
             bad!(
                 "included_error/budgets.d/search.yaml:11:17: budgets[0].probes[0].sql_watermark.mode: invalid value \"oldest_pendng\": expected one of oldest_pending, since_watermark"

@@ -474,6 +474,18 @@ impl CanaryReadConfig {
         self.source.clone()
     }
 
+    /// The key that makes this view a stream of messages (a consumer or a subscription), if
+    /// one does.
+    fn message_key(&self) -> Option<&'static str> {
+        [
+            (written!(self.topic), "topic"),
+            (written!(self.subject), "subject"),
+            (written!(self.queue), "queue"),
+        ]
+        .into_iter()
+        .find_map(|(span, key)| span.map(|_| key))
+    }
+
     /// The view's name: its own, or its source's.
     fn view_name(&self) -> Option<&str> {
         self.name
@@ -593,18 +605,32 @@ impl ProbeKindConfig for CanaryConfig {
                 }
             }
         }
-        if let (Some(ryw), Some(period)) = (&self.read_your_writes, &self.write_period) {
-            if let Some(after) = ryw.after {
-                if after < period.value {
-                    let span = written!(ryw.after).unwrap_or(ryw.keys.span);
-                    ctx.error(
-                        span,
-                        &ryw.keys.path_of("after"),
-                        "read_your_writes.after is shorter than write_period: a read would \
-                         often find no marker old enough to check",
-                    );
-                    ok = false;
-                }
+        if let Some(monotonic) = &self.monotonic {
+            // A consumer only ever takes newer messages: its reads cannot go back, so counting
+            // them as monotonic reads would report a route that is always fine.
+            let streams: Vec<String> = self
+                .read
+                .iter()
+                .flatten()
+                .filter_map(|read| {
+                    let key = read.message_key()?;
+                    Some(format!("{} (`{key}`)", read.view_name().unwrap_or("?")))
+                })
+                .collect();
+            if !streams.is_empty() {
+                let span = written!(self.monotonic).unwrap_or(monotonic.keys.span);
+                ctx.error(
+                    span,
+                    &monotonic.keys.path,
+                    format!(
+                        "`monotonic` reads each view several times through its route, which \
+                         needs views that answer with what they show now (query, key, stream, \
+                         path); {} only receives markers newer than those it has, so its \
+                         reads cannot go back: measure it in a canary without `monotonic`",
+                        streams.join(" and ")
+                    ),
+                );
+                ok = false;
             }
         }
         ok
@@ -623,6 +649,28 @@ impl ProbeKindConfig for CanaryConfig {
             target: write.target(),
         };
         let write_period = resolve_write_period(ctx, self.write_period.as_ref(), scope.max_lag);
+        if let Some(ryw) = &self.read_your_writes {
+            if let Some(after) = ryw.after.filter(|&after| after < write_period) {
+                let period = match &self.write_period {
+                    Some(period) => format!("write_period {}", period.shown()),
+                    None => format!(
+                        "the write period {} (max_lag / 10, from 100ms to 1s, when \
+                         write_period is not set)",
+                        crate::model::format_duration(write_period)
+                    ),
+                };
+                ctx.error(
+                    written!(ryw.after).unwrap_or(ryw.keys.span),
+                    &ryw.keys.path_of("after"),
+                    format!(
+                        "read_your_writes.after {} is shorter than {period}: a read would \
+                         often find no marker written that long before it to check",
+                        crate::model::format_duration(after)
+                    ),
+                );
+                return Vec::new();
+            }
+        }
         let monotonic_reads = match &self.monotonic {
             Some(monotonic) => match monotonic.reads {
                 Some(reads) => Some(u32::try_from(reads).unwrap_or(u32::MAX)),
@@ -654,5 +702,138 @@ impl ProbeKindConfig for CanaryConfig {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{errors_of, load_text};
+
+    const CANARIES: &str = r#"
+sources:
+  orders-db: { postgres: { dsn: "host=db user=lagbudget dbname=orders" } }
+  orders-replica: { postgres: { dsn: "host=replica user=lagbudget dbname=orders" } }
+  cache: { redis: { url: "redis://cache:6379" } }
+  events: { kafka: { brokers: "kafka-1:9092" } }
+  order-api: { http: { url: "http://order-api:8080" } }
+budgets:
+  - name: order-visible
+    max_lag: 30s
+    max_monotonic_violations: 1%
+    probes:
+      - name: visible
+        canary:
+          write: { source: orders-db }
+          read:
+            - { source: orders-replica }
+            - { name: order-api, source: order-api, path: "/canary/$instance", pointer: /seq }
+          write_period: 1s
+          read_your_writes: { after: 2s }
+          monotonic: { reads: 3 }
+          instance: host-1
+      - name: strict
+        max_monotonic_violations: 0%
+        canary:
+          write: { source: cache, key: "canary:$instance" }
+          read:
+            - { name: cache-replica, source: cache, key: "canary:$instance", pointer: /seq }
+          monotonic: { reads: 2 }
+      - name: events
+        canary:
+          write: { source: events, topic: lagbudget.canary }
+          read:
+            - { source: events, topic: lagbudget.canary }
+          read_your_writes: { after: 5s }
+"#;
+
+    fn canary(probe: &crate::model::Probe) -> &Canary {
+        match &probe.kind {
+            ProbeKind::Canary(canary) => canary,
+            other => panic!("not a canary: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_view_is_a_probe_labelled_with_its_name() {
+        let config = load_text(CANARIES, &|_| None).unwrap_or_else(|e| panic!("errors:\n{e}"));
+        let probes = &config.budgets[0].probes;
+        let views: Vec<(&str, Option<&str>)> = probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.replica.as_deref()))
+            .collect();
+        assert_eq!(
+            views,
+            [
+                ("visible", Some("orders-replica")),
+                ("visible", Some("order-api")),
+                ("strict", Some("cache-replica")),
+                ("events", Some("events")),
+            ]
+        );
+        let replica = canary(&probes[0]);
+        assert_eq!(replica.write.target, WriteTarget::Managed);
+        assert_eq!(replica.read.target, ReadTarget::Managed);
+        assert_eq!(replica.instance, "host-1");
+        assert_eq!(replica.schema, "lagbudget");
+        assert_eq!(replica.give_up, Duration::from_secs(600));
+        assert_eq!(replica.read_your_writes, Some(Duration::from_secs(2)));
+        assert_eq!(replica.monotonic_reads, Some(3));
+        assert_eq!(
+            canary(&probes[1]).read.target,
+            ReadTarget::Http {
+                path: "/canary/$instance".into(),
+                method: HttpMethod::Get,
+                body: None,
+                pointer: "/seq".into(),
+            }
+        );
+        let events = canary(&probes[3]);
+        assert_eq!(
+            events.read.target,
+            ReadTarget::KafkaTopic {
+                topic: "lagbudget.canary".into(),
+                group: format!("lagbudget-canary-{}", events.instance),
+            }
+        );
+        assert!(events.read.target.sees_only_new_markers());
+        // write_period defaults to max_lag / 10, at most 1s.
+        assert_eq!(events.write_period, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_violation_limit_is_the_probes_or_its_budgets_and_only_where_reads_are_monotonic() {
+        let config = load_text(CANARIES, &|_| None).unwrap_or_else(|e| panic!("errors:\n{e}"));
+        let limits: Vec<Option<f64>> = config.budgets[0]
+            .probes
+            .iter()
+            .map(|p| p.max_monotonic_violations)
+            .collect();
+        assert_eq!(limits, [Some(0.01), Some(0.01), Some(0.0), None]);
+    }
+
+    #[test]
+    fn a_monotonic_canary_with_a_consumer_view_is_rejected_at_monotonic() {
+        let text = r#"
+sources:
+  bus: { nats: { url: "nats://bus:4222" } }
+budgets:
+  - name: b
+    max_lag: 30s
+    probes:
+      - name: p
+        canary:
+          write: { source: bus, subject: "lagbudget.canary.$instance" }
+          read:
+            - { name: sub, source: bus, subject: "lagbudget.canary.$instance" }
+          monotonic: { reads: 2 }
+"#;
+        let errors = errors_of(text, &|_| None);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("13:11: budgets[0].probes[0].canary.monotonic: ")
+                && errors[0].contains("sub (`subject`)"),
+            "{errors:?}"
+        );
     }
 }
