@@ -333,7 +333,10 @@ fn each_broken_config_reports_exactly_where_and_what() {
                     "canary_targets.yaml:26:84: budgets[0].probes[2].canary.read[2].pointer: `pointer` applies only to an http read (`path`) or a redis `key` holding JSON\n"
                 ),
                 bad!(
-                    "canary_targets.yaml:29:36: budgets[0].probes[3].canary.write.exchange: `exchange` needs `routing_key`: a rabbitmq write publishes with a routing key"
+                    "canary_targets.yaml:29:36: budgets[0].probes[3].canary.write.exchange: `exchange` needs `routing_key`: a rabbitmq write publishes with a routing key\n"
+                ),
+                bad!(
+                    "canary_targets.yaml:37:47: budgets[0].probes[4].canary.read[1].queue: queue \"canary-markers\" of source \"broker\" is read by another view of this canary: a queue hands each marker to one reader, so read it once"
                 ),
             ),
         ),

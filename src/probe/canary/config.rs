@@ -184,8 +184,8 @@ config_table! {
         sql: Option<NonEmpty<String>>,
         /// redis: the key SET to the marker as JSON ($instance replaced).
         key: Option<NonEmpty<String>>,
-        /// redis: the stream the marker is XADDed to, capped at 100 entries ($instance
-        /// replaced).
+        /// redis: the stream the marker is XADDed to, capped at about 1000 entries
+        /// ($instance replaced).
         stream: Option<NonEmpty<String>>,
         /// kafka: the topic the marker is produced to, keyed by instance.
         topic: Option<NonEmpty<String>>,
@@ -587,8 +587,28 @@ impl ProbeKindConfig for CanaryConfig {
             ok &= write.check(ctx);
         }
         let mut seen: Vec<String> = Vec::new();
+        let mut queues: Vec<(String, String)> = Vec::new();
         for read in self.read.iter().flatten() {
             ok &= read.check(ctx);
+            // A queue hands each message to one reader: two views of one queue would each see
+            // about half the markers, and both read as behind.
+            if let (Some(source), Some(queue)) = (&read.source, &read.queue) {
+                let taken = (source.value.clone(), queue.clone());
+                if queues.contains(&taken) {
+                    ctx.error(
+                        written!(read.queue).unwrap_or(read.keys.span),
+                        &read.keys.path_of("queue"),
+                        format!(
+                            "queue {queue:?} of source {:?} is read by another view of this \
+                             canary: a queue hands each marker to one reader, so read it once",
+                            source.value
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    queues.push(taken);
+                }
+            }
             if let Some(name) = read.view_name() {
                 if seen.iter().any(|s| s == name) {
                     ctx.error(
