@@ -593,6 +593,52 @@ mod tests {
         );
     }
 
+    /// The monotonic-read counters exist from load for canaries with `monotonic`, and the
+    /// violation limit only for those with a `max_monotonic_violations` (the probe's or its
+    /// budget's), as a ratio.
+    #[test]
+    fn monotonic_read_counters_and_their_limit_exist_from_load_where_they_apply() {
+        let config = config(
+            r#"
+sources:
+  db: { postgres: { dsn: "host=127.0.0.1 user=postgres dbname=test" } }
+  replica: { postgres: { dsn: "host=127.0.0.2 user=postgres dbname=test" } }
+budgets:
+  - name: visible
+    max_lag: 60s
+    max_monotonic_violations: 2%
+    probes:
+      - name: limited
+        canary: { write: { source: db }, read: [{ source: replica }], monotonic: { reads: 2 } }
+      - name: strict
+        max_monotonic_violations: 0%
+        canary: { write: { source: db }, read: [{ source: replica }], monotonic: { reads: 2 } }
+      - name: once
+        canary: { write: { source: db }, read: [{ source: replica }] }
+"#,
+        );
+        let mut next = 0;
+        let (state, _) = DaemonState::new(config, at(0.0), &mut next);
+        let text = render_at(&state, at(0.5));
+        let reads = series(&text, MONOTONIC_READS);
+        assert_eq!(reads.len(), 2, "{text}");
+        assert!(reads.iter().all(|(_, v)| *v == 0.0));
+        assert_eq!(series(&text, MONOTONIC_READ_VIOLATIONS).len(), 2);
+        assert_eq!(
+            series(&text, MONOTONIC_VIOLATION_BUDGET),
+            [
+                (
+                    "{budget=\"visible\",probe=\"limited\",replica=\"replica\"}",
+                    0.02
+                ),
+                (
+                    "{budget=\"visible\",probe=\"strict\",replica=\"replica\"}",
+                    0.0
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn a_stale_probe_has_no_lag_ratio_backlog_or_detail_series() {
         let state = measured();
