@@ -30,11 +30,11 @@ pub struct Sample {
     /// Source clock − daemon clock, where a probe compares the two (estimated from the
     /// midpoint of a query's round trip). Exported as `lagbudget_clock_skew_seconds`. A common
     /// field, not a kind's detail: any probe where a remote clock meets ours can measure it
-    /// (replica probes do; canaries will).
+    /// (replica probes do; canaries never compare clocks).
     pub clock_skew_seconds: Option<f64>,
     /// Set when this run read at a replica a set delay after a write at the primary. A common
     /// field, not a kind's detail: the read-your-writes counters apply to any kind that reads
-    /// after it writes (replica probes with `ryw_delay` do; canaries will).
+    /// after it writes (replica probes with `ryw_delay` and canaries with `read_your_writes` do).
     pub read_your_writes: Option<ReadYourWrites>,
     /// Set when this run read a view several times through the same route (canaries with
     /// `monotonic`). A common field, like read-your-writes: its counters live in the history.
