@@ -828,3 +828,38 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
         .unwrap_or_else(|e| panic!("config/quickstart.yaml:\n{e}"));
     assert_eq!(source_client_errors(&quickstart), Vec::<String>::new());
 }
+
+/// Every full config among the `canary` reference's recipes in the README loads as written,
+/// each view becoming a probe entry of its own.
+#[test]
+fn the_readmes_canary_recipes_load() {
+    let readme = std::fs::read_to_string("README.md").expect("read README.md");
+    let start = readme
+        .find("## Probe reference: `canary`")
+        .expect("the README has a canary reference");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut loaded = 0;
+    for (index, block) in section.split("```yaml\n").skip(1).enumerate() {
+        let yaml = block.split("```").next().expect("a closed block");
+        if !yaml.contains("sources:") {
+            continue;
+        }
+        let path = dir.path().join(format!("recipe-{index}.yaml"));
+        std::fs::write(&path, yaml).expect("write recipe");
+        let config = config::load_with(&path, &no_env)
+            .unwrap_or_else(|e| panic!("README canary recipe {index} does not load:\n{e}\n{yaml}"));
+        let views = config
+            .budgets
+            .iter()
+            .flat_map(|b| &b.probes)
+            .filter(|p| matches!(p.kind, ProbeKind::Canary(_)) && p.replica.is_some())
+            .count();
+        assert!(views >= 1, "recipe {index} has a canary view:\n{yaml}");
+        loaded += 1;
+    }
+    assert!(loaded >= 4, "the four recipes (found {loaded})");
+}
