@@ -4,6 +4,7 @@
 
 mod architecture;
 mod cache;
+mod canary_http;
 mod config_errors;
 mod daemon;
 mod dashboards;
