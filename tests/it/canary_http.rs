@@ -17,7 +17,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::support::{Daemon, Metrics, PATIENCE, unique, wait_for};
+use crate::support::{
+    Daemon, Metrics, PATIENCE, check_connect_lines, load_config, unique, wait_for,
+};
 
 /// How far replica B is behind: it shows the newest marker received this long ago.
 const HOLD_BACK: f64 = 4.0;
@@ -126,6 +128,11 @@ async fn serve(
         .and_then(|q| q.strip_prefix("via="))
         .unwrap_or("a")
         .to_owned();
+    match route.as_str() {
+        "broken" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        "html" => return ([("content-type", "text/html")], "<!DOCTYPE html><p>hi").into_response(),
+        _ => {}
+    }
     let reads = state.reads.entry(route.clone()).or_default();
     let replica = match route.as_str() {
         "b" => Replica::B,
@@ -414,4 +421,136 @@ budgets:
     assert!(errors(&metrics, &budget, "current") > 0.0);
 
     daemon.stop().await;
+}
+
+/// How an HTTP view fails, each a bounded reason while the others carry on: a 500 is
+/// `http_status`; HTML, or JSON with nothing at the pointer, is `decode` (saying where the
+/// pointer stops); a 404 is "no marker yet", a lag that grows from the first marker, never 0.
+/// `check --connect` says what each view shows, and sends no marker.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_way_an_http_view_fails_is_bounded_and_a_404_is_no_marker_yet() {
+    let service = Service::start().await;
+    let budget = unique("httpfail");
+    let instance = unique("h");
+    let yaml = format!(
+        "sources:
+  api: {{ http: {{ url: \"{url}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: 30s
+    interval: 1s
+    timeout: 1s
+    probes:
+      - name: visible
+        canary:
+          write: {{ source: api, path: \"/canary/$instance\" }}
+          read:
+            - {{ name: good, source: api, path: \"/canary/$instance\", pointer: /seq }}
+            - {{ name: broken, source: api, path: \"/canary/$instance?via=broken\", pointer: /seq }}
+            - {{ name: html, source: api, path: \"/canary/$instance?via=html\", pointer: /seq }}
+            - {{ name: shape, source: api, path: \"/canary/$instance\", pointer: /version }}
+            - {{ name: unseen, source: api, path: \"/elsewhere/$instance\", pointer: /seq }}
+          write_period: 500ms
+          instance: {instance}
+",
+        url = service.url()
+    );
+    // Before the daemon: check --connect sends no marker.
+    let lines = check_connect_lines(&load_config(&yaml)).await;
+    assert!(
+        service.lock().written.is_empty(),
+        "check --connect wrote nothing"
+    );
+    let line = |view: &str| line_of(&lines, view);
+    assert!(
+        line("good").contains(&format!("markers are sent as POST /canary/{instance}")),
+        "{lines:?}"
+    );
+    assert!(
+        line("good").contains("shows no marker of this instance yet (HTTP 404"),
+        "{lines:?}"
+    );
+    assert!(
+        line("broken").contains("HTTP 500 Internal Server Error"),
+        "{lines:?}"
+    );
+
+    let daemon = Daemon::start(&yaml).await;
+    let metrics = daemon
+        .wait_for_metrics("each view read or failed", PATIENCE, |m| {
+            lag(m, &budget, "good").is_some()
+                && lag(m, &budget, "unseen").is_some_and(|lag| lag >= 2.0)
+                && ["broken", "html", "shape"]
+                    .iter()
+                    .all(|v| errors(m, &budget, v) > 0.0)
+        })
+        .await;
+    let good = lag(&metrics, &budget, "good").expect("lag");
+    assert!(good <= 1.0, "good: lag {good:.3} s, not within ±1 s of 0");
+    let unseen = lag(&metrics, &budget, "unseen").expect("lag");
+    let first_written = service.lock().written.first().expect("a marker").3;
+    let age = lagbudget::clock::unix_now() - first_written;
+    println!("unseen: lag {unseen:.3} s, the first marker is {age:.3} s old");
+    assert!(
+        unseen > 0.0 && unseen <= age + 1.0,
+        "404: the age of the first marker"
+    );
+    for (view, reason, says) in [
+        (
+            "broken",
+            "http_status",
+            "HTTP 500 Internal Server Error for GET /canary/",
+        ),
+        (
+            "html",
+            "decode",
+            "is not JSON (HTTP 200, content-type text/html",
+        ),
+        (
+            "shape",
+            "decode",
+            "pointer /version finds nothing in the answer to GET /canary/",
+        ),
+    ] {
+        let status = view_status(&daemon, &budget, view).await;
+        println!("{view}: {}", status["error"]);
+        assert_eq!(status["error"]["reason"], reason, "{status}");
+        assert!(
+            status["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{view}: {status}"
+        );
+        assert!(lag(&metrics, &budget, view).is_none(), "{view}: no lag");
+    }
+    let shape = view_status(&daemon, &budget, "shape").await;
+    assert!(
+        shape["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .contains("the answer is an object with keys instance, probe, seq, written_at")),
+        "{shape}"
+    );
+
+    let lines = check_connect_lines(&load_config(&yaml)).await;
+    assert!(
+        line_of(&lines, "good").contains("shows marker seq"),
+        "{lines:?}"
+    );
+    assert!(
+        line_of(&lines, "unseen")
+            .contains("shows no marker of this instance yet (HTTP 404 for GET /elsewhere/"),
+        "{lines:?}"
+    );
+    assert!(line_of(&lines, "shape").contains("decode"), "{lines:?}");
+    daemon.stop().await;
+}
+
+/// The `check --connect` line of one view of the canary.
+fn line_of(lines: &[String], view: &str) -> String {
+    lines
+        .iter()
+        .find(|l| l.contains(&format!("[{view}] (canary)")))
+        .cloned()
+        .unwrap_or_else(|| panic!("a line for {view} in {lines:?}"))
 }
