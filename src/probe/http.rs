@@ -2,6 +2,8 @@
 //! pool, at most `max_connections` requests in flight, a body cap enforced while the body
 //! streams in, and every failure mapped to a bounded reason. The RabbitMQ management client
 //! reads its answers with the same capped reader and names transport errors the same way.
+//! Both kinds that read JSON answers (`http_watermark`, `canary`) say with the same helpers
+//! where a JSON pointer that finds nothing stops.
 //!
 //! A request holds one of the source's slots; waiting for a slot, connecting (at most
 //! `CONNECT_TIMEOUT`), the TLS handshake, sending and reading the body all count against the

@@ -398,6 +398,15 @@ budgets:
     // The service refuses writes: after two write periods every view is unknown, never 0.
     service.lock().refuse_writes = true;
     let refused_at = lagbudget::clock::unix_now();
+    daemon
+        .wait_for_metrics("a view failing while writes fail", PATIENCE, |m| {
+            errors(m, &budget, "current") > 0.0
+        })
+        .await;
+    println!(
+        "writes refused: the first view failed {:.1} s later",
+        lagbudget::clock::unix_now() - refused_at
+    );
     let metrics = daemon
         .wait_for_metrics("every view unknown while writes fail", PATIENCE, |m| {
             ["balanced", "lagging", "current"]
@@ -406,7 +415,7 @@ budgets:
         })
         .await;
     println!(
-        "writes refused: every view unknown {:.1} s later",
+        "writes refused: every view's lag absent {:.1} s later (it stays while fresh)",
         lagbudget::clock::unix_now() - refused_at
     );
     let current = view_status(&daemon, &budget, "current").await;
