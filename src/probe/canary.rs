@@ -27,6 +27,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod detail;
+mod http;
 mod redis;
 mod sql;
 
@@ -125,6 +126,7 @@ pub fn seq_from_json(value: &serde_json::Value) -> Result<i64, ProbeError> {
 enum MarkerWriter {
     Sql(sql::SqlWriter),
     Redis(redis::RedisWriter),
+    Http(http::HttpWriter),
 }
 
 impl MarkerWriter {
@@ -139,6 +141,9 @@ impl MarkerWriter {
                 WriteTarget::Managed | WriteTarget::RedisKey(_) | WriteTarget::RedisStream(_),
                 SourceHandle::Redis(_),
             ) => Ok(MarkerWriter::Redis(redis::RedisWriter::new(spec, probe, handle)?)),
+            (WriteTarget::Http { .. }, SourceHandle::Http(_)) => {
+                Ok(MarkerWriter::Http(http::HttpWriter::new(spec, handle)?))
+            }
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot take a canary write of {target:?}"),
@@ -150,6 +155,7 @@ impl MarkerWriter {
         match self {
             MarkerWriter::Sql(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Redis(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Http(writer) => writer.write(marker, deadline).await,
         }
     }
 
@@ -157,6 +163,7 @@ impl MarkerWriter {
         match self {
             MarkerWriter::Sql(writer) => writer.check(deadline).await,
             MarkerWriter::Redis(writer) => writer.check(deadline).await,
+            MarkerWriter::Http(writer) => writer.check(deadline).await,
         }
     }
 }
@@ -165,6 +172,7 @@ impl MarkerWriter {
 enum MarkerReader {
     Sql(sql::SqlReader),
     Redis(redis::RedisReader),
+    Http(http::HttpReader),
 }
 
 impl MarkerReader {
@@ -179,6 +187,9 @@ impl MarkerReader {
                 ReadTarget::Managed | ReadTarget::RedisKey { .. } | ReadTarget::RedisStream(_),
                 SourceHandle::Redis(_),
             ) => Ok(MarkerReader::Redis(redis::RedisReader::new(spec, probe, handle)?)),
+            (ReadTarget::Http { .. }, SourceHandle::Http(_)) => {
+                Ok(MarkerReader::Http(http::HttpReader::new(spec, handle)?))
+            }
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot be read as a canary view of {target:?}"),
@@ -191,6 +202,7 @@ impl MarkerReader {
         match self {
             MarkerReader::Sql(reader) => reader.read(deadline).await,
             MarkerReader::Redis(reader) => reader.read(deadline).await,
+            MarkerReader::Http(reader) => reader.read(deadline).await,
         }
     }
 
@@ -198,7 +210,7 @@ impl MarkerReader {
     /// written from now on reaches it; nothing to do for a reader of current state.
     async fn listen(&mut self, deadline: Instant) -> Result<(), ProbeError> {
         match self {
-            MarkerReader::Sql(_) | MarkerReader::Redis(_) => {
+            MarkerReader::Sql(_) | MarkerReader::Redis(_) | MarkerReader::Http(_) => {
                 let _ = deadline;
                 Ok(())
             }
@@ -209,6 +221,7 @@ impl MarkerReader {
         match self {
             MarkerReader::Sql(reader) => reader.check(deadline).await,
             MarkerReader::Redis(reader) => reader.check(deadline).await,
+            MarkerReader::Http(reader) => reader.check(deadline).await,
         }
     }
 }

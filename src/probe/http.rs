@@ -2,6 +2,8 @@
 //! pool, at most `max_connections` requests in flight, a body cap enforced while the body
 //! streams in, and every failure mapped to a bounded reason. The RabbitMQ management client
 //! reads its answers with the same capped reader and names transport errors the same way.
+//! Both kinds that read JSON answers (`http_watermark`, `canary`) say with the same helpers
+//! where a JSON pointer that finds nothing stops.
 //!
 //! A request holds one of the source's slots; waiting for a slot, connecting (at most
 //! `CONNECT_TIMEOUT`), the TLS handshake, sending and reading the body all count against the
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
@@ -454,6 +457,46 @@ fn snippet(body: &[u8]) -> String {
         }
     }
     out.trim().to_owned()
+}
+
+/// Where a pointer that finds nothing stops: the deepest part of it that exists, and what is
+/// there, so that `check --connect` can say what to fix.
+pub(crate) fn where_it_stops(json: &Value, pointer: &str) -> String {
+    let mut at = String::new();
+    let mut value = json;
+    for token in pointer.split('/').skip(1) {
+        let next = format!("{at}/{token}");
+        match json.pointer(&next) {
+            Some(found) => {
+                at = next;
+                value = found;
+            }
+            None => break,
+        }
+    }
+    let place = if at.is_empty() { "the answer" } else { &at };
+    format!("{place} is {}", describe(value))
+}
+
+/// A JSON value's shape, for messages (keys, never values).
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(_) => "a boolean".to_owned(),
+        Value::Number(_) => "a number".to_owned(),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(items) if items.is_empty() => "an empty array".to_owned(),
+        Value::Array(items) => format!("an array of {}", items.len()),
+        Value::Object(map) if map.is_empty() => "an empty object".to_owned(),
+        Value::Object(map) => {
+            let keys: Vec<&str> = map.keys().take(6).map(String::as_str).collect();
+            let more = if map.len() > keys.len() { ", …" } else { "" };
+            shorten(
+                &format!("an object with keys {}{more}", keys.join(", ")),
+                120,
+            )
+        }
+    }
 }
 
 /// `text` cut to `max` characters, with an ellipsis when cut.

@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::http::{Answer, HttpClient, shorten};
+use super::http::{Answer, HttpClient, describe, shorten, where_it_stops};
 use super::oldest_pending::{Shape, SourceComparison, parse_timestamp};
 use super::{Backlog, BacklogUnit, Detail, ErrorReason, ProbeError, Reading, Sample};
 use crate::clock::unix_now;
@@ -289,46 +289,6 @@ fn at_pointer(json: &Value, pointer: &str) -> Result<Found, ProbeError> {
                 describe(other)
             ),
         )),
-    }
-}
-
-/// Where a pointer that finds nothing stops: the deepest part of it that exists, and what is
-/// there, so that `check --connect` can say what to fix.
-fn where_it_stops(json: &Value, pointer: &str) -> String {
-    let mut at = String::new();
-    let mut value = json;
-    for token in pointer.split('/').skip(1) {
-        let next = format!("{at}/{token}");
-        match json.pointer(&next) {
-            Some(found) => {
-                at = next;
-                value = found;
-            }
-            None => break,
-        }
-    }
-    let place = if at.is_empty() { "the answer" } else { &at };
-    format!("{place} is {}", describe(value))
-}
-
-/// A JSON value's shape, for messages (keys, never values).
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(_) => "a boolean".to_owned(),
-        Value::Number(_) => "a number".to_owned(),
-        Value::String(_) => "a string".to_owned(),
-        Value::Array(items) if items.is_empty() => "an empty array".to_owned(),
-        Value::Array(items) => format!("an array of {}", items.len()),
-        Value::Object(map) if map.is_empty() => "an empty object".to_owned(),
-        Value::Object(map) => {
-            let keys: Vec<&str> = map.keys().take(6).map(String::as_str).collect();
-            let more = if map.len() > keys.len() { ", …" } else { "" };
-            shorten(
-                &format!("an object with keys {}{more}", keys.join(", ")),
-                120,
-            )
-        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod architecture;
 mod cache;
+mod canary_http;
+mod canary_redis;
 mod config_errors;
 mod daemon;
 mod dashboards;
