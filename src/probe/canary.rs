@@ -27,6 +27,9 @@
 pub mod config;
 pub mod dashboard;
 pub mod detail;
+mod kafka;
+mod nats;
+mod rabbitmq;
 mod redis;
 mod sql;
 
@@ -125,6 +128,9 @@ pub fn seq_from_json(value: &serde_json::Value) -> Result<i64, ProbeError> {
 enum MarkerWriter {
     Sql(sql::SqlWriter),
     Redis(redis::RedisWriter),
+    Kafka(kafka::KafkaWriter),
+    Nats(nats::NatsWriter),
+    Rabbitmq(rabbitmq::RabbitmqWriter),
 }
 
 impl MarkerWriter {
@@ -139,6 +145,15 @@ impl MarkerWriter {
                 WriteTarget::Managed | WriteTarget::RedisKey(_) | WriteTarget::RedisStream(_),
                 SourceHandle::Redis(_),
             ) => Ok(MarkerWriter::Redis(redis::RedisWriter::new(spec, probe, handle)?)),
+            (WriteTarget::Managed | WriteTarget::KafkaTopic(_), SourceHandle::Kafka(_)) => {
+                Ok(MarkerWriter::Kafka(kafka::KafkaWriter::new(spec, handle)?))
+            }
+            (WriteTarget::Managed | WriteTarget::NatsSubject(_), SourceHandle::Nats(_)) => {
+                Ok(MarkerWriter::Nats(nats::NatsWriter::new(spec, handle)?))
+            }
+            (WriteTarget::Managed | WriteTarget::Rabbitmq { .. }, SourceHandle::Rabbitmq(_)) => Ok(
+                MarkerWriter::Rabbitmq(rabbitmq::RabbitmqWriter::new(spec, probe, handle)?),
+            ),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot take a canary write of {target:?}"),
@@ -150,6 +165,9 @@ impl MarkerWriter {
         match self {
             MarkerWriter::Sql(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Redis(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Kafka(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Nats(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Rabbitmq(writer) => writer.write(marker, deadline).await,
         }
     }
 
@@ -157,6 +175,9 @@ impl MarkerWriter {
         match self {
             MarkerWriter::Sql(writer) => writer.check(deadline).await,
             MarkerWriter::Redis(writer) => writer.check(deadline).await,
+            MarkerWriter::Kafka(writer) => writer.check(deadline).await,
+            MarkerWriter::Nats(writer) => writer.check(deadline).await,
+            MarkerWriter::Rabbitmq(writer) => writer.check(deadline).await,
         }
     }
 }
@@ -165,6 +186,9 @@ impl MarkerWriter {
 enum MarkerReader {
     Sql(sql::SqlReader),
     Redis(redis::RedisReader),
+    Kafka(kafka::KafkaReader),
+    Nats(nats::NatsReader),
+    Rabbitmq(rabbitmq::RabbitmqReader),
 }
 
 impl MarkerReader {
@@ -179,6 +203,15 @@ impl MarkerReader {
                 ReadTarget::Managed | ReadTarget::RedisKey { .. } | ReadTarget::RedisStream(_),
                 SourceHandle::Redis(_),
             ) => Ok(MarkerReader::Redis(redis::RedisReader::new(spec, probe, handle)?)),
+            (ReadTarget::Managed | ReadTarget::KafkaTopic { .. }, SourceHandle::Kafka(_)) => {
+                Ok(MarkerReader::Kafka(kafka::KafkaReader::new(spec, probe, handle)?))
+            }
+            (ReadTarget::Managed | ReadTarget::NatsSubject(_), SourceHandle::Nats(_)) => {
+                Ok(MarkerReader::Nats(nats::NatsReader::new(spec, probe, handle)?))
+            }
+            (ReadTarget::Managed | ReadTarget::RabbitmqQueue(_), SourceHandle::Rabbitmq(_)) => Ok(
+                MarkerReader::Rabbitmq(rabbitmq::RabbitmqReader::new(spec, probe, handle)?),
+            ),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot be read as a canary view of {target:?}"),
@@ -191,6 +224,9 @@ impl MarkerReader {
         match self {
             MarkerReader::Sql(reader) => reader.read(deadline).await,
             MarkerReader::Redis(reader) => reader.read(deadline).await,
+            MarkerReader::Kafka(reader) => reader.read(deadline).await,
+            MarkerReader::Nats(reader) => reader.read(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.read(deadline).await,
         }
     }
 
@@ -202,13 +238,28 @@ impl MarkerReader {
                 let _ = deadline;
                 Ok(())
             }
+            MarkerReader::Kafka(reader) => reader.listen(deadline).await,
+            MarkerReader::Nats(reader) => reader.listen(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.listen(deadline).await,
         }
+    }
+
+    /// Whether the view is a stream of markers that only shows those sent after `listen`
+    /// (lagbudget's own topic, subject or queue included, which `ReadTarget::Managed` names).
+    fn sees_only_new_markers(&self) -> bool {
+        matches!(
+            self,
+            MarkerReader::Kafka(_) | MarkerReader::Nats(_) | MarkerReader::Rabbitmq(_)
+        )
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
         match self {
             MarkerReader::Sql(reader) => reader.check(deadline).await,
             MarkerReader::Redis(reader) => reader.check(deadline).await,
+            MarkerReader::Kafka(reader) => reader.check(deadline).await,
+            MarkerReader::Nats(reader) => reader.check(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.check(deadline).await,
         }
     }
 }
@@ -362,7 +413,7 @@ impl CanaryProbe {
         // deadline) rather than report "nothing written".
         let mut attempts = writer.attempts.clone();
         let _ = timeout_at(deadline, attempts.wait_for(|n| *n > 0)).await;
-        if self.spec.read.target.sees_only_new_markers() && self.baseline.is_none() {
+        if self.reader.sees_only_new_markers() && self.baseline.is_none() {
             // Listening first: a marker written between taking the baseline and subscribing
             // would never arrive, and the view would read as stuck.
             self.reader.listen(deadline).await?;
