@@ -4,6 +4,7 @@
 
 mod architecture;
 mod cache;
+mod canary_e2e;
 mod config_errors;
 mod daemon;
 mod dashboards;
