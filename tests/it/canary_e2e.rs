@@ -22,7 +22,7 @@ const TOLERANCE_S: f64 = 1.0;
 /// How long each pause lasts at least (observed as the view's lag).
 const PAUSE_S: f64 = 5.0;
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -31,13 +31,13 @@ fn unix_now() -> f64 {
 
 /// A worker the test can pause: each step of its loop holds `gate`, so once `pause` returns
 /// no step is in progress and none starts until `resume`.
-struct Gate {
-    gate: Arc<Mutex<()>>,
+pub(crate) struct Gate {
+    pub(crate) gate: Arc<Mutex<()>>,
     held: Option<OwnedMutexGuard<()>>,
 }
 
 impl Gate {
-    fn new() -> Gate {
+    pub(crate) fn new() -> Gate {
         Gate {
             gate: Arc::new(Mutex::new(())),
             held: None,
@@ -45,12 +45,12 @@ impl Gate {
     }
 
     /// Pauses the worker; returns when it is paused, the pause's start (unix seconds).
-    async fn pause(&mut self) -> f64 {
+    pub(crate) async fn pause(&mut self) -> f64 {
         self.held = Some(self.gate.clone().lock_owned().await);
         unix_now()
     }
 
-    fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         self.held = None;
     }
 }
@@ -161,7 +161,17 @@ fn apply_topic_to_redis(
 
 /// The view's lag and the time of the run that measured it.
 fn view(metrics: &Metrics, budget: &str, name: &str) -> Option<(f64, f64)> {
-    let labels = [("budget", budget), ("probe", "canary"), ("replica", name)];
+    lag_of(metrics, budget, "canary", name)
+}
+
+/// A canary view's lag and the time of the run that measured it.
+pub(crate) fn lag_of(
+    metrics: &Metrics,
+    budget: &str,
+    probe: &str,
+    view: &str,
+) -> Option<(f64, f64)> {
+    let labels = [("budget", budget), ("probe", probe), ("replica", view)];
     Some((
         metrics.get("lagbudget_lag_seconds", &labels)?,
         metrics.get("lagbudget_probe_last_success_timestamp_seconds", &labels)?,

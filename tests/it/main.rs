@@ -5,6 +5,7 @@
 mod architecture;
 mod cache;
 mod canary_e2e;
+mod canary_queues;
 mod config_errors;
 mod daemon;
 mod dashboards;

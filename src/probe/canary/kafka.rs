@@ -2,8 +2,10 @@
 //! back by a consumer of the topic.
 //!
 //! lagbudget's own topic, for a bare `{source}`, is `lagbudget.canary`, shared by every instance
-//! and probe (each reader keeps only its own instance's and probe's markers); it is created
-//! with one partition and an hour's retention when missing, so nothing piles up.
+//! and probe (each reader keeps only its own instance's and probe's markers); the writer
+//! creates it with one partition and an hour's retention when missing, so nothing piles up (a
+//! cluster that refuses CreateTopics must create it at the first produce, with
+//! `auto.create.topics.enable`, or have it created beforehand).
 //!
 //! The reader is a consumer of its own (never the measured group's): it `assign()`s every
 //! partition of the topic at its last stable offset when it starts listening, so every marker
@@ -84,6 +86,8 @@ pub struct KafkaWriter {
     source: Arc<KafkaClient>,
     topic: String,
     managed: bool,
+    /// Whether lagbudget's own topic was looked after (at the first write).
+    topic_ensured: bool,
     /// Created at the first write.
     producer: Option<FutureProducer>,
 }
@@ -98,6 +102,7 @@ impl KafkaWriter {
             source: client(handle)?,
             topic,
             managed,
+            topic_ensured: false,
             producer: None,
         })
     }
@@ -151,8 +156,18 @@ impl KafkaWriter {
     }
 
     pub async fn write(&mut self, marker: &Marker<'_>, deadline: Instant) -> Result<(), ProbeError> {
-        if self.managed && self.producer.is_none() {
-            self.ensure_topic(deadline).await?;
+        if self.managed && !self.topic_ensured {
+            // Once: a cluster that does not take CreateTopics (or this user may not) may still
+            // create the topic at the first produce (auto.create.topics.enable); if neither
+            // does, the produce fails and says so.
+            self.topic_ensured = true;
+            if let Err(error) = self.ensure_topic(deadline).await {
+                tracing::info!(
+                    source = %self.source.source(),
+                    error = %error.message,
+                    "could not create the canary topic {MANAGED_TOPIC}; producing to it anyway"
+                );
+            }
         }
         let payload = marker.json();
         let topic = self.topic.clone();
