@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::canary_e2e::{Gate, lag_of};
 use crate::kafka::Cluster;
 use crate::nats::NatsServer;
-use crate::support::{Daemon, Metrics, PATIENCE, poll_until, unique};
+use crate::support::{
+    Daemon, Metrics, PATIENCE, check_connect_lines, load_config, poll_until, unique,
+};
 
 /// How far a measured lag may be from the injected pause, and the most a flowing view lags.
 const TOLERANCE_S: f64 = 1.0;
@@ -49,6 +51,20 @@ sources:
         probes.concat()
     )
     .replace("$INSTANCE", instance)
+}
+
+/// `check --connect` answers ok for every source and probe, and says where markers go.
+async fn check_connects(yaml: &str, says: &[&str]) {
+    let lines = check_connect_lines(&load_config(yaml)).await;
+    for line in &lines {
+        assert!(line.contains(": ok "), "check --connect: {line}");
+    }
+    for what in says {
+        assert!(
+            lines.iter().any(|line| line.contains(what)),
+            "check --connect says {what:?}: {lines:#?}"
+        );
+    }
 }
 
 /// Waits until every `(probe, view)` reads under the tolerance.
@@ -130,6 +146,7 @@ async fn kafka_markers_in_the_managed_topic_read_back() {
     );
     let daemon = Daemon::start(&yaml).await;
     wait_flowing(&daemon, budget, &[("managed", "events")]).await;
+    check_connects(&yaml, &["markers are produced to topic lagbudget.canary"]).await;
     daemon.stop().await;
 }
 
@@ -195,6 +212,13 @@ async fn nats_markers_flow_and_a_paused_relay_shows() {
             ("relayed", "direct"),
             ("relayed", "relayed"),
         ],
+    )
+    .await;
+    check_connects(
+        &yaml,
+        &[&format!(
+            "markers are published on subject lagbudget.canary.{instance}"
+        )],
     )
     .await;
     pause_relay(
@@ -360,6 +384,13 @@ async fn rabbitmq_markers_flow_and_a_paused_relay_shows() {
         .call(reqwest::Method::GET, &format!("queues/%2F/{managed}"), None)
         .await;
     assert_eq!(queue["arguments"]["x-max-length"], 1000, "{queue}");
+    check_connects(
+        &yaml,
+        &[&format!(
+            "markers are published to exchange amq.default with routing key {inbound}"
+        )],
+    )
+    .await;
 
     let paused_at = relay.pause().await;
     let m = daemon
