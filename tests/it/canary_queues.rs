@@ -323,8 +323,8 @@ impl Rabbit {
     }
 }
 
-/// lagbudget's own queue (declared capped, read empty), and a queue → queue relay the test
-/// pauses.
+/// lagbudget's own queue (declared capped), a queue → queue relay the test pauses, and a
+/// writer whose queue is deleted: unknown, never caught up.
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_markers_flow_and_a_paused_relay_shows() {
     let rabbit = Rabbit::new();
@@ -340,7 +340,10 @@ async fn rabbitmq_markers_flow_and_a_paused_relay_shows() {
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 {
-                    let _step = gate.lock().await;
+                    let _step = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        step = gate.lock() => step,
+                    };
                     rabbit.relay(&from, &to).await;
                 }
                 // Pacing, not synchronisation: the relay looks ten times a second.
@@ -410,10 +413,38 @@ async fn rabbitmq_markers_flow_and_a_paused_relay_shows() {
     relay.resume();
     wait_flowing(&daemon, budget, &[("relayed", "relayed")]).await;
 
+    // The queue the writer publishes to is gone: every publish fails (routed to no queue), and
+    // the view is unknown (no lag series) rather than caught up, while the other probe goes on.
+    relay.pause().await;
+    rabbit.delete(&inbound).await;
+    let relayed = [
+        ("budget", budget),
+        ("probe", "relayed"),
+        ("replica", "relayed"),
+    ];
+    daemon
+        .wait_for_metrics("the relayed view to be unknown", PATIENCE, |m| {
+            !m.has_series("lagbudget_lag_seconds", &relayed)
+        })
+        .await;
+    let probe = daemon.probe(budget, "relayed").await;
+    let error = probe["error"]["message"].as_str().unwrap_or_default();
+    println!("{budget}: writer failing: {error}");
+    assert!(error.contains("reached no queue"), "{probe:#}");
+    daemon
+        .watch_runs((budget, "relayed"), 3, PATIENCE, |m| {
+            assert!(
+                !m.has_series("lagbudget_lag_seconds", &relayed),
+                "a lag while the writer fails"
+            );
+            let (lag, _) = lag_of(m, budget, "managed", "mq").expect("the managed view");
+            assert!(lag < TOLERANCE_S, "the managed view lags {lag:.3} s");
+        })
+        .await;
+
     daemon.stop().await;
     stop.cancel();
     let _ = worker.await;
-    rabbit.delete(&inbound).await;
     rabbit.delete(&outbound).await;
     rabbit.delete(&managed).await;
 }
