@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +16,7 @@ use crate::canary_e2e::{Gate, lag_of};
 use crate::kafka::Cluster;
 use crate::nats::NatsServer;
 use crate::support::{
-    Daemon, Metrics, PATIENCE, check_connect_lines, load_config, poll_until, unique,
+    Daemon, Metrics, PATIENCE, check_connect_lines, load_config, poll_until, unique, wait_for,
 };
 
 /// How far a measured lag may be from the injected pause, and the most a flowing view lags.
@@ -147,6 +149,41 @@ async fn kafka_markers_in_the_managed_topic_read_back() {
     let daemon = Daemon::start(&yaml).await;
     wait_flowing(&daemon, budget, &[("managed", "events")]).await;
     check_connects(&yaml, &["markers are produced to topic lagbudget.canary"]).await;
+
+    // What is in the topic: marker JSON keyed by the instance.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .set("group.id", unique("inspect"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&["lagbudget.canary"])
+        .expect("subscribe");
+    let record = wait_for("a marker in lagbudget.canary", PATIENCE, || async {
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(record)) => Some((
+                record.key().map(<[u8]>::to_vec),
+                record.payload().map(<[u8]>::to_vec),
+            )),
+            _ => None,
+        }
+    })
+    .await;
+    let (key, payload) = record;
+    assert_eq!(
+        key.as_deref(),
+        Some(instance.as_bytes()),
+        "keyed by instance"
+    );
+    let marker: Value = serde_json::from_slice(&payload.expect("payload")).expect("json");
+    println!("a marker in lagbudget.canary: {marker}");
+    assert_eq!(marker["instance"], instance.as_str());
+    assert_eq!(marker["probe"], "canary-kafka/managed");
+    assert!(
+        marker["seq"].is_i64() && marker["written_at"].is_string(),
+        "{marker}"
+    );
     daemon.stop().await;
 }
 
