@@ -28,6 +28,9 @@ pub mod config;
 pub mod dashboard;
 pub mod detail;
 mod http;
+mod kafka;
+mod nats;
+mod rabbitmq;
 mod redis;
 mod sql;
 
@@ -127,6 +130,9 @@ enum MarkerWriter {
     Sql(sql::SqlWriter),
     Redis(redis::RedisWriter),
     Http(http::HttpWriter),
+    Kafka(kafka::KafkaWriter),
+    Nats(nats::NatsWriter),
+    Rabbitmq(rabbitmq::RabbitmqWriter),
 }
 
 impl MarkerWriter {
@@ -144,6 +150,15 @@ impl MarkerWriter {
             (WriteTarget::Http { .. }, SourceHandle::Http(_)) => {
                 Ok(MarkerWriter::Http(http::HttpWriter::new(spec, handle)?))
             }
+            (WriteTarget::Managed | WriteTarget::KafkaTopic(_), SourceHandle::Kafka(_)) => {
+                Ok(MarkerWriter::Kafka(kafka::KafkaWriter::new(spec, handle)?))
+            }
+            (WriteTarget::Managed | WriteTarget::NatsSubject(_), SourceHandle::Nats(_)) => {
+                Ok(MarkerWriter::Nats(nats::NatsWriter::new(spec, handle)?))
+            }
+            (WriteTarget::Managed | WriteTarget::Rabbitmq { .. }, SourceHandle::Rabbitmq(_)) => Ok(
+                MarkerWriter::Rabbitmq(rabbitmq::RabbitmqWriter::new(spec, probe, handle)?),
+            ),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot take a canary write of {target:?}"),
@@ -156,6 +171,9 @@ impl MarkerWriter {
             MarkerWriter::Sql(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Redis(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Http(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Kafka(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Nats(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Rabbitmq(writer) => writer.write(marker, deadline).await,
         }
     }
 
@@ -164,6 +182,9 @@ impl MarkerWriter {
             MarkerWriter::Sql(writer) => writer.check(deadline).await,
             MarkerWriter::Redis(writer) => writer.check(deadline).await,
             MarkerWriter::Http(writer) => writer.check(deadline).await,
+            MarkerWriter::Kafka(writer) => writer.check(deadline).await,
+            MarkerWriter::Nats(writer) => writer.check(deadline).await,
+            MarkerWriter::Rabbitmq(writer) => writer.check(deadline).await,
         }
     }
 }
@@ -173,6 +194,9 @@ enum MarkerReader {
     Sql(sql::SqlReader),
     Redis(redis::RedisReader),
     Http(http::HttpReader),
+    Kafka(kafka::KafkaReader),
+    Nats(nats::NatsReader),
+    Rabbitmq(rabbitmq::RabbitmqReader),
 }
 
 impl MarkerReader {
@@ -190,6 +214,15 @@ impl MarkerReader {
             (ReadTarget::Http { .. }, SourceHandle::Http(_)) => {
                 Ok(MarkerReader::Http(http::HttpReader::new(spec, handle)?))
             }
+            (ReadTarget::Managed | ReadTarget::KafkaTopic { .. }, SourceHandle::Kafka(_)) => {
+                Ok(MarkerReader::Kafka(kafka::KafkaReader::new(spec, probe, handle)?))
+            }
+            (ReadTarget::Managed | ReadTarget::NatsSubject(_), SourceHandle::Nats(_)) => {
+                Ok(MarkerReader::Nats(nats::NatsReader::new(spec, probe, handle)?))
+            }
+            (ReadTarget::Managed | ReadTarget::RabbitmqQueue(_), SourceHandle::Rabbitmq(_)) => Ok(
+                MarkerReader::Rabbitmq(rabbitmq::RabbitmqReader::new(spec, probe, handle)?),
+            ),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot be read as a canary view of {target:?}"),
@@ -203,6 +236,9 @@ impl MarkerReader {
             MarkerReader::Sql(reader) => reader.read(deadline).await,
             MarkerReader::Redis(reader) => reader.read(deadline).await,
             MarkerReader::Http(reader) => reader.read(deadline).await,
+            MarkerReader::Kafka(reader) => reader.read(deadline).await,
+            MarkerReader::Nats(reader) => reader.read(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.read(deadline).await,
         }
     }
 
@@ -214,7 +250,19 @@ impl MarkerReader {
                 let _ = deadline;
                 Ok(())
             }
+            MarkerReader::Kafka(reader) => reader.listen(deadline).await,
+            MarkerReader::Nats(reader) => reader.listen(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.listen(deadline).await,
         }
+    }
+
+    /// Whether the view is a stream of markers that only shows those sent after `listen`
+    /// (lagbudget's own topic, subject or queue included, which `ReadTarget::Managed` names).
+    fn sees_only_new_markers(&self) -> bool {
+        matches!(
+            self,
+            MarkerReader::Kafka(_) | MarkerReader::Nats(_) | MarkerReader::Rabbitmq(_)
+        )
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
@@ -222,6 +270,9 @@ impl MarkerReader {
             MarkerReader::Sql(reader) => reader.check(deadline).await,
             MarkerReader::Redis(reader) => reader.check(deadline).await,
             MarkerReader::Http(reader) => reader.check(deadline).await,
+            MarkerReader::Kafka(reader) => reader.check(deadline).await,
+            MarkerReader::Nats(reader) => reader.check(deadline).await,
+            MarkerReader::Rabbitmq(reader) => reader.check(deadline).await,
         }
     }
 }
@@ -375,7 +426,7 @@ impl CanaryProbe {
         // deadline) rather than report "nothing written".
         let mut attempts = writer.attempts.clone();
         let _ = timeout_at(deadline, attempts.wait_for(|n| *n > 0)).await;
-        if self.spec.read.target.sees_only_new_markers() && self.baseline.is_none() {
+        if self.reader.sees_only_new_markers() && self.baseline.is_none() {
             // Listening first: a marker written between taking the baseline and subscribing
             // would never arrive, and the view would read as stuck.
             self.reader.listen(deadline).await?;

@@ -45,6 +45,8 @@ pub enum FirstRecord {
 
 pub struct KafkaClient {
     source: String,
+    /// The source's brokers and properties, for the canary's own producer and consumers.
+    spec: KafkaSource,
     /// `Some` until drop. The result queue must be destroyed before the client.
     admin: Option<AdminQueue>,
     /// `Some` until drop, where a tainted client is leaked instead of destroyed (see
@@ -111,6 +113,7 @@ impl KafkaClient {
         })?;
         Ok(Self {
             source: source.to_owned(),
+            spec: spec.clone(),
             admin: Some(admin),
             client: Some(client),
             reader: Mutex::new(()),
@@ -131,6 +134,24 @@ impl KafkaClient {
             // Taken only in `drop`.
             None => watch::channel(true).1,
         }
+    }
+
+    /// The source's connection settings (brokers and the user's properties), for a client of
+    /// another shape: the canary's producer and its readers' consumers.
+    pub fn connection_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.spec.properties {
+            config.set(key, value.expose());
+        }
+        config
+            .set("bootstrap.servers", &self.spec.brokers)
+            .set("client.id", "lagbudget");
+        config
+    }
+
+    /// The source's name, for messages.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     fn client(&self) -> &BaseConsumer {
@@ -552,7 +573,7 @@ pub struct Wanted {
 }
 
 /// Maps a client error: transport problems are `connect`, time-outs `timeout`.
-fn kafka_error(what: &str, error: &KafkaError) -> ProbeError {
+pub(crate) fn kafka_error(what: &str, error: &KafkaError) -> ProbeError {
     let text = error.to_string();
     let reason = if text.contains("imed out") {
         ErrorReason::Timeout

@@ -44,7 +44,7 @@ impl NatsClient {
         Ok(context)
     }
 
-    async fn client(&self, deadline: Instant) -> Result<async_nats::Client, ProbeError> {
+    pub(crate) async fn client(&self, deadline: Instant) -> Result<async_nats::Client, ProbeError> {
         self.client
             .get(deadline, |left| async move {
                 let mut options = ConnectOptions::new()

@@ -77,6 +77,31 @@ impl RabbitmqClient {
         query: Option<&str>,
         deadline: Instant,
     ) -> Result<Answer, ProbeError> {
+        self.request(reqwest::Method::GET, segments, query, None, deadline)
+            .await
+    }
+
+    /// Sends `body` as JSON with `method` (POST, PUT) to `{url}/api/{segments…}`: the canary's
+    /// publish, get and queue declaration. An answer without a body is `Found(Null)`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<Answer, ProbeError> {
+        self.request(method, segments, None, Some(body), deadline)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: Option<&str>,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<Answer, ProbeError> {
         let _permit = match timeout_at(deadline, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "client closed")),
@@ -97,11 +122,14 @@ impl RabbitmqClient {
             .push("api")
             .extend(segments);
         url.set_query(query);
-        let request = self
+        let mut request = self
             .http
-            .get(url)
+            .request(method, url)
             .basic_auth(&self.username, Some(self.password.expose()))
             .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         match timeout_at(deadline, async {
             let response = request.send().await.map_err(|e| request_error(&e))?;
             self.read(response).await
@@ -165,6 +193,10 @@ impl RabbitmqClient {
                 reason,
                 format!("{what} (HTTP {}){why}", status.as_u16()),
             ));
+        }
+        if body.is_empty() {
+            // PUT and DELETE answer 201 or 204 without a body.
+            return Ok(Answer::Found(Value::Null));
         }
         serde_json::from_slice(&body)
             .map(Answer::Found)

@@ -4,7 +4,9 @@
 
 mod architecture;
 mod cache;
+mod canary_e2e;
 mod canary_http;
+mod canary_queues;
 mod canary_redis;
 mod config_errors;
 mod daemon;

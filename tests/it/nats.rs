@@ -14,14 +14,14 @@ use crate::support::{
 };
 
 /// A `nats-server -js` of this test's own, stopped (and its store removed) on drop.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     port: u16,
     _store: tempfile::TempDir,
 }
 
 impl NatsServer {
-    async fn start() -> NatsServer {
+    pub(crate) async fn start() -> NatsServer {
         NatsServer::start_with(&[]).await
     }
 
@@ -71,7 +71,7 @@ impl NatsServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 }
