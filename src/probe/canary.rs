@@ -203,6 +203,25 @@ impl MarkerReader {
     fn new(spec: &Canary, probe: &str, sources: &SourceHandles) -> Result<Self, ProbeError> {
         let source = &spec.read.source;
         let handle = sources.get(source).ok_or_else(|| missing(source))?;
+        if spec.read.target == ReadTarget::Managed {
+            // lagbudget's own marker has one place per kind of source (a table, a key, a
+            // topic…): a bare read finds it only where a bare write of the same kind put it.
+            let written = sources.get(&spec.write.source);
+            let same_kind = written.is_some_and(|w| {
+                std::mem::discriminant(w) == std::mem::discriminant(handle)
+            });
+            if !same_kind {
+                return Err(ProbeError::new(
+                    ErrorReason::Query,
+                    format!(
+                        "a bare read of {source} looks for lagbudget's own marker, which the \
+                         write to {} (another kind of source) never puts there; name what \
+                         the view shows (query, key, stream, topic, subject, queue or path)",
+                        spec.write.source
+                    ),
+                ));
+            }
+        }
         match (&spec.read.target, handle) {
             (ReadTarget::Managed | ReadTarget::Sql(_), SourceHandle::Postgres(_) | SourceHandle::Mysql(_)) => {
                 Ok(MarkerReader::Sql(sql::SqlReader::new(spec, probe, handle)?))
@@ -444,7 +463,6 @@ impl CanaryProbe {
             let shown = self.reader.read(deadline).await?;
             received_at = unix_now();
             answered |= shown.is_some();
-            first_read_sent_at.get_or_insert((sent_at, shown));
             // A view showing none of this writer's markers has seen what came before them; a
             // view that only shows new messages has seen everything written before it listened.
             let floor = self.baseline.unwrap_or(writer.origin);
@@ -453,6 +471,7 @@ impl CanaryProbe {
                 (Some(seq), None) => seq,
                 (None, _) => floor,
             });
+            first_read_sent_at.get_or_insert((sent_at, shown));
             if let (Some(seq), Some(highest)) = (shown, self.route_highest) {
                 if seq < highest {
                     violations += 1;

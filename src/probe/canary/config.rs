@@ -15,7 +15,7 @@ use crate::config::tables::{ProbeEntry, ProbeKindConfig, ProbeScope};
 use crate::config::value::{Count, NonEmpty, PositiveDuration, Scalar};
 use crate::model::ProbeKind;
 use crate::probe::heartbeat::config::{default_instance, resolve_write_period};
-use crate::probe::http_watermark::config::HttpMethod;
+use crate::probe::http_watermark::config::{HttpMethod, RequestPath};
 use crate::probe::postgres_replica::config::PlainIdentifier;
 
 /// One view of one canary: the model of one probe entry (a canary with several `read`s is
@@ -196,11 +196,11 @@ config_table! {
         /// rabbitmq: the exchange published to. Default: the default exchange.
         exchange: Option<String>,
         /// http: the path requested for each marker ($instance and $seq replaced).
-        path: Option<NonEmpty<String>>,
+        path: Option<NonEmpty<RequestPath>>,
         /// http: the request method.
         method: Option<HttpMethod>,
         /// http: the request body ($instance, $probe, $seq and $written_at replaced). Default:
-        /// the marker as JSON.
+        /// the marker as JSON for POST, PUT and PATCH; none for GET.
         body: Option<String>,
     }
 }
@@ -229,7 +229,7 @@ config_table! {
         /// rabbitmq: the queue markers arrive in; the reader takes them off it.
         queue: Option<NonEmpty<String>>,
         /// http: the path of the view ($instance replaced).
-        path: Option<NonEmpty<String>>,
+        path: Option<NonEmpty<RequestPath>>,
         /// http: the request method.
         method: Option<HttpMethod>,
         /// http: the request body ($instance replaced).
@@ -323,6 +323,21 @@ fn targets_written<'a>(
 }
 
 impl CanaryWriteConfig {
+    /// Whether the write names no target: lagbudget keeps its own marker.
+    fn is_bare(&self) -> bool {
+        [
+            written!(self.sql),
+            written!(self.key),
+            written!(self.stream),
+            written!(self.topic),
+            written!(self.subject),
+            written!(self.routing_key),
+            written!(self.path),
+        ]
+        .iter()
+        .all(Option::is_none)
+    }
+
     fn check(&self, ctx: &mut Ctx<'_>) -> bool {
         let targets = targets_written(&[
             (written!(self.sql), "sql", SQL),
@@ -476,6 +491,21 @@ impl CanaryReadConfig {
 
     /// The key that makes this view a stream of messages (a consumer or a subscription), if
     /// one does.
+    /// Whether the read names no target: it looks for lagbudget's own marker.
+    fn is_bare(&self) -> bool {
+        [
+            written!(self.query),
+            written!(self.key),
+            written!(self.stream),
+            written!(self.topic),
+            written!(self.subject),
+            written!(self.queue),
+            written!(self.path),
+        ]
+        .iter()
+        .all(Option::is_none)
+    }
+
     fn message_key(&self) -> Option<&'static str> {
         [
             (written!(self.topic), "topic"),
@@ -588,8 +618,21 @@ impl ProbeKindConfig for CanaryConfig {
         }
         let mut seen: Vec<String> = Vec::new();
         let mut queues: Vec<(String, String)> = Vec::new();
+        let write_is_bare = self.write.as_ref().map(CanaryWriteConfig::is_bare);
         for read in self.read.iter().flatten() {
             ok &= read.check(ctx);
+            // lagbudget's own marker is where a bare write puts it; a write to the user's
+            // table, key or topic never reaches it, and the view would read as stuck.
+            if write_is_bare == Some(false) && read.is_bare() {
+                ctx.error(
+                    read.keys.span,
+                    &read.keys.path,
+                    "a bare `{source}` read looks for lagbudget's own marker, which only a bare \
+                     `write: {source}` puts there; name what this view shows (query, key, \
+                     stream, topic, subject, queue or path)",
+                );
+                ok = false;
+            }
             // A queue hands each message to one reader: two views of one queue would each see
             // about half the markers, and both read as behind.
             if let (Some(source), Some(queue)) = (&read.source, &read.queue) {
@@ -853,6 +896,35 @@ budgets:
         assert!(
             errors[0].starts_with("13:11: budgets[0].probes[0].canary.monotonic: ")
                 && errors[0].contains("sub (`subject`)"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_bare_read_needs_a_bare_write() {
+        let text = r#"
+sources:
+  db: { postgres: { dsn: "host=db" } }
+  api: { http: { url: "http://api:8080" } }
+budgets:
+  - name: b
+    max_lag: 30s
+    probes:
+      - name: p
+        canary:
+          write: { source: db, sql: "UPDATE t SET seq = $seq WHERE who = $instance" }
+          read:
+            - { source: db }
+            - { name: api, source: api, path: "canary/$instance", pointer: /seq }
+"#;
+        let errors = errors_of(text, &|_| None);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("13:15: budgets[0].probes[0].canary.read[0]: a bare `{source}` read"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("14:47: budgets[0].probes[0].canary.read[1].path: invalid path"),
             "{errors:?}"
         );
     }
