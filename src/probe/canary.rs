@@ -250,7 +250,7 @@ impl SharedWriter {
 
     fn start(writer: MarkerWriter, spec: &Canary, probe: &str) -> Self {
         let origin = unix_ms_now().saturating_sub(1);
-        let mut ledger = HeartbeatLedger::new(spec.write_period);
+        let mut ledger = HeartbeatLedger::new(spec.write_period).with_noun("marker");
         ledger.seed(origin);
         let ledger = Arc::new(Mutex::new(ledger));
         let (attempts_tx, attempts) = watch::channel(0u64);
