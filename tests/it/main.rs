@@ -4,6 +4,7 @@
 
 mod architecture;
 mod cache;
+mod canary;
 mod config_errors;
 mod daemon;
 mod dashboards;
