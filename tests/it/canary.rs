@@ -7,6 +7,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mysql_async::prelude::Queryable;
+
+use crate::mariadb_support::MariaDbPair;
 use crate::support::{
     Daemon, Metrics, PATIENCE, SHARED_PG_DSN, StreamingPair, connect, unique, wait_for,
 };
@@ -426,11 +429,12 @@ async fn canary_check_connect_reports_targets_without_writing() {
         ))
         .await
         .expect("user's marker table");
+    let budget = unique("cn_check");
     let yaml = format!(
         "sources:
   db: {{ postgres: {{ dsn: \"{SHARED_PG_DSN}\" }} }}
 budgets:
-  - name: canaries
+  - name: {budget}
     max_lag: 30s
     probes:
       - name: managed
@@ -470,14 +474,14 @@ budgets:
             .unwrap_or_else(|| panic!("{what} in:\n{stdout}"))
             .to_owned()
     };
-    let managed = line("probe canaries/managed[view] (canary)");
+    let managed = line(&format!("probe {budget}/managed[view] (canary)"));
     assert!(managed.starts_with("ok "), "{managed}");
     assert!(
         managed.contains(&format!("write: {schema}.canary")),
         "{managed}"
     );
     assert!(managed.contains("read view:"), "{managed}");
-    let statement = line("probe canaries/statement[projection] (canary)");
+    let statement = line(&format!("probe {budget}/statement[projection] (canary)"));
     assert!(statement.starts_with("ok "), "{statement}");
     assert!(statement.contains("write: "), "{statement}");
     assert!(statement.contains("read projection:"), "{statement}");
@@ -547,6 +551,110 @@ budgets:
     assert_eq!(
         after,
         (managed_seq, user_seq),
+        "check --connect wrote no marker"
+    );
+}
+
+/// `check --connect` on a MariaDB primary and replica with the least-privilege account: the
+/// marker table missing before the first write is reported, not failed, and nothing is
+/// written; after a daemon wrote, the table is writable and the replica shows the marker.
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_check_connect_on_mysql_writes_nothing() {
+    let pair = MariaDbPair::start().await;
+    let budget = unique("cn_check_mysql");
+    let yaml = format!(
+        "sources:
+  primary: {{ mysql: {{ url: \"{primary}\" }} }}
+  replica: {{ mysql: {{ url: \"{replica}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: 30s
+    probes:
+      - name: {PROBE}
+        interval: 1s
+        canary:
+          write: {{ source: primary }}
+          read: [{{ source: replica }}]
+          instance: checker
+",
+        primary = pair.url(pair.primary_port),
+        replica = pair.url(pair.replica_port),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("canary.yaml");
+    std::fs::write(&path, &yaml).expect("write");
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lagbudget"))
+            .args(["check", "--connect", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "check --connect passes");
+        stdout
+    };
+    let table_rows = async || -> Option<i64> {
+        let mut conn = pair.root(pair.primary_port).await;
+        let exists: Option<i64> = conn
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = 'lagbudget' AND table_name = 'canary'",
+            )
+            .await
+            .expect("information_schema");
+        let rows = if exists == Some(1) {
+            conn.query_first("SELECT MAX(seq) FROM lagbudget.canary")
+                .await
+                .expect("markers")
+        } else {
+            None
+        };
+        let _ = conn.disconnect().await;
+        rows
+    };
+
+    let stdout = check();
+    assert!(
+        stdout.contains(&format!(
+            "ok    probe {budget}/{PROBE}[replica] (canary): write: lagbudget.canary missing, \
+             created by the first write; read replica: lagbudget.canary not here yet"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(table_rows().await, None, "check --connect creates no table");
+
+    let daemon = Daemon::start(&yaml).await;
+    daemon
+        .wait_for_metrics("the replica shows markers", PATIENCE, |m| {
+            m.get(
+                "lagbudget_lag_seconds",
+                &[("budget", budget.as_str()), ("replica", "replica")],
+            ) == Some(0.0)
+        })
+        .await;
+    daemon.stop().await;
+    let written = table_rows().await.expect("markers written by the daemon");
+    let replica_seq = wait_for("the replica at the last marker", PATIENCE, || async {
+        let mut conn = pair.root(pair.replica_port).await;
+        let seq: Option<i64> = conn
+            .query_first("SELECT MAX(seq) FROM lagbudget.canary")
+            .await
+            .expect("replica markers");
+        let _ = conn.disconnect().await;
+        seq.filter(|seq| *seq == written)
+    })
+    .await;
+    let stdout = check();
+    assert!(
+        stdout.contains(&format!(
+            "write: lagbudget.canary writable; read replica: shows marker seq {replica_seq}"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        table_rows().await,
+        Some(written),
         "check --connect wrote no marker"
     );
 }
