@@ -176,29 +176,46 @@ async fn canary_paused_replay_is_lag_and_misses_resumed_and_idle_are_zero() {
         before.text
     );
 
-    // Injects lag: replay stays paused until a run of the view ended 10 s after the pause.
+    // Injects lag: replay stays paused until a run of the view ended 10 s after the pause and
+    // five read-your-writes checks ran after the one 3 s into it.
     let paused_at = pause_replay(&pair).await;
+    // A run ending 3 s into the pause: every later run reads at least 3 s into it, so the
+    // marker it checks (the newest written 2 s before its read; one every 500 ms) was written
+    // after the pause began and cannot be visible.
+    let settled = daemon
+        .wait_for_metrics("a run 3 s into the pause", PATIENCE, |m| {
+            last_success(m, &budget).is_some_and(|at| at >= paused_at + 3.0)
+        })
+        .await;
+    let (checks_settled, misses_settled) = (
+        ryw(&settled, &budget, "checks"),
+        ryw(&settled, &budget, "misses"),
+    );
     let during = daemon
         .wait_for_metrics("a run 10 s into the pause", Duration::from_secs(60), |m| {
             lag(m, &budget).is_some()
                 && last_success(m, &budget).is_some_and(|at| at >= paused_at + 10.0)
+                && ryw(m, &budget, "checks") - checks_settled >= 5.0
         })
         .await;
     let measured = lag(&during, &budget).expect("lag while paused");
     let injected = last_success(&during, &budget).expect("last success") - paused_at;
     let checks = ryw(&during, &budget, "checks") - checks_before;
     let misses = ryw(&during, &budget, "misses") - misses_before;
+    let late_checks = ryw(&during, &budget, "checks") - checks_settled;
+    let late_misses = ryw(&during, &budget, "misses") - misses_settled;
     eprintln!(
         "replay paused {injected:.3} s: canary lag {measured:.3} s (tolerance ±{TOLERANCE} s); \
-         read-your-writes during the pause: {misses} misses of {checks} checks"
+         read-your-writes during the pause: {misses} misses of {checks} checks, \
+         {late_misses} of {late_checks} from 3 s in"
     );
     assert!(
         (measured - injected).abs() <= TOLERANCE,
         "lag {measured} not within ±{TOLERANCE} s of the pause's age {injected}"
     );
-    assert!(
-        misses >= 1.0,
-        "read-your-writes misses grow while replay is paused: {misses} of {checks}"
+    assert_eq!(
+        late_misses, late_checks,
+        "every read-your-writes check 3 s into the pause misses"
     );
     let status = daemon.probe(&budget, PROBE).await;
     let unseen = status["canary"]["unseen_markers"]
