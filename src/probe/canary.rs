@@ -379,6 +379,7 @@ impl CanaryProbe {
             let sent_at = unix_now();
             let shown = self.reader.read(deadline).await?;
             received_at = unix_now();
+            self.check_ours(shown, &writer)?;
             answered |= shown.is_some();
             first_read_sent_at.get_or_insert((sent_at, shown));
             // A view showing none of this writer's markers has seen what came before them; a
@@ -482,6 +483,26 @@ impl CanaryProbe {
             sample,
             detail: Some(Detail::Canary(detail)),
         })
+    }
+
+    /// A view showing a marker of this instance and probe newer than any this writer wrote
+    /// (beyond the one it may be writing now) shows another writer's markers: another daemon
+    /// with the same `instance` overwrites this one's. Its seqs started at another time, so the
+    /// lag would be wrong either way, and read as 0 when the other started later.
+    fn check_ours(&self, shown: Option<i64>, writer: &SharedWriter) -> Result<(), ProbeError> {
+        let last = writer.ledger().last_seq();
+        match (shown, last) {
+            (Some(seq), Some(last)) if seq > last.saturating_add(1) => Err(ProbeError::new(
+                ErrorReason::NoData,
+                format!(
+                    "{} shows marker seq {seq} of instance {}, newer than any this daemon wrote \
+                     ({last}): another daemon writes markers as the same instance (give each \
+                     its own `instance`), or this daemon's clock went back",
+                    self.spec.read.name, self.spec.instance
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
