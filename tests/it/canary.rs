@@ -675,3 +675,131 @@ budgets:
         "check --connect wrote no marker"
     );
 }
+
+/// A `lagbudget run` process on a config file, on a port of its own; killed on drop. Two
+/// processes, unlike two daemons in this test's process, share nothing but the servers.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Process {
+    fn start(config: &std::path::Path) -> Process {
+        let port = crate::support::closed_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lagbudget"))
+            .args(["run", "--log.level", "error", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-c")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start lagbudget run");
+        Process {
+            child,
+            port,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        self.http.get(url).send().await.ok()?.text().await.ok()
+    }
+
+    async fn metrics(&self) -> Option<Metrics> {
+        self.get("/metrics").await.map(|text| Metrics::parse(&text))
+    }
+
+    /// The last error of the budget's only probe, if it is down.
+    async fn error(&self, budget: &str) -> Option<serde_json::Value> {
+        let text = self.get(&format!("/api/v1/budgets/{budget}")).await?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(status["probes"][0]["error"].clone()).filter(|e| !e.is_null())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two daemon processes with one instance name (as two on one host get with the default, the
+/// host name) overwrite one marker row. The one started first then reads the other's newer
+/// seqs, which would pass for "caught up" (lag 0) whatever the view: it reports them as
+/// another writer's instead (`no_data`); the other reads older seqs than it wrote (a lower
+/// bound, `no_data` too).
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_two_processes_with_one_instance_say_so() {
+    let schema = unique("lb_canary_same");
+    let budget = unique("cn_same");
+    let yaml = format!(
+        "sources:
+  db: {{ postgres: {{ dsn: \"{SHARED_PG_DSN}\" }} }}
+budgets:
+  - name: {budget}
+    max_lag: 60s
+    probes:
+      - name: {PROBE}
+        interval: 1s
+        canary:
+          write: {{ source: db }}
+          read: [{{ name: view, source: db }}]
+          write_period: 500ms
+          schema: {schema}
+          instance: shared-host
+"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("canary.yaml");
+    std::fs::write(&path, &yaml).expect("write");
+    let view = [("budget", budget.as_str()), ("replica", "view")];
+    let first = Process::start(&path);
+    wait_for("the first daemon measuring", PATIENCE, || async {
+        let m = first.metrics().await?;
+        (m.get("lagbudget_lag_seconds", &view) == Some(0.0)).then_some(())
+    })
+    .await;
+    let second = Process::start(&path);
+
+    let error = wait_for(
+        "the first daemon to see the other's markers",
+        PATIENCE,
+        || async {
+            first.error(&budget).await.filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("same instance"))
+            })
+        },
+    )
+    .await;
+    eprintln!("first daemon: {error}");
+    assert_eq!(error["reason"], "no_data", "{error}");
+    let no_data = [("budget", budget.as_str()), ("reason", "no_data")];
+    let errors = wait_for("the second daemon's no_data runs", PATIENCE, || async {
+        let m = second.metrics().await?;
+        m.get("lagbudget_probe_errors_total", &no_data)
+            .filter(|n| *n > 0.0)
+    })
+    .await;
+    eprintln!("second daemon: {errors} no_data runs");
+    drop((first, second));
+
+    let client = connect(SHARED_PG_DSN).await;
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.canary"), &[])
+        .await
+        .expect("markers")
+        .get(0);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("clean up");
+    assert_eq!(rows, 1, "one instance name, one row for both daemons");
+}
