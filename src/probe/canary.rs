@@ -333,7 +333,7 @@ impl SharedWriter {
 
     fn start(writer: MarkerWriter, spec: &Canary, probe: &str) -> Self {
         let origin = unix_ms_now().saturating_sub(1);
-        let mut ledger = HeartbeatLedger::new(spec.write_period);
+        let mut ledger = HeartbeatLedger::new(spec.write_period).with_noun("marker");
         ledger.seed(origin);
         let ledger = Arc::new(Mutex::new(ledger));
         let (attempts_tx, attempts) = watch::channel(0u64);
@@ -462,6 +462,7 @@ impl CanaryProbe {
             let sent_at = unix_now();
             let shown = self.reader.read(deadline).await?;
             received_at = unix_now();
+            self.check_ours(shown, &writer)?;
             answered |= shown.is_some();
             // A view showing none of this writer's markers has seen what came before them; a
             // view that only shows new messages has seen everything written before it listened.
@@ -565,6 +566,26 @@ impl CanaryProbe {
             sample,
             detail: Some(Detail::Canary(detail)),
         })
+    }
+
+    /// A view showing a marker of this instance and probe newer than any this writer wrote
+    /// (beyond the one it may be writing now) shows another writer's markers: another daemon
+    /// with the same `instance` overwrites this one's. Its seqs started at another time, so the
+    /// lag would be wrong either way, and read as 0 when the other started later.
+    fn check_ours(&self, shown: Option<i64>, writer: &SharedWriter) -> Result<(), ProbeError> {
+        let last = writer.ledger().last_seq();
+        match (shown, last) {
+            (Some(seq), Some(last)) if seq > last.saturating_add(1) => Err(ProbeError::new(
+                ErrorReason::NoData,
+                format!(
+                    "{} shows marker seq {seq} of instance {}, newer than any this daemon wrote \
+                     ({last}): another daemon writes markers as the same instance (give each \
+                     its own `instance`), or this daemon's clock went back",
+                    self.spec.read.name, self.spec.instance
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {

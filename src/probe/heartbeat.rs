@@ -28,6 +28,8 @@ const UNKNOWN_AFTER_PERIODS: f64 = 2.0;
 #[derive(Debug, Clone)]
 pub struct HeartbeatLedger {
     write_period: f64,
+    /// What the writes are called in errors: "heartbeat" (replica kinds), "marker" (canary).
+    noun: &'static str,
     /// Successful writes, oldest first, by increasing `seq`: (seq, sent_at).
     writes: VecDeque<(i64, f64)>,
     /// The highest sequence number known to be in the table, written by us or found there.
@@ -54,11 +56,18 @@ impl HeartbeatLedger {
     pub fn new(write_period: Duration) -> Self {
         Self {
             write_period: write_period.as_secs_f64(),
+            noun: "heartbeat",
             writes: VecDeque::new(),
             last_seq: None,
             last_success_at: None,
             last_error: None,
         }
+    }
+
+    /// The ledger of a writer whose writes its errors call `noun` ("marker").
+    pub fn with_noun(mut self, noun: &'static str) -> Self {
+        self.noun = noun;
+        self
     }
 
     /// The highest sequence number found in the table when the writer started (seq continues
@@ -111,14 +120,19 @@ impl HeartbeatLedger {
     pub fn lag(&self, visible_seq: Option<i64>, now: f64) -> Result<HeartbeatLag, ProbeError> {
         let Some(last_success_at) = self.last_success_at else {
             return Err(self.last_error.as_ref().map_or_else(
-                || ProbeError::new(ErrorReason::NoData, "no heartbeat has been written yet"),
+                || {
+                    ProbeError::new(
+                        ErrorReason::NoData,
+                        format!("no {} has been written yet", self.noun),
+                    )
+                },
                 |(_, error)| error.clone(),
             ));
         };
         let silent_for = now - last_success_at;
         if silent_for > UNKNOWN_AFTER_PERIODS * self.write_period {
             let why = self.last_error.as_ref().map_or_else(
-                || "the heartbeat writer has stopped".to_owned(),
+                || format!("the {} writer has stopped", self.noun),
                 |(at, error)| format!("last write failed {:.1}s ago: {}", now - at, error.message),
             );
             let reason = self
@@ -127,7 +141,7 @@ impl HeartbeatLedger {
                 .map_or(ErrorReason::NoData, |(_, error)| error.reason);
             return Err(ProbeError::new(
                 reason,
-                format!("no heartbeat written for {silent_for:.1}s: {why}"),
+                format!("no {} written for {silent_for:.1}s: {why}", self.noun),
             ));
         }
         // Sequence numbers start at 1, so "nothing visible" is the same as having seen 0.
@@ -322,6 +336,16 @@ mod tests {
         let error = ledger.lag(Some(1), 102.5).expect_err("writer silent");
         assert_eq!(error.reason, ErrorReason::Connect);
         assert!(error.message.contains("primary refused"), "{error}");
+        assert!(
+            error.message.starts_with("no heartbeat written for"),
+            "{error}"
+        );
+        let canary = ledger.clone().with_noun("marker");
+        let error = canary.lag(Some(1), 102.5).expect_err("writer silent");
+        assert!(
+            error.message.starts_with("no marker written for"),
+            "{error}"
+        );
         // Recovered writes make it known again.
         ledger.record_write(2, 103.0);
         assert_eq!(lag(&ledger, Some(1), 103.5).lag_seconds, 0.5);

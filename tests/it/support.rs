@@ -120,10 +120,22 @@ impl Daemon {
     /// Writes `yaml` to a temp file, loads it through the real config loader and starts the
     /// daemon with the lifecycle API enabled.
     pub async fn start(yaml: &str) -> Daemon {
+        Daemon::start_with_env(yaml, &[]).await
+    }
+
+    /// `start`, with `${VAR}`s in the config read from `env` first and then from the process
+    /// environment, for this daemon only (at start and at every reload): two daemons in one
+    /// test can load one config file as two processes with different environments would.
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Daemon {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let lookup = move |name: &str| env.get(name).cloned().or_else(|| std::env::var(name).ok());
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("lagbudget.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        let config = lagbudget::config::load(&config_path)
+        let config = lagbudget::config::load_with(&config_path, &lookup)
             .unwrap_or_else(|e| panic!("test config must be valid:\n{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -131,9 +143,12 @@ impl Daemon {
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let loader_path = config_path.clone();
+        let reload_lookup = lookup.clone();
         let settings = lagbudget::RunSettings {
             config,
-            loader: Some(Arc::new(move || lagbudget::config::load(&loader_path))),
+            loader: Some(Arc::new(move || {
+                lagbudget::config::load_with(&loader_path, &reload_lookup)
+            })),
             enable_lifecycle: true,
             reload_on_sighup: false,
         };

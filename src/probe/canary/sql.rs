@@ -216,6 +216,56 @@ impl Database {
         }
     }
 
+    /// What this server has of lagbudget's marker table, asked without touching it (for
+    /// `check --connect`).
+    async fn managed_table(&self, schema: &str, deadline: Instant) -> Result<TableAccess, ProbeError> {
+        match self {
+            Database::Postgres(pool) => {
+                let client = pool.get(deadline).await?;
+                let row = timeout_at(
+                    deadline,
+                    client.query_one(
+                        "SELECT to_regclass($1) IS NOT NULL, \
+                         CASE WHEN to_regclass($1) IS NULL THEN NULL ELSE \
+                         has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'INSERT') \
+                         AND has_table_privilege($1, 'UPDATE') END, \
+                         has_database_privilege(current_database(), 'CREATE')",
+                        &[&format!("{schema}.canary")],
+                    ),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| query_error(&e))?;
+                client.release();
+                Ok(TableAccess {
+                    exists: row.get(0),
+                    writable: row.get(1),
+                    can_create: Some(row.get(2)),
+                })
+            }
+            Database::Mysql(pool) => {
+                let mut conn = pool.get(deadline).await?;
+                let count: Option<i64> = run(
+                    deadline,
+                    conn.exec_first(
+                        "SELECT COUNT(*) FROM information_schema.tables \
+                         WHERE table_schema = ? AND table_name = 'canary'",
+                        (schema,),
+                    ),
+                )
+                .await?;
+                conn.release();
+                // MySQL checks a statement's grants when it is prepared: the writer's check
+                // prepares its upsert rather than reading the grant tables.
+                Ok(TableAccess {
+                    exists: count.unwrap_or(0) > 0,
+                    writable: None,
+                    can_create: None,
+                })
+            }
+        }
+    }
+
     /// Runs `bound` with the values of `marker`; returns the first column of the first row as
     /// an integer when `read`.
     async fn execute(
@@ -356,6 +406,15 @@ fn timed_out() -> ProbeError {
     )
 }
 
+/// What a server has of lagbudget's marker table.
+struct TableAccess {
+    exists: bool,
+    /// SELECT, INSERT and UPDATE on the table (PostgreSQL, when it exists).
+    writable: Option<bool>,
+    /// CREATE on the database (PostgreSQL).
+    can_create: Option<bool>,
+}
+
 /// Writes markers to a postgres or mysql source.
 pub struct SqlWriter {
     database: Database,
@@ -401,14 +460,31 @@ impl SqlWriter {
     }
 
     pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
-        if let Some(schema) = &self.managed_schema {
-            return Ok(format!(
-                "lagbudget's marker table {schema}.canary is created on the first write if \
-                 missing"
-            ));
+        let Some(schema) = &self.managed_schema else {
+            self.database.prepare(&self.statement, deadline).await?;
+            return Ok("the marker statement is accepted".to_owned());
+        };
+        // Reached and its grants checked, without creating or writing anything.
+        let table = format!("{schema}.canary");
+        let access = self.database.managed_table(schema, deadline).await?;
+        match access {
+            TableAccess { exists: true, writable: Some(false), .. } => Err(ProbeError::new(
+                ErrorReason::Query,
+                format!("the writer's role needs SELECT, INSERT and UPDATE on {table}"),
+            )),
+            TableAccess { exists: true, .. } => {
+                self.database.prepare(&self.statement, deadline).await?;
+                Ok(format!("{table} writable"))
+            }
+            TableAccess { can_create: Some(false), .. } => Err(ProbeError::new(
+                ErrorReason::Query,
+                format!(
+                    "{table} does not exist and the writer's role cannot create it: create it \
+                     as documented, or grant CREATE on the database"
+                ),
+            )),
+            TableAccess { .. } => Ok(format!("{table} missing, created by the first write")),
         }
-        self.database.prepare(&self.statement, deadline).await?;
-        Ok("the marker statement is accepted".to_owned())
     }
 }
 
@@ -416,6 +492,8 @@ impl SqlWriter {
 pub struct SqlReader {
     database: Database,
     query: Bound,
+    /// lagbudget's own table, read where the writer's replication puts it.
+    managed_schema: Option<String>,
     instance: String,
     probe: String,
 }
@@ -424,13 +502,17 @@ impl SqlReader {
     pub fn new(spec: &Canary, probe: &str, handle: &SourceHandle) -> Result<Self, ProbeError> {
         let database = Database::of(handle)?;
         let dialect = database.dialect();
-        let query = match &spec.read.target {
-            ReadTarget::Sql(query) => bind(query, dialect),
-            _ => managed_read(&spec.schema, dialect),
+        let (query, managed_schema) = match &spec.read.target {
+            ReadTarget::Sql(query) => (bind(query, dialect), None),
+            _ => (
+                managed_read(&spec.schema, dialect),
+                Some(spec.schema.clone()),
+            ),
         };
         Ok(Self {
             database,
             query,
+            managed_schema,
             instance: spec.instance.clone(),
             probe: probe.to_owned(),
         })
@@ -449,6 +531,15 @@ impl SqlReader {
     }
 
     pub async fn check(&mut self, deadline: Instant) -> Result<String, ProbeError> {
+        if let Some(schema) = &self.managed_schema {
+            // Before the first write there is no table to read: not an error of the view.
+            if !self.database.managed_table(schema, deadline).await?.exists {
+                return Ok(format!(
+                    "{schema}.canary not here yet: the first write creates it at the write \
+                     source, and the view must show it from there"
+                ));
+            }
+        }
         // Reading is what a run does, and changes nothing.
         let seq = self.read(deadline).await?;
         Ok(match seq {
