@@ -67,8 +67,16 @@ pub(crate) fn resolve_write_period(
     }
 }
 
-/// This machine's host name, the default `instance` of heartbeat rows and canary markers.
+/// The default `instance` of heartbeat rows and canary markers: `LAGBUDGET_INSTANCE` when set
+/// (two daemons on one host, such as two containers sharing the host's name, need one each),
+/// else this machine's host name.
 pub(crate) fn default_instance() -> String {
+    if let Some(name) = std::env::var("LAGBUDGET_INSTANCE")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+    {
+        return name.trim().to_owned();
+    }
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|path| {
