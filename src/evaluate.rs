@@ -136,12 +136,12 @@ impl ProbeHistory {
     /// found that the server is not what the probe measures (`topology`: a promoted standby, a
     /// DSN pointing at the primary). The last success then described a server that no longer
     /// exists as such, so its lag (often 0 just before a promotion) must not be shown for the
-    /// next 3 intervals.
+    /// next 3 intervals. The same for an error that says so (`voids_last_sample`).
     pub fn is_stale(&self, now: Now, interval_secs: f64) -> bool {
         if self
             .last_error
             .as_ref()
-            .is_some_and(|error| error.reason == ErrorReason::Topology)
+            .is_some_and(|error| error.reason == ErrorReason::Topology || error.voids_last_sample)
         {
             return true;
         }
@@ -509,6 +509,20 @@ mod tests {
         assert!(h.fresh_sample(at(12.0), 1.0).is_none());
         h.record(at(13.0), 0.1, Outcome::Success(sample(0.0)));
         assert!(!h.is_stale(at(13.0), 1.0));
+    }
+
+    #[test]
+    fn an_error_that_voids_the_last_sample_makes_the_probe_stale_at_once() {
+        let mut h = ProbeHistory::default();
+        h.record(at(10.0), 0.1, Outcome::Success(sample(0.0)));
+        let silent = ProbeError::new(ErrorReason::NoData, "no marker written for 2.1s")
+            .voiding_last_sample();
+        h.record(at(11.0), 0.1, Outcome::Failure(silent));
+        assert!(
+            h.is_stale(at(11.0), 1.0),
+            "a silent writer's last 0 means nothing"
+        );
+        assert!(h.fresh_sample(at(11.0), 1.0).is_none());
     }
 
     #[test]

@@ -149,6 +149,11 @@ impl ErrorReason {
 pub struct ProbeError {
     pub reason: ErrorReason,
     pub message: String,
+    /// The last successful sample no longer describes the source, so it must not be shown
+    /// while the probe is down (a canary whose writer stopped: its last 0 meant "shows all
+    /// that was written", and nothing is being written). Evaluation makes the probe stale at
+    /// once, as for `topology`.
+    pub voids_last_sample: bool,
 }
 
 /// Messages come from remote servers; keep them short enough for a label-free log line and the
@@ -165,7 +170,17 @@ impl ProbeError {
         } else {
             message
         };
-        Self { reason, message }
+        Self {
+            reason,
+            message,
+            voids_last_sample: false,
+        }
+    }
+
+    /// The same error, marking the last success as no longer true (`voids_last_sample`).
+    pub fn voiding_last_sample(mut self) -> Self {
+        self.voids_last_sample = true;
+        self
     }
 
     /// The same error with every known secret replaced by `***`.
@@ -173,6 +188,7 @@ impl ProbeError {
         Self {
             reason: self.reason,
             message: secrets.scrub(&self.message),
+            voids_last_sample: self.voids_last_sample,
         }
     }
 }

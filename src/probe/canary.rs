@@ -491,7 +491,12 @@ impl CanaryProbe {
         let ledger = writer.ledger();
         let lag = ledger
             .lag(shown, received_at)
-            .map_err(|e| ProbeError::new(e.reason, format!("canary writer: {}", e.message)))?;
+            // Unknown, not merely down: the last 0 said "shows every marker written", and
+            // none is being written, so it must not stand for the next intervals.
+            .map_err(|e| {
+                ProbeError::new(e.reason, format!("canary writer: {}", e.message))
+                    .voiding_last_sample()
+            })?;
         let read_your_writes = self.spec.read_your_writes.and_then(|after| {
             let (sent_at, seen) = first_read_sent_at?;
             let (seq, _) = ledger.latest_write_at_or_before(sent_at - after.as_secs_f64())?;
