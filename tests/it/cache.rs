@@ -30,11 +30,17 @@ pub(crate) struct PrivateRedis {
 
 impl PrivateRedis {
     pub(crate) async fn start() -> PrivateRedis {
+        Self::start_with(&[]).await
+    }
+
+    /// A private server started with `extra` arguments too (such as `--replicaof`).
+    pub(crate) async fn start_with(extra: &[&str]) -> PrivateRedis {
         let port = closed_port();
         let dir = tempfile::tempdir().expect("dir");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

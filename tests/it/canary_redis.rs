@@ -4,81 +4,11 @@
 //! replica `REPLICAOF NO ONE`: it keeps answering reads with what it had applied, and applies
 //! nothing more until it is pointed at the primary again.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use lagbudget::probe::oldest_pending::parse_timestamp;
 use redis::aio::MultiplexedConnection;
 
 use crate::cache::PrivateRedis;
-use crate::support::{Daemon, Metrics, PATIENCE, closed_port, poll_until, unique, wait_for};
-
-/// A private `redis-server` replicating `primary_port`; killed on drop.
-struct PrivateReplica {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateReplica {
-    async fn start(primary_port: u16) -> PrivateReplica {
-        let port = closed_port();
-        let dir = tempfile::tempdir().expect("dir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--replicaof", "127.0.0.1", &primary_port.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server must be installed for this test (scripts/test does): {e}")
-            });
-        let replica = PrivateReplica {
-            port,
-            child,
-            _dir: dir,
-        };
-        let url = replica.url();
-        let answered = poll_until(PATIENCE, || async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let connecting = client.get_multiplexed_async_connection();
-            let mut con = tokio::time::timeout(Duration::from_secs(2), connecting)
-                .await
-                .ok()?
-                .ok()?;
-            let pong: String = redis::cmd("PING").query_async(&mut con).await.ok()?;
-            (pong == "PONG").then_some(())
-        })
-        .await;
-        assert!(
-            answered.is_some(),
-            "the replica on port {port} did not answer PING within {PATIENCE:?}"
-        );
-        replica
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn connection(&self) -> MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the private replica")
-    }
-}
-
-impl Drop for PrivateReplica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Daemon, Metrics, PATIENCE, poll_until, unique, wait_for};
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':')
@@ -145,7 +75,8 @@ fn last_success(metrics: &Metrics, budget: &str) -> Option<f64> {
 async fn a_replica_that_stops_replicating_reads_the_time_since_and_0_once_restored() {
     let primary = PrivateRedis::start().await;
     let primary_port = port_of(&primary.url());
-    let replica = PrivateReplica::start(primary_port).await;
+    let replica =
+        PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &primary_port.to_string()]).await;
     let mut replica_con = replica.connection().await;
     wait_linked(&mut replica_con).await;
 
