@@ -139,10 +139,13 @@ impl HeartbeatLedger {
                 .last_error
                 .as_ref()
                 .map_or(ErrorReason::NoData, |(_, error)| error.reason);
+            // The last success said "shows every heartbeat written", and nothing is written:
+            // it must not stand while the probe is down.
             return Err(ProbeError::new(
                 reason,
                 format!("no {} written for {silent_for:.1}s: {why}", self.noun),
-            ));
+            )
+            .voiding_last_sample());
         }
         // Sequence numbers start at 1, so "nothing visible" is the same as having seen 0.
         let visible = visible_seq.unwrap_or(0);
@@ -334,6 +337,10 @@ mod tests {
         // Within two periods of the last success the replica's view is still meaningful.
         assert_eq!(lag(&ledger, Some(1), 101.9).lag_seconds, 0.0);
         let error = ledger.lag(Some(1), 102.5).expect_err("writer silent");
+        assert!(
+            error.voids_last_sample,
+            "a silent writer's last 0 must not stand"
+        );
         assert_eq!(error.reason, ErrorReason::Connect);
         assert!(error.message.contains("primary refused"), "{error}");
         assert!(
