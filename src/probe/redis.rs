@@ -64,6 +64,44 @@ impl RedisClient {
         self.connection.discard();
     }
 
+    /// One call on the shared connection, by `deadline`. A failed or late call drops the
+    /// connection (unless the server merely refused the command: `query`), so that the next
+    /// run reconnects instead of reusing a socket in an unknown state.
+    pub async fn call<T>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, ProbeError> {
+        self.settle(what, timeout_at(deadline, call).await)
+    }
+
+    /// What `call` makes of an answer, for a caller that maps some server errors itself first.
+    pub fn settle<T>(
+        &self,
+        what: &str,
+        answer: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ProbeError> {
+        match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                let error = call_error(&error);
+                if error.reason != ErrorReason::Query {
+                    self.discard();
+                }
+                Err(error)
+            }
+            Err(_) => {
+                // The answer may still arrive on the shared socket; a new one is cleaner.
+                self.discard();
+                Err(ProbeError::new(
+                    ErrorReason::Timeout,
+                    format!("{what} did not answer before the deadline"),
+                ))
+            }
+        }
+    }
+
     /// Connects and reads the server's version: the `check --connect` answer for this source.
     /// The probes need Redis 7.0 (read-only scripts, `XINFO GROUPS` lag), so older servers fail.
     pub async fn check(&self, deadline: Instant) -> Result<String, ProbeError> {

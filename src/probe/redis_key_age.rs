@@ -37,7 +37,7 @@ use redis::RedisError;
 use tokio::time::{Instant, timeout_at};
 
 use super::oldest_pending::{Entity, Shape, SourceComparison, StaleEntity, parse_timestamp};
-use super::redis::{RedisClient, call_error};
+use super::redis::RedisClient;
 use super::{Backlog, BacklogUnit, Detail, ErrorReason, ProbeError, Reading, Sample};
 use crate::clock::unix_now;
 use crate::model::{CacheKeys, KeyAgeMode, RedisKeyAge};
@@ -200,7 +200,6 @@ impl Reader<'_> {
         call: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, ProbeError> {
         match timeout_at(deadline, call).await {
-            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) if error.code() == Some("WRONGTYPE") => Err(ProbeError::new(
                 ErrorReason::Query,
                 match self.field {
@@ -211,21 +210,7 @@ impl Reader<'_> {
                     Some(field) => format!("{what}: the key is not a hash (`field: {field}`)"),
                 },
             )),
-            Ok(Err(error)) => {
-                let error = call_error(&error);
-                if error.reason != ErrorReason::Query {
-                    self.client.discard();
-                }
-                Err(error)
-            }
-            Err(_) => {
-                // The answer may still arrive on the shared socket; a new one is cleaner.
-                self.client.discard();
-                Err(ProbeError::new(
-                    ErrorReason::Timeout,
-                    format!("{what} did not answer before the deadline"),
-                ))
-            }
+            answer => self.client.settle(what, answer),
         }
     }
 

@@ -19,9 +19,9 @@ pub mod config;
 use std::sync::Arc;
 
 use redis::{Script, Value};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
-use super::redis::{RedisClient, call_error};
+use super::redis::RedisClient;
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
 use crate::clock::unix_now;
 use crate::model::RedisStreamGroup;
@@ -175,29 +175,14 @@ impl RedisStreamGroupProbe {
             .key(&self.spec.stream)
             .arg(&self.spec.group)
             .arg(UNDELIVERED_COUNT_CAP);
-        let answer = match timeout_at(
-            deadline,
-            invocation.invoke_async::<Vec<Value>>(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(values)) => values,
-            Ok(Err(error)) => {
-                let error = call_error(&error);
-                if error.reason != ErrorReason::Query {
-                    self.client.discard();
-                }
-                return Err(error);
-            }
-            Err(_) => {
-                // The answer may still arrive on the shared socket; a new one is cleaner.
-                self.client.discard();
-                return Err(ProbeError::new(
-                    ErrorReason::Timeout,
-                    "the snapshot script did not answer before the deadline",
-                ));
-            }
-        };
+        let answer = self
+            .client
+            .call(
+                "the snapshot script",
+                deadline,
+                invocation.invoke_async::<Vec<Value>>(&mut connection),
+            )
+            .await?;
         decode(&self.spec, &answer)
     }
 }

@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use redis::RedisError;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use super::config::{Canary, ReadTarget, WriteTarget};
 use super::{Marker, seq_from_json, seq_of_marker, with_instance};
-use crate::probe::redis::{RedisClient, call_error};
+use crate::probe::redis::RedisClient;
 use crate::probe::{ErrorReason, ProbeError, SourceHandle};
 
 /// Entries kept in a stream lagbudget writes to (`MAXLEN ~`): enough for every instance's
@@ -33,36 +32,6 @@ fn client(handle: &SourceHandle) -> Result<Arc<RedisClient>, ProbeError> {
             ErrorReason::Connect,
             "a redis canary target needs a redis source",
         )),
-    }
-}
-
-/// One call by `deadline`; a failed or late call drops the shared connection (unless the
-/// server merely refused the command), so that the next run reconnects.
-async fn call<T>(
-    client: &RedisClient,
-    what: &str,
-    deadline: Instant,
-    call: impl Future<Output = Result<T, RedisError>>,
-) -> Result<T, ProbeError> {
-    match timeout_at(deadline, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => {
-            let error = call_error(&error);
-            if error.reason != ErrorReason::Query {
-                client.discard();
-            }
-            Err(ProbeError::new(
-                error.reason,
-                format!("{what}: {}", error.message),
-            ))
-        }
-        Err(_) => {
-            client.discard();
-            Err(ProbeError::new(
-                ErrorReason::Timeout,
-                format!("{what} timed out"),
-            ))
-        }
     }
 }
 
@@ -96,7 +65,7 @@ impl RedisWriter {
             Write::Key(key) => {
                 let mut set = redis::cmd("SET");
                 set.arg(key).arg(marker.json());
-                call(&self.client, "SET", deadline, set.query_async::<()>(&mut connection)).await
+                self.client.call("SET", deadline, set.query_async::<()>(&mut connection)).await
             }
             Write::Stream(stream) => {
                 let mut xadd = redis::cmd("XADD");
@@ -113,8 +82,8 @@ impl RedisWriter {
                     .arg(marker.seq)
                     .arg("written_at")
                     .arg(super::rfc3339(marker.written_at));
-                call(
-                    &self.client,
+                self.client
+                    .call(
                     "XADD",
                     deadline,
                     xadd.query_async::<String>(&mut connection),
@@ -176,14 +145,15 @@ impl RedisReader {
                 let mut get = redis::cmd("GET");
                 get.arg(key);
                 let value: Option<String> =
-                    call(&self.client, "GET", deadline, get.query_async(&mut connection)).await?;
+                    self.client.call("GET", deadline, get.query_async(&mut connection)).await?;
                 value.map(|value| seq_in_value(&value, pointer)).transpose()
             }
             Read::Stream(stream) => {
                 let mut range = redis::cmd("XREVRANGE");
                 range.arg(stream).arg("+").arg("-").arg("COUNT").arg(STREAM_READ);
-                let entries: Vec<(String, Vec<(String, String)>)> = call(
-                    &self.client,
+                let entries: Vec<(String, Vec<(String, String)>)> = self
+                    .client
+                    .call(
                     "XREVRANGE",
                     deadline,
                     range.query_async(&mut connection),
