@@ -66,6 +66,41 @@ pub struct KafkaClient {
 }
 
 impl KafkaClient {
+    /// Runs blocking librdkafka work for this source on one of its call slots, by `deadline`.
+    /// The permit moves into the job: if the caller gives up at its deadline, the slot stays
+    /// taken until the blocking work has really ended.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        call: impl FnOnce() -> Result<T, ProbeError> + Send + 'static,
+    ) -> Result<T, ProbeError> {
+        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ProbeError::new(
+                    ErrorReason::PoolTimeout,
+                    "every Kafka call slot of the source stayed busy until the deadline",
+                )
+            })?
+            .map_err(|_| ProbeError::new(ErrorReason::Connect, "client closed"))?;
+        let job = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            call()
+        });
+        match tokio::time::timeout_at(deadline, job).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProbeError::new(
+                ErrorReason::Connect,
+                format!("{what}: the blocking call failed"),
+            )),
+            Err(_) => Err(ProbeError::new(
+                ErrorReason::Timeout,
+                format!("{what} did not complete in time"),
+            )),
+        }
+    }
+
     pub fn new(source: &str, spec: &KafkaSource) -> Result<Self, ProbeError> {
         let mut config = ClientConfig::new();
         for (key, value) in &spec.properties {

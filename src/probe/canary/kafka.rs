@@ -54,25 +54,6 @@ fn left(deadline: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// Runs a blocking librdkafka call by `deadline`.
-async fn blocking<T: Send + 'static>(
-    what: &str,
-    deadline: Instant,
-    call: impl FnOnce() -> Result<T, ProbeError> + Send + 'static,
-) -> Result<T, ProbeError> {
-    match timeout_at(deadline, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(ProbeError::new(
-            ErrorReason::Connect,
-            format!("{what}: the blocking call failed"),
-        )),
-        Err(_) => Err(ProbeError::new(
-            ErrorReason::Timeout,
-            format!("{what} did not complete in time"),
-        )),
-    }
-}
-
 /// Drops a librdkafka client on a thread of its own: destroying one blocks until its threads
 /// end, and this may run on an async worker.
 fn close_later<T: Send + 'static>(client: T) {
@@ -184,7 +165,7 @@ impl KafkaWriter {
         let topic = self.topic.clone();
         let managed = self.managed;
         let timeout = left(deadline);
-        blocking("reading topic metadata", deadline, move || {
+        self.source.blocking("reading topic metadata", deadline, move || {
             let topics = source.topics(std::slice::from_ref(&topic), timeout)?;
             Ok(match (topics.partitions.get(&topic), topics.errors.get(&topic)) {
                 (Some(partitions), _) => format!(
@@ -277,7 +258,7 @@ impl KafkaReader {
         let topic = self.topic.clone();
         let group = self.group.clone();
         let timeout = left(deadline);
-        let consumer = blocking("subscribing to the canary topic", deadline, move || {
+        let consumer = self.source.blocking("subscribing to the canary topic", deadline, move || {
             let topics = source.topics(std::slice::from_ref(&topic), timeout)?;
             let partitions = match (topics.partitions.get(&topic), topics.errors.get(&topic)) {
                 (Some(partitions), _) => partitions.clone(),
@@ -357,7 +338,7 @@ impl KafkaReader {
             .into_std();
         let instance = self.instance.clone();
         let probe = self.probe.clone();
-        let drained = blocking("reading the canary topic", deadline, move || {
+        let drained = self.source.blocking("reading the canary topic", deadline, move || {
             drain(&consumer, until, &instance, &probe)
         })
         .await?;
@@ -372,7 +353,7 @@ impl KafkaReader {
         let topic = self.topic.clone();
         let group = self.group.clone();
         let timeout = left(deadline);
-        blocking("reading topic metadata", deadline, move || {
+        self.source.blocking("reading topic metadata", deadline, move || {
             let topics = source.topics(std::slice::from_ref(&topic), timeout)?;
             match (topics.partitions.get(&topic), topics.errors.get(&topic)) {
                 (Some(partitions), _) => Ok(format!(
