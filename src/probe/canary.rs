@@ -95,7 +95,38 @@ fn rfc3339(unix: f64) -> String {
 
 /// `template` with `$instance` replaced: keys, subjects and paths name this daemon's marker.
 pub fn with_instance(template: &str, instance: &str) -> String {
-    template.replace("$instance", instance)
+    fill_placeholders(template, &["$instance"], |_, out| out.push_str(instance))
+}
+
+/// `template` with each placeholder of `names` (a `$word` not followed by a letter, digit or
+/// `_`, so `$seqs` is left alone) replaced by what `replace` writes for its index in `names`,
+/// in one pass: a value written is never read again as a placeholder.
+pub fn fill_placeholders(
+    template: &str,
+    names: &[&str],
+    mut replace: impl FnMut(usize, &mut String),
+) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    'outer: while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        for (index, name) in names.iter().enumerate() {
+            let ends_word = tail[name.len().min(tail.len())..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+            if tail.starts_with(name) && ends_word {
+                replace(index, &mut out);
+                rest = &tail[name.len()..];
+                continue 'outer;
+            }
+        }
+        out.push('$');
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The seq of this daemon's marker in a JSON message or value: `{"instance", "probe", "seq"}`

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::config::{Canary, ReadTarget, WriteTarget};
-use super::{Marker, rfc3339, seq_from_json, with_instance};
+use super::{Marker, fill_placeholders, rfc3339, seq_from_json, with_instance};
 use crate::probe::http::{Answer, HttpClient, where_it_stops};
 use crate::probe::{ErrorReason, ProbeError, SourceHandle};
 
@@ -33,33 +33,12 @@ fn client(handle: &SourceHandle) -> Result<Arc<HttpClient>, ProbeError> {
 fn fill(template: &str, marker: &Marker<'_>) -> String {
     let seq = marker.seq.to_string();
     let written_at = rfc3339(marker.written_at);
-    let values: [(&str, &str); 4] = [
-        ("$instance", marker.instance),
-        ("$probe", marker.probe),
-        ("$seq", &seq),
-        ("$written_at", &written_at),
-    ];
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    'outer: while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        for (name, value) in values {
-            let ends_word = tail[name.len().min(tail.len())..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
-            if tail.starts_with(name) && ends_word {
-                out.push_str(value);
-                rest = &tail[name.len()..];
-                continue 'outer;
-            }
-        }
-        out.push('$');
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    out
+    let values = [marker.instance, marker.probe, &seq, &written_at];
+    fill_placeholders(
+        template,
+        &["$instance", "$probe", "$seq", "$written_at"],
+        |index, out| out.push_str(values[index]),
+    )
 }
 
 /// Sends one request per marker.

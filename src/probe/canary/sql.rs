@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::types::ToSql;
 
-use super::Marker;
+use super::{Marker, fill_placeholders};
 use super::config::{Canary, ReadTarget, WriteTarget};
 use crate::probe::mysql::{MysqlPool, run};
 use crate::probe::mysql_replica::int_at;
@@ -56,42 +56,27 @@ enum Dialect {
 /// Replaces `$instance`, `$probe` and `$seq` (not followed by a letter, digit or `_`) with
 /// `$n::type` (PostgreSQL, numbered by first use) or `?` (MySQL, one per use).
 fn bind(template: &str, dialect: Dialect) -> Bound {
-    let mut sql = String::with_capacity(template.len() + 16);
+    let names = Placeholder::ALL.map(|(_, name)| name);
     let mut params: Vec<Placeholder> = Vec::new();
-    let mut rest = template;
-    'outer: while let Some(at) = rest.find('$') {
-        sql.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        for (placeholder, name) in Placeholder::ALL {
-            let ends_word = tail[name.len().min(tail.len())..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
-            if tail.starts_with(name) && ends_word {
-                match dialect {
-                    Dialect::Postgres => {
-                        let index = match params.iter().position(|p| *p == placeholder) {
-                            Some(index) => index,
-                            None => {
-                                params.push(placeholder);
-                                params.len() - 1
-                            }
-                        };
-                        sql.push_str(&format!("${}{}", index + 1, placeholder.pg_cast()));
-                    }
-                    Dialect::Mysql => {
+    let sql = fill_placeholders(template, &names, |index, sql| {
+        let placeholder = Placeholder::ALL[index].0;
+        match dialect {
+            Dialect::Postgres => {
+                let number = match params.iter().position(|p| *p == placeholder) {
+                    Some(at) => at,
+                    None => {
                         params.push(placeholder);
-                        sql.push('?');
+                        params.len() - 1
                     }
-                }
-                rest = &tail[name.len()..];
-                continue 'outer;
+                };
+                sql.push_str(&format!("${}{}", number + 1, placeholder.pg_cast()));
+            }
+            Dialect::Mysql => {
+                params.push(placeholder);
+                sql.push('?');
             }
         }
-        sql.push('$');
-        rest = &tail[1..];
-    }
-    sql.push_str(rest);
+    });
     Bound { sql, params }
 }
 
