@@ -323,23 +323,10 @@ fn targets_written<'a>(
 }
 
 impl CanaryWriteConfig {
-    /// Whether the write names no target: lagbudget keeps its own marker.
-    fn is_bare(&self) -> bool {
-        [
-            written!(self.sql),
-            written!(self.key),
-            written!(self.stream),
-            written!(self.topic),
-            written!(self.subject),
-            written!(self.routing_key),
-            written!(self.path),
-        ]
-        .iter()
-        .all(Option::is_none)
-    }
-
-    fn check(&self, ctx: &mut Ctx<'_>) -> bool {
-        let targets = targets_written(&[
+    /// The target keys written, with the source kinds each needs; none: lagbudget keeps its
+    /// own marker.
+    fn targets(&self) -> Vec<(&'static str, &'static [&'static str])> {
+        targets_written(&[
             (written!(self.sql), "sql", SQL),
             (written!(self.key), "key", REDIS),
             (written!(self.stream), "stream", REDIS),
@@ -347,7 +334,15 @@ impl CanaryWriteConfig {
             (written!(self.subject), "subject", NATS),
             (written!(self.routing_key), "routing_key", RABBITMQ),
             (written!(self.path), "path", HTTP),
-        ]);
+        ])
+    }
+
+    fn is_bare(&self) -> bool {
+        self.targets().is_empty()
+    }
+
+    fn check(&self, ctx: &mut Ctx<'_>) -> bool {
+        let targets = self.targets();
         let mut ok = one_target(ctx, &self.keys, &targets, "write");
         let needs = targets.first().map_or(MANAGED, |(_, needs)| needs);
         if let Some(source) = self.source_text() {
@@ -416,15 +411,7 @@ impl CanaryWriteConfig {
 
 impl CanaryReadConfig {
     fn check(&self, ctx: &mut Ctx<'_>) -> bool {
-        let targets = targets_written(&[
-            (written!(self.query), "query", SQL),
-            (written!(self.key), "key", REDIS),
-            (written!(self.stream), "stream", REDIS),
-            (written!(self.topic), "topic", KAFKA),
-            (written!(self.subject), "subject", NATS),
-            (written!(self.queue), "queue", RABBITMQ),
-            (written!(self.path), "path", HTTP),
-        ]);
+        let targets = self.targets();
         let mut ok = one_target(ctx, &self.keys, &targets, "read");
         let needs = targets.first().map_or(MANAGED, |(_, needs)| needs);
         if let Some(source) = self.source_text() {
@@ -491,19 +478,22 @@ impl CanaryReadConfig {
 
     /// The key that makes this view a stream of messages (a consumer or a subscription), if
     /// one does.
-    /// Whether the read names no target: it looks for lagbudget's own marker.
+    /// The target keys written, with the source kinds each needs; none: the read looks for
+    /// lagbudget's own marker.
+    fn targets(&self) -> Vec<(&'static str, &'static [&'static str])> {
+        targets_written(&[
+            (written!(self.query), "query", SQL),
+            (written!(self.key), "key", REDIS),
+            (written!(self.stream), "stream", REDIS),
+            (written!(self.topic), "topic", KAFKA),
+            (written!(self.subject), "subject", NATS),
+            (written!(self.queue), "queue", RABBITMQ),
+            (written!(self.path), "path", HTTP),
+        ])
+    }
+
     fn is_bare(&self) -> bool {
-        [
-            written!(self.query),
-            written!(self.key),
-            written!(self.stream),
-            written!(self.topic),
-            written!(self.subject),
-            written!(self.queue),
-            written!(self.path),
-        ]
-        .iter()
-        .all(Option::is_none)
+        self.targets().is_empty()
     }
 
     fn message_key(&self) -> Option<&'static str> {
