@@ -43,6 +43,7 @@ fn synthetic_config(budgets: usize, probes_per_budget: usize) -> Config {
                         max_lag: Some(Duration::from_secs(30)),
                         max_backlog: None,
                         max_monotonic_violations: None,
+                        max_mismatches: None,
                         stall_after: Duration::from_secs(60),
                         replica: None,
                         kind: ProbeKind::SqlWatermark(SqlWatermark {

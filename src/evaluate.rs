@@ -357,6 +357,7 @@ mod tests {
             max_lag: max_lag.map(Duration::from_secs),
             max_backlog,
             max_monotonic_violations: None,
+            max_mismatches: None,
             stall_after: Duration::from_secs(10),
             replica: None,
             kind: ProbeKind::SqlWatermark(SqlWatermark {

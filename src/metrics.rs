@@ -20,6 +20,8 @@ pub use crate::probe::{
     HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE, KAFKA_DATA_LOSS,
     KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, MYSQL_REPLICATION_RUNNING,
     MYSQL_SECONDS_BEHIND_SOURCE, PARTITION_BACKLOG, PARTITION_LAG, RECEIVER_LAST_MESSAGE_AGE,
+    RECONCILE_LAST_SWEEP, RECONCILE_MISMATCHES, RECONCILE_ROWS_READ, RECONCILE_STATEMENTS,
+    RECONCILE_SWEEP_PROGRESS, RECONCILE_SWEEP_ROWS,
 };
 use crate::state::{BudgetSnapshot, ProbeEntry, Snapshot};
 
@@ -50,6 +52,7 @@ pub const READ_YOUR_WRITES_MISSES: &str = "lagbudget_read_your_writes_misses_tot
 pub const MONOTONIC_READS: &str = "lagbudget_monotonic_reads_total";
 pub const MONOTONIC_READ_VIOLATIONS: &str = "lagbudget_monotonic_read_violations_total";
 pub const MONOTONIC_VIOLATION_BUDGET: &str = "lagbudget_monotonic_read_violation_budget_ratio";
+pub const RECONCILE_MAX_MISMATCHES: &str = "lagbudget_reconcile_max_mismatches";
 pub const BUILD_INFO: &str = "lagbudget_build_info";
 pub const RELOAD_SUCCESSFUL: &str = "lagbudget_config_last_reload_successful";
 pub const RELOAD_SUCCESS_TIMESTAMP: &str = "lagbudget_config_last_reload_success_timestamp_seconds";
@@ -482,6 +485,15 @@ fn probe_families(budgets: &[BudgetSnapshot], out: &mut Exposition) {
              (max_monotonic_violations).",
         ),
         |row| row.probe.spec.max_monotonic_violations,
+    );
+    family_of(
+        out,
+        &rows,
+        gauge(
+            RECONCILE_MAX_MISMATCHES,
+            "How many mismatched records a reconcile probe may find (max_mismatches).",
+        ),
+        |row| row.probe.spec.max_mismatches.map(|limit| limit as f64),
     );
     let mut details = DetailFamilies::new();
     for row in &rows {

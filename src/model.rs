@@ -150,6 +150,9 @@ pub struct Probe {
     /// check monotonic reads (the budget's, or the probe's own override); enforced by an alert
     /// on the counters' rates, not by the daemon's state.
     pub max_monotonic_violations: Option<f64>,
+    /// How many mismatched records a reconciliation may find (the budget's, or the probe's own
+    /// override), for probes that reconcile; enforced by an alert, not by the daemon's state.
+    pub max_mismatches: Option<u64>,
     /// Behind and not advancing for this long ⇒ stalled.
     pub stall_after: Duration,
     /// The configured name of the standby or replica this entry measures (the `replica`

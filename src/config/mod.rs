@@ -225,6 +225,7 @@ mod tests {
                 { "required": ["redis_key_age"] },
                 { "required": ["http_watermark"] },
                 { "required": ["canary"] },
+                { "required": ["reconcile"] },
             ])
         );
         assert_eq!(

@@ -268,6 +268,15 @@ fn resolve_budget(
             );
         }
     }
+    if let Some(limit) = &budget.max_mismatches {
+        if all_resolved && !probes.iter().any(|probe| probe.kind.counts_mismatches()) {
+            ctx.error(
+                limit.span,
+                &limit.path,
+                not_reconciling("no probe of this budget is one"),
+            );
+        }
+    }
 
     let objective = match &budget.objective {
         Some(objective) => Some(Objective {
@@ -290,6 +299,11 @@ fn resolve_budget(
         runbook_url: budget.runbook_url.clone(),
         probes,
     })
+}
+
+/// The message for a `max_mismatches` where nothing reconciles.
+fn not_reconciling(which: &str) -> String {
+    format!("max_mismatches limits the mismatched records of a reconcile probe, and {which}")
 }
 
 /// The message for a `max_monotonic_violations` where nothing checks monotonic reads.
@@ -422,6 +436,15 @@ fn resolve_probe(
         &budget.max_monotonic_violations,
     )
     .map(|limit| limit.value);
+    let reconciles = entries.iter().any(|entry| entry.kind.counts_mismatches());
+    if let (Some(limit), false, false) = (&probe.max_mismatches, reconciles, entries.is_empty()) {
+        ctx.error(
+            limit.span,
+            &limit.path,
+            not_reconciling("this probe is not one"),
+        );
+    }
+    let max_mismatches = value(&probe.max_mismatches).or(value(&budget.max_mismatches));
     // Replica kinds give one entry per replica, so that each has its own task, history and
     // `replica` label.
     entries
@@ -435,6 +458,7 @@ fn resolve_probe(
             max_backlog: value(&probe.max_backlog).or(value(&budget.max_backlog)),
             max_monotonic_violations: max_monotonic_violations
                 .filter(|_| entry.kind.checks_monotonic_reads()),
+            max_mismatches: max_mismatches.filter(|_| entry.kind.counts_mismatches()),
             stall_after: timing.stall_after,
             kind: entry.kind,
             replica: entry.replica,

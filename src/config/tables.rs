@@ -96,6 +96,10 @@ config_table! {
         /// ConsistencyMonotonicReadsViolated alert fires when the share over the last hour is
         /// above it.
         max_monotonic_violations: Option<Spanned<PercentFrom0>>,
+        /// How many mismatched records (missing, stale or extra, older than max_lag) a
+        /// reconcile probe may find, such as 0. Applies to this budget's reconcile probes; the
+        /// ConsistencyReconcileMismatches alert fires when there are more.
+        max_mismatches: Option<Spanned<Count<0>>>,
         /// Share of the budget used at which the state is `warn`.
         warn_at: Percent = "80%",
         /// How long a probe must be over budget before the state is `breach`.
@@ -142,6 +146,8 @@ config_table! {
         max_backlog: Option<Spanned<Count<0>>>,
         /// Overrides the budget's max_monotonic_violations; only on a canary with `monotonic`.
         max_monotonic_violations: Option<Spanned<PercentFrom0>>,
+        /// Overrides the budget's max_mismatches; only on a reconcile probe.
+        max_mismatches: Option<Spanned<Count<0>>>,
         /// How long this probe may be behind without progress before it counts as stalled.
         stall_after: Option<Spanned<PositiveDuration>>,
         kind: Tagged<dyn ProbeKindConfig>,

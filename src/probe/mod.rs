@@ -38,6 +38,10 @@ pub use kafka_consumer_group::detail::{
 };
 pub use mysql_replica::detail::{MYSQL_REPLICATION_RUNNING, MYSQL_SECONDS_BEHIND_SOURCE};
 pub use postgres_replica::detail::RECEIVER_LAST_MESSAGE_AGE;
+pub use reconcile::detail::{
+    RECONCILE_LAST_SWEEP, RECONCILE_MISMATCHES, RECONCILE_ROWS_READ, RECONCILE_STATEMENTS,
+    RECONCILE_SWEEP_PROGRESS, RECONCILE_SWEEP_ROWS,
+};
 pub use redis_key_age::detail::{
     CACHE_MISSES, CACHE_SAMPLED_KEYS, CACHE_SCAN_PASSES, CACHE_STALE_KEYS,
 };
@@ -71,6 +75,7 @@ pub enum Detail {
     RedisKeyAge(redis_key_age::detail::CacheDetail),
     HttpWatermark(http_watermark::detail::HttpDetail),
     Canary(canary::detail::CanaryDetail),
+    Reconcile(Box<reconcile::detail::ReconcileDetail>),
 }
 
 impl Detail {
@@ -81,6 +86,7 @@ impl Detail {
             Detail::RedisKeyAge(detail) => Some(DetailStatus::Cache(detail.status())),
             Detail::HttpWatermark(detail) => Some(DetailStatus::Http(detail.status())),
             Detail::Canary(detail) => Some(DetailStatus::Canary(detail.status())),
+            Detail::Reconcile(detail) => Some(DetailStatus::Reconcile(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -98,6 +104,8 @@ pub enum DetailStatus {
     Http(http_watermark::detail::HttpStatus),
     #[serde(rename = "canary")]
     Canary(canary::detail::CanaryStatus),
+    #[serde(rename = "reconcile")]
+    Reconcile(reconcile::detail::ReconcileStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -110,6 +118,7 @@ pub struct DetailFamilies {
     redis_key_age: redis_key_age::detail::Families,
     http_watermark: http_watermark::detail::Families,
     canary: canary::detail::Families,
+    reconcile: reconcile::detail::Families,
 }
 
 impl DetailFamilies {
@@ -126,6 +135,7 @@ impl DetailFamilies {
             Detail::RedisKeyAge(d) => self.redis_key_age.push(labels, d),
             Detail::HttpWatermark(d) => self.http_watermark.push(labels, d),
             Detail::Canary(d) => self.canary.push(labels, d),
+            Detail::Reconcile(d) => self.reconcile.push(labels, d),
         }
     }
 
@@ -137,6 +147,7 @@ impl DetailFamilies {
         self.redis_key_age.finish(out);
         self.http_watermark.finish(out);
         self.canary.finish(out);
+        self.reconcile.finish(out);
     }
 }
 
@@ -171,6 +182,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         redis_key_age::dashboard::rows(probes),
         http_watermark::dashboard::rows(probes),
         canary::dashboard::rows(probes),
+        reconcile::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -429,6 +441,11 @@ pub trait Kind: Sized + Send + 'static {
     fn checks_monotonic_reads(_settings: &Self::Settings) -> bool {
         false
     }
+
+    /// Whether runs count mismatched records, so that `max_mismatches` applies.
+    fn counts_mismatches(_settings: &Self::Settings) -> bool {
+        false
+    }
 }
 
 /// The registry of probe kinds: one line per kind, its variant name, its runner and its config
@@ -484,6 +501,15 @@ macro_rules! probe_kinds {
                     })+
                 }
             }
+
+            /// Whether runs count mismatched records.
+            pub fn counts_mismatches(&self) -> bool {
+                match self {
+                    $(ProbeKind::$variant(settings) => {
+                        <$module::$runner as Kind>::counts_mismatches(settings)
+                    })+
+                }
+            }
         }
 
         /// A probe ready to run: its kind's state (prepared queries, previous positions) plus
@@ -536,4 +562,5 @@ probe_kinds! {
     RedisKeyAge: redis_key_age::RedisKeyAgeProbe, config redis_key_age::config::RedisKeyAgeConfig;
     HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
     Canary: canary::CanaryProbe, config canary::config::CanaryConfig;
+    Reconcile: reconcile::ReconcileProbe, config reconcile::config::ReconcileConfig;
 }

@@ -1,0 +1,848 @@
+//! The two sides of a reconciliation on PostgreSQL and MySQL/MariaDB: each statement under
+//! the run's deadline (on PostgreSQL in a read-only transaction with a statement timeout), its
+//! rows read as [`Raw`] values for the ledger to normalise, and the source's clock read beside
+//! them so that ages are taken on one clock.
+//!
+//! The user writes `$1` and `$2` on both engines. On MySQL they become `?`, and the derived
+//! lookup's `$1` (the keys) becomes one `?` per key: MySQL has no array parameter, so
+//! `IN ($1)` is how a batch of keys is asked for there, as `= ANY($1)` is on PostgreSQL.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row as MyRow, Value as MyValue};
+use tokio::time::{Instant, timeout_at};
+use tokio_postgres::types::{ToSql, Type};
+
+use super::ledger::{Key, Raw, micros_since_epoch};
+use crate::probe::canary::fill_placeholders;
+use crate::probe::mysql::{MysqlPool, run};
+use crate::probe::oldest_pending::days_from_civil;
+use crate::probe::postgres::query::{begin, db_now, explain, settle};
+use crate::probe::postgres::{PgPool, query_error};
+use crate::probe::{ErrorReason, ProbeError, SourceHandle, SourceHandles};
+
+/// Rows of a source query with the source's clock read right after them.
+#[derive(Debug, Default)]
+pub struct SourcePage {
+    /// The source's clock after the query, in microseconds (naive times as if UTC, like the
+    /// rows' times).
+    pub now: i64,
+    pub rows: Vec<[Raw; 3]>,
+}
+
+/// What a statement asks, for its parameters and for `check --connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Source records changed since `$1`: (key, version, changed_at).
+    Recent,
+    /// A page after `$1` of at most `$2` records: (key, version, changed_at) on the source,
+    /// (key, version) on the derived side.
+    SourcePage,
+    DerivedPage,
+    /// The derived records of the keys `$1`: (key, version).
+    Lookup,
+}
+
+impl Shape {
+    fn columns(self) -> usize {
+        match self {
+            Shape::Recent | Shape::SourcePage => 3,
+            Shape::DerivedPage | Shape::Lookup => 2,
+        }
+    }
+
+    fn parameters(self) -> usize {
+        match self {
+            Shape::Recent | Shape::Lookup => 1,
+            Shape::SourcePage | Shape::DerivedPage => 2,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Shape::Recent => "source query",
+            Shape::SourcePage => "sweep query",
+            Shape::DerivedPage => "sweep derived_query",
+            Shape::Lookup => "derived query",
+        }
+    }
+
+    fn parameters_meaning(self) -> &'static str {
+        match self {
+            Shape::Recent => "$1, the start of the window",
+            Shape::Lookup => "$1, the keys",
+            Shape::SourcePage | Shape::DerivedPage => "$1, the last key seen, and $2, the page size",
+        }
+    }
+}
+
+/// One side's database.
+pub enum Side {
+    Postgres(Arc<PgPool>),
+    Mysql(Arc<MysqlPool>),
+}
+
+const TOO_SLOW: &str = "the reconcile query did not complete before the deadline";
+
+impl Side {
+    pub fn of(source: &str, sources: &SourceHandles) -> Result<Self, ProbeError> {
+        match sources.get(source) {
+            Some(SourceHandle::Postgres(pool)) => Ok(Side::Postgres(pool.clone())),
+            Some(SourceHandle::Mysql(pool)) => Ok(Side::Mysql(pool.clone())),
+            _ => Err(ProbeError::new(
+                ErrorReason::Connect,
+                format!("source {source} is not a configured postgres or mysql source"),
+            )),
+        }
+    }
+
+    /// The source records changed within `window` of the source's clock.
+    pub async fn recent(
+        &self,
+        sql: &str,
+        window: Duration,
+        deadline: Instant,
+    ) -> Result<SourcePage, ProbeError> {
+        match self {
+            Side::Postgres(pool) => pg_source(pool, sql, Param::Window(window), deadline).await,
+            Side::Mysql(pool) => my_source(pool, sql, Param::Window(window), deadline).await,
+        }
+    }
+
+    /// A page of the source's sweep: at most `limit` records after `after` in key order.
+    pub async fn source_page(
+        &self,
+        sql: &str,
+        after: Option<&Key>,
+        limit: usize,
+        text_keys: bool,
+        deadline: Instant,
+    ) -> Result<SourcePage, ProbeError> {
+        let param = Param::Page {
+            after,
+            limit,
+            text_keys,
+        };
+        match self {
+            Side::Postgres(pool) => pg_source(pool, sql, param, deadline).await,
+            Side::Mysql(pool) => my_source(pool, sql, param, deadline).await,
+        }
+    }
+
+    /// The derived records of `keys`, in one statement.
+    pub async fn lookup(
+        &self,
+        sql: &str,
+        keys: &[Key],
+        deadline: Instant,
+    ) -> Result<Vec<[Raw; 2]>, ProbeError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Side::Postgres(pool) => pg_derived(pool, sql, Param::Keys(keys), deadline).await,
+            Side::Mysql(pool) => my_derived(pool, sql, Param::Keys(keys), deadline).await,
+        }
+    }
+
+    /// A page of the derived side's sweep.
+    pub async fn derived_page(
+        &self,
+        sql: &str,
+        after: Option<&Key>,
+        limit: usize,
+        text_keys: bool,
+        deadline: Instant,
+    ) -> Result<Vec<[Raw; 2]>, ProbeError> {
+        let param = Param::Page {
+            after,
+            limit,
+            text_keys,
+        };
+        match self {
+            Side::Postgres(pool) => pg_derived(pool, sql, param, deadline).await,
+            Side::Mysql(pool) => my_derived(pool, sql, param, deadline).await,
+        }
+    }
+
+    /// Checks that the server accepts `sql` as `shape` asks (syntax, objects, grants,
+    /// parameters, columns) without running it.
+    pub async fn check(&self, sql: &str, shape: Shape, deadline: Instant) -> Result<(), ProbeError> {
+        match self {
+            Side::Postgres(pool) => pg_check(pool, sql, shape, deadline).await,
+            Side::Mysql(pool) => my_check(pool, sql, shape, deadline).await,
+        }
+    }
+}
+
+/// What is bound to a statement's parameters.
+#[derive(Clone, Copy)]
+enum Param<'a> {
+    Window(Duration),
+    /// `text_keys`: the first page's cursor, which MySQL cannot type from the statement, is
+    /// the empty text rather than the smallest integer.
+    Page {
+        after: Option<&'a Key>,
+        limit: usize,
+        text_keys: bool,
+    },
+    Keys(&'a [Key]),
+}
+
+impl Param<'_> {
+    fn shape(&self, source: bool) -> Shape {
+        match (self, source) {
+            (Param::Window(_), _) => Shape::Recent,
+            (Param::Page { .. }, true) => Shape::SourcePage,
+            (Param::Page { .. }, false) => Shape::DerivedPage,
+            (Param::Keys(_), _) => Shape::Lookup,
+        }
+    }
+}
+
+fn wrong_parameters(shape: Shape, found: usize) -> ProbeError {
+    ProbeError::new(
+        ErrorReason::Query,
+        format!(
+            "the {} takes {found} parameter(s); it is given {} ({})",
+            shape.describe(),
+            shape.parameters(),
+            shape.parameters_meaning()
+        ),
+    )
+}
+
+fn too_few_columns(shape: Shape, found: usize) -> ProbeError {
+    let wanted = match shape.columns() {
+        3 => "(key, version, changed_at)",
+        _ => "(key, version)",
+    };
+    ProbeError::new(
+        ErrorReason::Decode,
+        format!(
+            "the {} returns {found} column(s); it must return {wanted}",
+            shape.describe()
+        ),
+    )
+}
+
+// --- PostgreSQL -------------------------------------------------------------------------------
+
+async fn pg_source(
+    pool: &PgPool,
+    sql: &str,
+    param: Param<'_>,
+    deadline: Instant,
+) -> Result<SourcePage, ProbeError> {
+    let shape = param.shape(true);
+    let mut client = pool.get(deadline).await?;
+    let asked = timeout_at(deadline, async {
+        let tx = begin(&mut client, deadline).await?;
+        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
+        if statement.params().len() != shape.parameters() {
+            return Err(wrong_parameters(shape, statement.params().len()));
+        }
+        if statement.columns().len() < 3 {
+            return Err(too_few_columns(shape, statement.columns().len()));
+        }
+        let time_type = statement.columns()[2].type_().clone();
+        let params = match param {
+            Param::Window(window) => {
+                let ty = &statement.params()[0];
+                if *ty != Type::TIMESTAMPTZ && *ty != Type::TIMESTAMP {
+                    return Err(ProbeError::new(
+                        ErrorReason::Query,
+                        format!(
+                            "the source query's $1 is the start of the window, a timestamp, but \
+                             the query takes it as {}",
+                            ty.name()
+                        ),
+                    ));
+                }
+                let now = db_now(&tx, ty).await?;
+                let start = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+                vec![PgValue::Time(start)]
+            }
+            other => pg_params(other, statement.params())?,
+        };
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(PgValue::as_sql).collect();
+        let rows = tx
+            .query(&statement, &refs)
+            .await
+            .map_err(|e| query_error(&e))?;
+        let now = db_now(&tx, &time_type).await?;
+        let mut page = SourcePage {
+            now: micros_since_epoch(now),
+            rows: Vec::with_capacity(rows.len()),
+        };
+        for row in &rows {
+            page.rows
+                .push([pg_raw(row, 0)?, pg_raw(row, 1)?, pg_raw(row, 2)?]);
+        }
+        tx.rollback().await.map_err(|e| query_error(&e))?;
+        Ok(page)
+    })
+    .await;
+    settle(client, asked, TOO_SLOW)
+}
+
+async fn pg_derived(
+    pool: &PgPool,
+    sql: &str,
+    param: Param<'_>,
+    deadline: Instant,
+) -> Result<Vec<[Raw; 2]>, ProbeError> {
+    let shape = param.shape(false);
+    let mut client = pool.get(deadline).await?;
+    let asked = timeout_at(deadline, async {
+        let tx = begin(&mut client, deadline).await?;
+        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
+        if statement.params().len() != shape.parameters() {
+            return Err(wrong_parameters(shape, statement.params().len()));
+        }
+        if statement.columns().len() < 2 {
+            return Err(too_few_columns(shape, statement.columns().len()));
+        }
+        let params = pg_params(param, statement.params())?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(PgValue::as_sql).collect();
+        let rows = tx
+            .query(&statement, &refs)
+            .await
+            .map_err(|e| query_error(&e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push([pg_raw(row, 0)?, pg_raw(row, 1)?]);
+        }
+        tx.rollback().await.map_err(|e| query_error(&e))?;
+        Ok(out)
+    })
+    .await;
+    settle(client, asked, TOO_SLOW)
+}
+
+/// A parameter value in the Rust type of its parameter's SQL type.
+enum PgValue {
+    Time(SystemTime),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    Text(String),
+    I16s(Vec<i16>),
+    I32s(Vec<i32>),
+    I64s(Vec<i64>),
+    Texts(Vec<String>),
+}
+
+impl PgValue {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            PgValue::Time(v) => v,
+            PgValue::I16(v) => v,
+            PgValue::I32(v) => v,
+            PgValue::I64(v) => v,
+            PgValue::Text(v) => v,
+            PgValue::I16s(v) => v,
+            PgValue::I32s(v) => v,
+            PgValue::I64s(v) => v,
+            PgValue::Texts(v) => v,
+        }
+    }
+}
+
+fn pg_params(param: Param<'_>, types: &[Type]) -> Result<Vec<PgValue>, ProbeError> {
+    match param {
+        Param::Window(_) => Ok(Vec::new()),
+        Param::Page { after, limit, .. } => {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let limit = match &types[1] {
+                ty if *ty == Type::INT8 => PgValue::I64(limit),
+                ty if *ty == Type::INT4 => PgValue::I32(i32::try_from(limit).unwrap_or(i32::MAX)),
+                ty => {
+                    return Err(ProbeError::new(
+                        ErrorReason::Query,
+                        format!("$2 is the page size, an integer, but the query takes it as {}", ty.name()),
+                    ));
+                }
+            };
+            Ok(vec![pg_cursor(after, &types[0])?, limit])
+        }
+        Param::Keys(keys) => Ok(vec![pg_keys(keys, &types[0])?]),
+    }
+}
+
+/// The sweep's cursor as `$1`: the last key seen, or the smallest value of the key's type
+/// before the first page.
+fn pg_cursor(after: Option<&Key>, ty: &Type) -> Result<PgValue, ProbeError> {
+    let out_of_range = || {
+        ProbeError::new(
+            ErrorReason::Decode,
+            format!("a key does not fit the query's $1 ({})", ty.name()),
+        )
+    };
+    let int = |key: &Key| match key {
+        Key::Int(n) => Ok(*n),
+        Key::Text { .. } => Err(ProbeError::new(
+            ErrorReason::Query,
+            format!(
+                "$1 is the last key seen, text with `keys: text`, but the query takes it as {}",
+                ty.name()
+            ),
+        )),
+    };
+    Ok(if *ty == Type::INT8 {
+        PgValue::I64(after.map(int).transpose()?.unwrap_or(i64::MIN))
+    } else if *ty == Type::INT4 {
+        match after {
+            Some(key) => PgValue::I32(i32::try_from(int(key)?).map_err(|_| out_of_range())?),
+            None => PgValue::I32(i32::MIN),
+        }
+    } else if *ty == Type::INT2 {
+        match after {
+            Some(key) => PgValue::I16(i16::try_from(int(key)?).map_err(|_| out_of_range())?),
+            None => PgValue::I16(i16::MIN),
+        }
+    } else if <String as ToSql>::accepts(ty) {
+        PgValue::Text(after.map(Key::compared).unwrap_or_default())
+    } else {
+        return Err(ProbeError::new(
+            ErrorReason::Query,
+            format!(
+                "$1 is the last key seen, an integer or text, but the query takes it as {}; \
+                 compare the key as text (id::text > $1) or bigint",
+                ty.name()
+            ),
+        ));
+    })
+}
+
+/// The keys as `$1`, an array of the parameter's element type, in the source's spelling.
+fn pg_keys(keys: &[Key], ty: &Type) -> Result<PgValue, ProbeError> {
+    let ints = || -> Result<Vec<i64>, ProbeError> {
+        keys.iter()
+            .map(|key| match key {
+                Key::Int(n) => Ok(*n),
+                Key::Text { written, .. } => written.trim().parse().map_err(|_| {
+                    ProbeError::new(
+                        ErrorReason::Decode,
+                        format!("a text key is not an integer, and $1 is {}", ty.name()),
+                    )
+                }),
+            })
+            .collect()
+    };
+    let narrow = |_| ProbeError::new(ErrorReason::Decode, format!("a key does not fit $1 ({})", ty.name()));
+    Ok(if *ty == Type::INT8_ARRAY {
+        PgValue::I64s(ints()?)
+    } else if *ty == Type::INT4_ARRAY {
+        PgValue::I32s(
+            ints()?
+                .into_iter()
+                .map(i32::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(narrow)?,
+        )
+    } else if *ty == Type::INT2_ARRAY {
+        PgValue::I16s(
+            ints()?
+                .into_iter()
+                .map(i16::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(narrow)?,
+        )
+    } else if [Type::TEXT_ARRAY, Type::VARCHAR_ARRAY, Type::BPCHAR_ARRAY, Type::NAME_ARRAY]
+        .contains(ty)
+    {
+        PgValue::Texts(
+            keys.iter()
+                .map(|key| match key {
+                    Key::Int(n) => n.to_string(),
+                    Key::Text { written, .. } => written.clone(),
+                })
+                .collect(),
+        )
+    } else {
+        return Err(ProbeError::new(
+            ErrorReason::Query,
+            format!(
+                "the derived query's $1 is the keys, an array, but the query takes it as {}; \
+                 write `key = ANY($1)` over a bigint or text key, or cast (key::text = \
+                 ANY($1::text[]))",
+                ty.name()
+            ),
+        ));
+    })
+}
+
+/// Column `index` as a raw value, by its SQL type.
+fn pg_raw(row: &tokio_postgres::Row, index: usize) -> Result<Raw, ProbeError> {
+    let ty = row.columns()[index].type_();
+    let decode = |e: tokio_postgres::Error| ProbeError::new(ErrorReason::Decode, e.to_string());
+    let raw = if *ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(index).map_err(decode)?.map(Raw::Int)
+    } else if *ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(index)
+            .map_err(decode)?
+            .map(|n| Raw::Int(n.into()))
+    } else if *ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(index)
+            .map_err(decode)?
+            .map(|n| Raw::Int(n.into()))
+    } else if *ty == Type::TIMESTAMPTZ || *ty == Type::TIMESTAMP {
+        row.try_get::<_, Option<SystemTime>>(index)
+            .map_err(decode)?
+            .map(|at| Raw::Time(micros_since_epoch(at)))
+    } else if <String as tokio_postgres::types::FromSql>::accepts(ty) {
+        row.try_get::<_, Option<String>>(index).map_err(decode)?.map(Raw::Text)
+    } else {
+        return Err(ProbeError::new(
+            ErrorReason::Decode,
+            format!(
+                "column {} is {}, which lagbudget does not read; cast it to bigint, text or \
+                 timestamptz in the query",
+                index + 1,
+                ty.name()
+            ),
+        ));
+    };
+    Ok(raw.unwrap_or(Raw::Null))
+}
+
+async fn pg_check(
+    pool: &PgPool,
+    sql: &str,
+    shape: Shape,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
+    let mut client = pool.get(deadline).await?;
+    let checked = timeout_at(deadline, async {
+        let tx = begin(&mut client, deadline).await?;
+        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
+        if statement.params().len() != shape.parameters() {
+            return Err(wrong_parameters(shape, statement.params().len()));
+        }
+        if statement.columns().len() < shape.columns() {
+            return Err(too_few_columns(shape, statement.columns().len()));
+        }
+        match shape {
+            Shape::Recent => {
+                let ty = &statement.params()[0];
+                if *ty != Type::TIMESTAMPTZ && *ty != Type::TIMESTAMP {
+                    return Err(ProbeError::new(
+                        ErrorReason::Query,
+                        format!("the source query's $1 is a timestamp, not {}", ty.name()),
+                    ));
+                }
+            }
+            Shape::SourcePage | Shape::DerivedPage => {
+                let first_page = Param::Page {
+                    after: None,
+                    limit: 1,
+                    text_keys: false,
+                };
+                pg_params(first_page, statement.params())?;
+            }
+            Shape::Lookup => {
+                pg_keys(&[], &statement.params()[0])?;
+            }
+        }
+        explain(&tx, sql).await?;
+        tx.rollback().await.map_err(|e| query_error(&e))
+    })
+    .await;
+    settle(client, checked, TOO_SLOW)
+}
+
+// --- MySQL and MariaDB ------------------------------------------------------------------------
+
+/// `sql` with `$1` and `$2` as `?`, and the values bound to them in order. The keys of a
+/// lookup become one `?` each.
+fn my_bind(sql: &str, param: Param<'_>, window_start: Option<i64>) -> (String, Vec<MyValue>) {
+    let mut values = Vec::new();
+    let text = fill_placeholders(sql, &["$1", "$2"], |index, out| match (param, index) {
+        (Param::Window(_), _) => {
+            out.push('?');
+            values.push(my_datetime(window_start.unwrap_or(0)));
+        }
+        (Param::Page { after, .. }, 0) => {
+            out.push('?');
+            values.push(match after {
+                Some(Key::Int(n)) => MyValue::Int(*n),
+                Some(key @ Key::Text { .. }) => MyValue::Bytes(key.compared().into_bytes()),
+                None => MyValue::NULL,
+            });
+        }
+        (Param::Page { limit, .. }, _) => {
+            out.push('?');
+            values.push(MyValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        }
+        (Param::Keys(keys), _) => {
+            for (i, key) in keys.iter().enumerate() {
+                out.push_str(if i == 0 { "?" } else { ", ?" });
+                values.push(match key {
+                    Key::Int(n) => MyValue::Int(*n),
+                    Key::Text { written, .. } => MyValue::Bytes(written.clone().into_bytes()),
+                });
+            }
+        }
+    });
+    (text, values)
+}
+
+/// The first page's cursor on MySQL, where `$1` has no declared type: the smallest key of
+/// the configured type.
+fn my_first_cursor(text_keys: bool) -> MyValue {
+    if text_keys {
+        MyValue::Bytes(Vec::new())
+    } else {
+        MyValue::Int(i64::MIN)
+    }
+}
+
+async fn my_source(
+    pool: &MysqlPool,
+    sql: &str,
+    param: Param<'_>,
+    deadline: Instant,
+) -> Result<SourcePage, ProbeError> {
+    let shape = param.shape(true);
+    let mut conn = pool.get(deadline).await?;
+    let window_start = match param {
+        Param::Window(window) => {
+            let now = my_now(&mut conn, deadline).await?;
+            Some(now - i64::try_from(window.as_micros()).unwrap_or(i64::MAX))
+        }
+        _ => None,
+    };
+    let (text, values) = my_values(sql, param, window_start, shape)?;
+    let rows: Vec<MyRow> = run(deadline, conn.exec(text, values)).await?;
+    let now = my_now(&mut conn, deadline).await?;
+    let mut page = SourcePage {
+        now,
+        rows: Vec::with_capacity(rows.len()),
+    };
+    for row in &rows {
+        if row.len() < 3 {
+            return Err(too_few_columns(shape, row.len()));
+        }
+        page.rows.push([my_raw(row, 0)?, my_raw(row, 1)?, my_raw(row, 2)?]);
+    }
+    conn.release();
+    Ok(page)
+}
+
+async fn my_derived(
+    pool: &MysqlPool,
+    sql: &str,
+    param: Param<'_>,
+    deadline: Instant,
+) -> Result<Vec<[Raw; 2]>, ProbeError> {
+    let shape = param.shape(false);
+    let mut conn = pool.get(deadline).await?;
+    let (text, values) = my_values(sql, param, None, shape)?;
+    let rows: Vec<MyRow> = run(deadline, conn.exec(text, values)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.len() < 2 {
+            return Err(too_few_columns(shape, row.len()));
+        }
+        out.push([my_raw(row, 0)?, my_raw(row, 1)?]);
+    }
+    conn.release();
+    Ok(out)
+}
+
+/// The statement and its values, with the first page's cursor typed by the key type the
+/// first key of the page will have: integer unless the keys are text.
+fn my_values(
+    sql: &str,
+    param: Param<'_>,
+    window_start: Option<i64>,
+    shape: Shape,
+) -> Result<(String, Vec<MyValue>), ProbeError> {
+    let (text, mut values) = my_bind(sql, param, window_start);
+    let expected = match param {
+        Param::Keys(keys) => keys.len(),
+        _ => shape.parameters(),
+    };
+    if values.len() != expected || text.contains('?') && count_question_marks(&text) != expected
+    {
+        return Err(ProbeError::new(
+            ErrorReason::Query,
+            format!(
+                "the {} must use {} as $-placeholders (on MySQL too), each once; it uses {} \
+                 placeholder(s)",
+                shape.describe(),
+                shape.parameters_meaning(),
+                count_question_marks(&text)
+            ),
+        ));
+    }
+    if let Param::Page {
+        after: None,
+        text_keys,
+        ..
+    } = param
+    {
+        values[0] = my_first_cursor(text_keys);
+    }
+    Ok((text, values))
+}
+
+fn count_question_marks(sql: &str) -> usize {
+    sql.matches('?').count()
+}
+
+async fn my_check(
+    pool: &MysqlPool,
+    sql: &str,
+    shape: Shape,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
+    let mut conn = pool.get(deadline).await?;
+    let one_key = [Key::Int(0)];
+    let param = match shape {
+        Shape::Recent => Param::Window(Duration::ZERO),
+        Shape::SourcePage | Shape::DerivedPage => Param::Page {
+            after: None,
+            limit: 1,
+            text_keys: false,
+        },
+        Shape::Lookup => Param::Keys(&one_key),
+    };
+    let (text, _) = my_values(sql, param, Some(0), shape)?;
+    // Preparing checks syntax, tables and privileges, and counts the columns.
+    let statement = run(deadline, conn.prep(text)).await?;
+    if statement.columns().len() < shape.columns() {
+        return Err(too_few_columns(shape, statement.columns().len()));
+    }
+    run(deadline, conn.close(statement)).await?;
+    conn.release();
+    Ok(())
+}
+
+/// The server's clock in microseconds, on the same naive scale as the DATETIME values read.
+async fn my_now(
+    conn: &mut crate::probe::mysql::PooledConn<'_>,
+    deadline: Instant,
+) -> Result<i64, ProbeError> {
+    let row: Option<MyRow> = run(deadline, conn.exec_first("SELECT NOW(6)", ())).await?;
+    let row = row.ok_or_else(|| ProbeError::new(ErrorReason::NoData, "NOW(6) returned no row"))?;
+    match my_raw(&row, 0)? {
+        Raw::Time(micros) => Ok(micros),
+        _ => Err(ProbeError::new(ErrorReason::Decode, "NOW(6) is not a time")),
+    }
+}
+
+/// Column `index` as a raw value.
+fn my_raw(row: &MyRow, index: usize) -> Result<Raw, ProbeError> {
+    Ok(match row.as_ref(index) {
+        None | Some(MyValue::NULL) => Raw::Null,
+        Some(MyValue::Int(n)) => Raw::Int(*n),
+        Some(MyValue::UInt(n)) => Raw::Int(i64::try_from(*n).map_err(|_| {
+            ProbeError::new(ErrorReason::Decode, format!("column {} is above 2^63", index + 1))
+        })?),
+        Some(MyValue::Bytes(bytes)) => Raw::Text(String::from_utf8(bytes.clone()).map_err(|_| {
+            ProbeError::new(
+                ErrorReason::Decode,
+                format!("column {} is not UTF-8 text", index + 1),
+            )
+        })?),
+        Some(MyValue::Date(year, month, day, hour, minute, second, micros)) => {
+            let days = days_from_civil(i64::from(*year), i64::from(*month), i64::from(*day));
+            let seconds = days * 86_400
+                + i64::from(*hour) * 3_600
+                + i64::from(*minute) * 60
+                + i64::from(*second);
+            Raw::Time(seconds * 1_000_000 + i64::from(*micros))
+        }
+        Some(other) => {
+            return Err(ProbeError::new(
+                ErrorReason::Decode,
+                format!(
+                    "column {} is {other:?}, which lagbudget does not read; cast it to a \
+                     signed integer, text or DATETIME in the query",
+                    index + 1
+                ),
+            ));
+        }
+    })
+}
+
+/// Microseconds on the naive scale as a DATETIME value.
+fn my_datetime(micros: i64) -> MyValue {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    MyValue::Date(
+        u16::try_from(year).unwrap_or(0),
+        month as u8,
+        day as u8,
+        (of_day / 3_600) as u8,
+        (of_day % 3_600 / 60) as u8,
+        (of_day % 60) as u8,
+        fraction as u32,
+    )
+}
+
+/// A proleptic Gregorian date from days since 1970-01-01 (Howard Hinnant's algorithm), the
+/// inverse of `days_from_civil`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for days in [-1, 0, 11_017, 20_792, 60_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(20_792), (2026, 12, 5));
+    }
+
+    #[test]
+    fn mysql_lookups_get_one_placeholder_per_key() {
+        let keys = [Key::Int(1), Key::Int(2), Key::Int(3)];
+        let (sql, values) = my_bind(
+            "SELECT id, v FROM t WHERE id IN ($1)",
+            Param::Keys(&keys),
+            None,
+        );
+        assert_eq!(sql, "SELECT id, v FROM t WHERE id IN (?, ?, ?)");
+        assert_eq!(values, vec![MyValue::Int(1), MyValue::Int(2), MyValue::Int(3)]);
+        let (sql, values) = my_bind(
+            "SELECT id, v, at FROM t WHERE id > $1 ORDER BY id LIMIT $2",
+            Param::Page {
+                after: Some(&Key::Int(9)),
+                limit: 50,
+                text_keys: false,
+            },
+            None,
+        );
+        assert_eq!(sql, "SELECT id, v, at FROM t WHERE id > ? ORDER BY id LIMIT ?");
+        assert_eq!(values, vec![MyValue::Int(9), MyValue::Int(50)]);
+    }
+
+    #[test]
+    fn mysql_windows_are_datetimes() {
+        let micros = (20_792 * 86_400 + 3_661) * 1_000_000 + 250_000;
+        assert_eq!(my_datetime(micros), MyValue::Date(2026, 12, 5, 1, 1, 1, 250_000));
+    }
+}
