@@ -772,7 +772,10 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     );
     assert!(caches.iter().any(|(_, m)| *m == "since_build"));
     assert_eq!(slots, ["debezium_orders"]);
-    assert_eq!(reconciliations, 1, "the example shows orders reconciled with invoices");
+    assert_eq!(
+        reconciliations, 1,
+        "the example shows orders reconciled with invoices"
+    );
     assert!(
         canaries >= 2,
         "the example shows canaries: a replica and an end-to-end view"
@@ -865,4 +868,58 @@ fn the_readmes_canary_recipes_load() {
         loaded += 1;
     }
     assert!(loaded >= 4, "the four recipes (found {loaded})");
+}
+
+/// Every YAML block of the README's `reconcile` reference loads: a budget entry as it is, a
+/// `reconcile:` table inside a probe of a budget, over sources of the kinds its names suggest.
+#[test]
+fn the_readmes_reconcile_recipes_load() {
+    let readme = std::fs::read_to_string("README.md").expect("read README.md");
+    let start = readme
+        .find("## Probe reference: `reconcile`")
+        .expect("the README has a reconcile reference");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let sources = "sources:\n\
+        \x20 orders-db: { postgres: { dsn: \"host=orders-db user=lagbudget\" } }\n\
+        \x20 catalog-db: { postgres: { dsn: \"host=catalog-db user=lagbudget\" } }\n\
+        \x20 search-db: { postgres: { dsn: \"host=search-db user=lagbudget\" } }\n\
+        \x20 billing-db: { mysql: { url: \"mysql://lagbudget@billing-db:3306/billing\" } }\n";
+    let indent = |text: &str, by: &str| -> String {
+        text.lines()
+            .map(|line| format!("{by}{line}\n"))
+            .collect::<String>()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut loaded = 0;
+    for (index, block) in section.split("```yaml\n").skip(1).enumerate() {
+        let yaml = block.split("```").next().expect("a closed block");
+        let budgets = if yaml.starts_with("- name:") {
+            indent(yaml, "  ")
+        } else if yaml.starts_with("reconcile:") {
+            format!(
+                "  - name: recipe\n    max_lag: 30s\n    probes:\n      - name: recipe\n{}",
+                indent(yaml, "        ")
+            )
+        } else {
+            panic!("README reconcile block {index} is neither a budget nor a probe:\n{yaml}");
+        };
+        let config_text = format!("{sources}budgets:\n{budgets}");
+        let path = dir.path().join(format!("recipe-{index}.yaml"));
+        std::fs::write(&path, &config_text).expect("write recipe");
+        let config = config::load_with(&path, &no_env).unwrap_or_else(|e| {
+            panic!("README reconcile block {index} does not load:\n{e}\n{config_text}")
+        });
+        let reconciles = config
+            .budgets
+            .iter()
+            .flat_map(|b| &b.probes)
+            .filter(|p| matches!(p.kind, ProbeKind::Reconcile(_)))
+            .count();
+        assert_eq!(reconciles, 1, "block {index} is one reconcile probe");
+        loaded += 1;
+    }
+    assert!(loaded >= 3, "the example and the recipes (found {loaded})");
 }

@@ -556,38 +556,51 @@ async fn pg_check(
 
 // --- MySQL and MariaDB ------------------------------------------------------------------------
 
-/// `sql` with `$1` and `$2` as `?`, and the values bound to them in order. The keys of a
-/// lookup become one `?` each.
-fn my_bind(sql: &str, param: Param<'_>, window_start: Option<i64>) -> (String, Vec<MyValue>) {
+/// `sql` with `$1` and `$2` as `?`, the values bound to them in order (a placeholder written
+/// twice is bound twice), and how often each was written. The keys of a lookup become one `?`
+/// each.
+fn my_bind(
+    sql: &str,
+    param: Param<'_>,
+    window_start: Option<i64>,
+) -> (String, Vec<MyValue>, [usize; 2]) {
     let mut values = Vec::new();
-    let text = fill_placeholders(sql, &["$1", "$2"], |index, out| match (param, index) {
-        (Param::Window(_), _) => {
-            out.push('?');
-            values.push(my_datetime(window_start.unwrap_or(0)));
-        }
-        (Param::Page { after, .. }, 0) => {
-            out.push('?');
-            values.push(match after {
-                Some(Key::Int(n)) => MyValue::Int(*n),
-                Some(key @ Key::Text { .. }) => MyValue::Bytes(key.compared().into_bytes()),
-                None => MyValue::NULL,
-            });
-        }
-        (Param::Page { limit, .. }, _) => {
-            out.push('?');
-            values.push(MyValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-        }
-        (Param::Keys(keys), _) => {
-            for (i, key) in keys.iter().enumerate() {
-                out.push_str(if i == 0 { "?" } else { ", ?" });
-                values.push(match key {
-                    Key::Int(n) => MyValue::Int(*n),
-                    Key::Text { written, .. } => MyValue::Bytes(written.clone().into_bytes()),
+    let mut used = [0usize; 2];
+    let text = fill_placeholders(sql, &["$1", "$2"], |index, out| {
+        used[index] += 1;
+        match (param, index) {
+            (Param::Window(_), 0) => {
+                out.push('?');
+                values.push(my_datetime(window_start.unwrap_or(0)));
+            }
+            (Param::Page {
+                after, text_keys, ..
+            }, 0) => {
+                out.push('?');
+                values.push(match after {
+                    Some(Key::Int(n)) => MyValue::Int(*n),
+                    Some(key @ Key::Text { .. }) => MyValue::Bytes(key.compared().into_bytes()),
+                    None => my_first_cursor(text_keys),
                 });
             }
+            (Param::Page { limit, .. }, _) => {
+                out.push('?');
+                values.push(MyValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+            }
+            (Param::Keys(keys), 0) => {
+                for (i, key) in keys.iter().enumerate() {
+                    out.push_str(if i == 0 { "?" } else { ", ?" });
+                    values.push(match key {
+                        Key::Int(n) => MyValue::Int(*n),
+                        Key::Text { written, .. } => MyValue::Bytes(written.clone().into_bytes()),
+                    });
+                }
+            }
+            // A `$2` where the statement takes one parameter: left as written, and refused.
+            (Param::Window(_) | Param::Keys(_), _) => out.push_str("$2"),
         }
     });
-    (text, values)
+    (text, values, used)
 }
 
 /// The first page's cursor on MySQL, where `$1` has no declared type: the smallest key of
@@ -661,31 +674,28 @@ fn my_values(
     window_start: Option<i64>,
     shape: Shape,
 ) -> Result<(String, Vec<MyValue>), ProbeError> {
-    let (text, mut values) = my_bind(sql, param, window_start);
-    let expected = match param {
-        Param::Keys(keys) => keys.len(),
-        _ => shape.parameters(),
-    };
-    if values.len() != expected || text.contains('?') && count_question_marks(&text) != expected
-    {
+    let (text, values, used) = my_bind(sql, param, window_start);
+    let wanted = shape.parameters();
+    let placeholders_right = used[0] > 0 && (used[1] > 0) == (wanted == 2);
+    if !placeholders_right {
         return Err(ProbeError::new(
             ErrorReason::Query,
             format!(
-                "the {} must use {} as $-placeholders (on MySQL too), each once; it uses {} \
-                 placeholder(s)",
+                "the {} must use {} as $-placeholders, on MySQL too",
                 shape.describe(),
                 shape.parameters_meaning(),
-                count_question_marks(&text)
             ),
         ));
     }
-    if let Param::Page {
-        after: None,
-        text_keys,
-        ..
-    } = param
-    {
-        values[0] = my_first_cursor(text_keys);
+    if count_question_marks(&text) != values.len() {
+        return Err(ProbeError::new(
+            ErrorReason::Query,
+            format!(
+                "the {} has a `?` of its own; write its parameters as {}",
+                shape.describe(),
+                shape.parameters_meaning()
+            ),
+        ));
     }
     Ok((text, values))
 }
@@ -820,14 +830,14 @@ mod tests {
     #[test]
     fn mysql_lookups_get_one_placeholder_per_key() {
         let keys = [Key::Int(1), Key::Int(2), Key::Int(3)];
-        let (sql, values) = my_bind(
+        let (sql, values, _) = my_bind(
             "SELECT id, v FROM t WHERE id IN ($1)",
             Param::Keys(&keys),
             None,
         );
         assert_eq!(sql, "SELECT id, v FROM t WHERE id IN (?, ?, ?)");
         assert_eq!(values, vec![MyValue::Int(1), MyValue::Int(2), MyValue::Int(3)]);
-        let (sql, values) = my_bind(
+        let (sql, values, _) = my_bind(
             "SELECT id, v, at FROM t WHERE id > $1 ORDER BY id LIMIT $2",
             Param::Page {
                 after: Some(&Key::Int(9)),
@@ -838,6 +848,34 @@ mod tests {
         );
         assert_eq!(sql, "SELECT id, v, at FROM t WHERE id > ? ORDER BY id LIMIT ?");
         assert_eq!(values, vec![MyValue::Int(9), MyValue::Int(50)]);
+    }
+
+    #[test]
+    fn mysql_placeholders_are_checked_against_what_the_statement_is_given() {
+        let window = Param::Window(Duration::from_secs(60));
+        let twice = "SELECT k, v, t FROM a WHERE t > $1 OR u > $1";
+        let (sql, values) = my_values(twice, window, Some(0), Shape::Recent).expect("twice");
+        assert_eq!(sql, "SELECT k, v, t FROM a WHERE t > ? OR u > ?");
+        assert_eq!(values.len(), 2);
+        let none = my_values("SELECT k, v, t FROM a", window, Some(0), Shape::Recent);
+        assert_eq!(none.expect_err("no $1").reason, ErrorReason::Query);
+        let own = my_values("SELECT k, v, t FROM a WHERE t > $1 AND c = ?", window, Some(0), Shape::Recent);
+        assert!(own.expect_err("a ? of its own").message.contains("`?` of its own"));
+        let page = Param::Page {
+            after: None,
+            limit: 10,
+            text_keys: true,
+        };
+        let no_limit = my_values("SELECT k, v, t FROM a WHERE k > $1", page, None, Shape::SourcePage);
+        assert!(no_limit.is_err(), "a page needs $2");
+        let (_, values) = my_values(
+            "SELECT k, v, t FROM a WHERE k > $1 ORDER BY k LIMIT $2",
+            page,
+            None,
+            Shape::SourcePage,
+        )
+        .expect("page");
+        assert_eq!(values, vec![MyValue::Bytes(Vec::new()), MyValue::Int(10)]);
     }
 
     #[test]
