@@ -256,6 +256,9 @@ struct RulesArgs {
     /// `for` of ConsistencyMonotonicReadsViolated (its share is already over the last hour).
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     monotonic_for: Duration,
+    /// `for` of ConsistencyReconcileMismatches (its mismatches are already older than max_lag).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    mismatches_for: Duration,
     /// `for` of LagbudgetDown.
     #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     down_for: Duration,
@@ -279,6 +282,7 @@ fn rules_command(args: RulesArgs) -> ExitCode {
         unknown_for: args.unknown_for,
         stalled_for: args.stalled_for,
         monotonic_for: args.monotonic_for,
+        mismatches_for: args.mismatches_for,
         down_for: args.down_for,
         reload_failed_for: args.reload_failed_for,
     };

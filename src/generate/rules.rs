@@ -39,17 +39,19 @@ pub const LAG_UNKNOWN: &str = "ConsistencyLagUnknown";
 pub const FEED_STALLED: &str = "ConsistencyFeedStalled";
 pub const BURN_RATE: &str = "ConsistencyBudgetBurnRate";
 pub const MONOTONIC_VIOLATED: &str = "ConsistencyMonotonicReadsViolated";
+pub const RECONCILE_MISMATCHED: &str = "ConsistencyReconcileMismatches";
 pub const DAEMON_DOWN: &str = "LagbudgetDown";
 pub const RELOAD_FAILED: &str = "LagbudgetConfigReloadFailed";
 
 /// Every alert name, in the order the rules file lists them.
-pub const ALERT_NAMES: [&str; 8] = [
+pub const ALERT_NAMES: [&str; 9] = [
     EXCEEDED,
     AT_RISK,
     LAG_UNKNOWN,
     FEED_STALLED,
     BURN_RATE,
     MONOTONIC_VIOLATED,
+    RECONCILE_MISMATCHED,
     DAEMON_DOWN,
     RELOAD_FAILED,
 ];
@@ -99,6 +101,9 @@ pub struct RulesOptions {
     /// `for` of `ConsistencyMonotonicReadsViolated`; the share it compares is already over
     /// [`MONOTONIC_WINDOW`].
     pub monotonic_for: Duration,
+    /// `for` of `ConsistencyReconcileMismatches`; its mismatches are already older than the
+    /// probe's `max_lag`.
+    pub mismatches_for: Duration,
     pub down_for: Duration,
     pub reload_failed_for: Duration,
 }
@@ -114,6 +119,7 @@ impl Default for RulesOptions {
             unknown_for: Duration::from_secs(2 * 60),
             stalled_for: Duration::from_secs(5 * 60),
             monotonic_for: Duration::from_secs(5 * 60),
+            mismatches_for: Duration::from_secs(5 * 60),
             down_for: Duration::from_secs(2 * 60),
             reload_failed_for: Duration::from_secs(5 * 60),
         }
@@ -619,6 +625,7 @@ impl<'a> Builder<'a> {
         let mut rules = vec![exceeded, at_risk, unknown, stalled];
         rules.extend(self.burn_rate_alerts().into_iter().map(per_budget));
         rules.push(per_budget(self.monotonic_alert()));
+        rules.push(per_budget(self.mismatches_alert()));
         rules
     }
 
@@ -657,6 +664,56 @@ impl<'a> Builder<'a> {
                 &[
                     ("<VIOLATIONS>", metrics::MONOTONIC_READ_VIOLATIONS),
                     ("<LIMIT>", metrics::MONOTONIC_VIOLATION_BUDGET),
+                ],
+            ),
+        )
+    }
+
+    /// A reconcile probe that finds more mismatched records (missing, stale and extra added up,
+    /// each already older than `max_lag`) than its `max_mismatches` allows. Each kind is taken
+    /// as the largest count among daemon instances before the kinds are added, so two daemons
+    /// reconciling the same records count them once. Probes without a limit have no
+    /// `lagbudget_reconcile_max_mismatches` series and never fire; a stale probe exports no
+    /// mismatch series (an unknown count never reads as 0) and does not fire either:
+    /// `ConsistencyLagUnknown` covers it.
+    fn mismatches_alert(&self) -> Rule {
+        let filter = format!(
+            "(\n  sum by (budget, probe) (\n    max by (budget, probe, kind) ({})\n  )\n    > on (budget, probe)\n  max by (budget, probe) ({})\n)",
+            self.select(metrics::RECONCILE_MISMATCHES, &[]),
+            self.select(metrics::RECONCILE_MAX_MISMATCHES, &[]),
+        );
+        Rule::alert(
+            RECONCILE_MISMATCHED,
+            self.join_routing(&filter, &ROUTING_LABELS),
+            self.options.mismatches_for,
+        )
+        .annotate(
+            "summary",
+            "{{ $value | printf \"%.0f\" }} records of {{ $labels.budget }}/{{ $labels.probe }} \
+             do not match their source"
+                .to_owned(),
+        )
+        .annotate(
+            "description",
+            self.template(
+                "Reconcile probe {{ $labels.probe }} of budget {{ $labels.budget }} finds \
+                 {{ $value | printf \"%.0f\" }} records, older than max_lag, that the derived \
+                 view does not show as the source has them\
+                 {{ with printf `max(<MISMATCHES>budget=\"%s\",probe=\"%s\",kind=\"missing\"})` $labels.budget $labels.probe | query }}\
+                 : {{ . | first | value | printf \"%.0f\" }} missing (no derived record){{ end }}\
+                 {{ with printf `max(<MISMATCHES>budget=\"%s\",probe=\"%s\",kind=\"stale\"})` $labels.budget $labels.probe | query }}\
+                 , {{ . | first | value | printf \"%.0f\" }} stale (an older version){{ end }}\
+                 {{ with printf `max(<MISMATCHES>budget=\"%s\",probe=\"%s\",kind=\"extra\"})` $labels.budget $labels.probe | query }}\
+                 , {{ . | first | value | printf \"%.0f\" }} extra (a derived record without a \
+                 source record){{ end }}\
+                 {{ with printf `max(<LIMIT>budget=\"%s\",probe=\"%s\"})` $labels.budget $labels.probe | query }}\
+                 ; its max_mismatches allows {{ . | first | value | printf \"%.0f\" }}{{ end }}. \
+                 The status API (GET /api/v1/budgets, the probe's reconcile.sample) lists up to \
+                 sample_keys of their keys with their kind; set sample_keys on the probe to see \
+                 which records to repair.",
+                &[
+                    ("<MISMATCHES>", metrics::RECONCILE_MISMATCHES),
+                    ("<LIMIT>", metrics::RECONCILE_MAX_MISMATCHES),
                 ],
             ),
         )
@@ -1041,6 +1098,42 @@ mod tests {
         }
     }
 
+    /// The kinds are added per probe after taking each kind's largest count among instances,
+    /// compared with the probe's limit, and `mismatches_for` is the alert's `for`.
+    #[test]
+    fn reconcile_mismatches_add_up_the_kinds_once_and_compare_with_the_limit() {
+        let options = RulesOptions {
+            mismatches_for: Duration::from_secs(15 * 60),
+            ..RulesOptions::default()
+        };
+        let doc = load(&render(&options, RulesFormat::Prometheus));
+        let rules = rules_of(&doc);
+        let alert = rules
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(RECONCILE_MISMATCHED))
+            .expect("ConsistencyReconcileMismatches");
+        assert_eq!(alert["for"].as_str(), Some("15m"));
+        let expr = alert["expr"].as_str().expect("expr");
+        assert!(
+            expr.contains(
+                "sum by (budget, probe) (\n    max by (budget, probe, kind) \
+                 (lagbudget_reconcile_mismatches{job=\"lagbudget\"})\n  )\n    > on (budget, probe)\n  \
+                 max by (budget, probe) (lagbudget_reconcile_max_mismatches{job=\"lagbudget\"})"
+            ),
+            "{expr}"
+        );
+        let description = alert["annotations"]["description"]
+            .as_str()
+            .expect("description");
+        for kind in ["missing", "stale", "extra"] {
+            assert!(
+                description.contains(&format!("kind=\"{kind}\"")),
+                "{kind}: {description}"
+            );
+        }
+        assert!(description.contains("sample_keys"), "{description}");
+    }
+
     /// Every `lagbudget_…` name in the rules is a metric const of `metrics.rs` (or the metric
     /// part of a recording rule named here), so a typo or a rename cannot hide in a string.
     #[test]
@@ -1077,6 +1170,8 @@ mod tests {
             metrics::MONOTONIC_READS,
             metrics::MONOTONIC_READ_VIOLATIONS,
             metrics::MONOTONIC_VIOLATION_BUDGET,
+            metrics::RECONCILE_MISMATCHES,
+            metrics::RECONCILE_MAX_MISMATCHES,
             // Matched as a prefix (`__name__=~"lagbudget_backlog_.+"`): the unit is in the name.
             metrics::BACKLOG_PREFIX,
         ];
