@@ -110,6 +110,17 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
         ))
         .await
         .expect("cache source table");
+    // Orders on the streaming primary, reconciled with their copies on its standby, every one
+    // present: the reconcile row's data, and no mismatch to page for.
+    let orders = unique("e2e_orders");
+    crate::support::connect(&streaming_pair.primary_dsn())
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {orders} (id bigint PRIMARY KEY, version int, changed_at timestamptz);
+             INSERT INTO {orders} SELECT g, 1, now() - interval '1 minute' FROM generate_series(1, 3) g;"
+        ))
+        .await
+        .expect("reconciled table");
     // A canary from the streaming primary to its standby, with read-your-writes, monotonic
     // reads and a violation limit: the canary row's data.
     let daemon = Daemon::start(&format!(
@@ -155,6 +166,9 @@ budgets:
       - name: canary
         max_monotonic_violations: 1%
         canary: {{ write: {{ source: pg-primary }}, read: [{{ source: pg-standby }}], read_your_writes: {{ after: 1s }}, monotonic: {{ reads: 2 }} }}
+      - name: orders
+        max_mismatches: 0
+        reconcile: {{ source: {{ source: pg-primary, query: \"SELECT id, version, changed_at FROM {orders} WHERE changed_at > $1\" }}, derived: {{ source: pg-standby, query: \"SELECT id, version FROM {orders} WHERE id = ANY($1)\" }}, sweep: {{ query: \"SELECT id, version, changed_at FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", derived_query: \"SELECT id, version FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", every: 5s }} }}
       - name: cache
         redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: pg-primary, query: \"SELECT c.key, min(ch.changed_at) FROM jsonb_to_recordset($1::jsonb) AS c(key text, id bigint, version bigint) JOIN {changes} ch ON ch.product_id = c.id AND ch.seq > c.version GROUP BY c.key\" }} }}
 ",
