@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use self::config::{KeyType, Reconcile};
 use self::detail::{Load, ReconcileDetail};
 use self::ledger::{DerivedPage, DerivedRecord, Key, Ledger, Normalise, SourceRecord, Summary};
-use self::sql::{Shape, Side, SourcePage};
+use self::sql::{Ask, Page, Shape, Side, SourcePage};
 use super::{Backlog, BacklogUnit, Detail, ProbeError, Reading, Sample, SourceHandles};
 
 pub struct ReconcileProbe {
@@ -68,7 +68,7 @@ impl ReconcileProbe {
         for batch in keys.chunks(self.spec.batch.max(1)) {
             let rows = self
                 .derived
-                .lookup(&self.spec.derived.query, batch, deadline)
+                .derived(&self.spec.derived.query, Ask::Lookup(batch), deadline)
                 .await?;
             self.derived_load.statements += 1;
             self.derived_load.rows += rows.len() as u64;
@@ -83,7 +83,11 @@ impl ReconcileProbe {
     async fn recent_pass(&mut self, deadline: Instant) -> Result<i64, ProbeError> {
         let page = self
             .source
-            .recent(&self.spec.source.query, self.spec.window, deadline)
+            .source(
+                &self.spec.source.query,
+                Ask::Recent(self.spec.window),
+                deadline,
+            )
             .await?;
         let records = self.source_records(&page)?;
         let keys = self.ledger.lookup_keys(&records);
@@ -113,9 +117,14 @@ impl ReconcileProbe {
                 break;
             }
             let cursor = self.ledger.sweep_cursor().cloned();
+            let page_of = Page {
+                after: cursor.as_ref(),
+                limit: sweep.chunk,
+                text_keys,
+            };
             let page = self
                 .source
-                .source_page(&sweep.query, cursor.as_ref(), sweep.chunk, text_keys, deadline)
+                .source(&sweep.query, Ask::SourcePage(page_of), deadline)
                 .await?;
             let source_full = page.rows.len() >= sweep.chunk;
             let records = self.source_records(&page)?;
@@ -123,7 +132,7 @@ impl ReconcileProbe {
                 Some(query) => {
                     let rows = self
                         .derived
-                        .derived_page(query, cursor.as_ref(), sweep.chunk, text_keys, deadline)
+                        .derived(query, Ask::DerivedPage(page_of), deadline)
                         .await?;
                     self.derived_load.statements += 1;
                     self.derived_load.rows += rows.len() as u64;

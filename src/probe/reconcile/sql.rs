@@ -46,6 +46,22 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// A question of this shape, for checking a statement without running it: the first page,
+    /// no keys.
+    fn example(self) -> Ask<'static> {
+        let first = Page {
+            after: None,
+            limit: 1,
+            text_keys: false,
+        };
+        match self {
+            Shape::Recent => Ask::Recent(Duration::ZERO),
+            Shape::SourcePage => Ask::SourcePage(first),
+            Shape::DerivedPage => Ask::DerivedPage(first),
+            Shape::Lookup => Ask::Lookup(&[]),
+        }
+    }
+
     fn columns(self) -> usize {
         match self {
             Shape::Recent | Shape::SourcePage => 3,
@@ -98,72 +114,39 @@ impl Side {
         }
     }
 
-    /// The source records changed within `window` of the source's clock.
-    pub async fn recent(
+    /// Source records, as `ask` (`Recent` or `SourcePage`) says, with the source's clock.
+    pub async fn source(
         &self,
         sql: &str,
-        window: Duration,
+        ask: Ask<'_>,
         deadline: Instant,
     ) -> Result<SourcePage, ProbeError> {
-        match self {
-            Side::Postgres(pool) => pg_source(pool, sql, Param::Window(window), deadline).await,
-            Side::Mysql(pool) => my_source(pool, sql, Param::Window(window), deadline).await,
-        }
+        let (now, rows) = self.ask(sql, ask, deadline).await?;
+        Ok(SourcePage {
+            now: now.unwrap_or_default(),
+            rows: rows.into_iter().map(columns).collect(),
+        })
     }
 
-    /// A page of the source's sweep: at most `limit` records after `after` in key order.
-    pub async fn source_page(
+    /// Derived records, as `ask` (`Lookup` or `DerivedPage`) says. An empty lookup asks
+    /// nothing.
+    pub async fn derived(
         &self,
         sql: &str,
-        after: Option<&Key>,
-        limit: usize,
-        text_keys: bool,
-        deadline: Instant,
-    ) -> Result<SourcePage, ProbeError> {
-        let param = Param::Page {
-            after,
-            limit,
-            text_keys,
-        };
-        match self {
-            Side::Postgres(pool) => pg_source(pool, sql, param, deadline).await,
-            Side::Mysql(pool) => my_source(pool, sql, param, deadline).await,
-        }
-    }
-
-    /// The derived records of `keys`, in one statement.
-    pub async fn lookup(
-        &self,
-        sql: &str,
-        keys: &[Key],
+        ask: Ask<'_>,
         deadline: Instant,
     ) -> Result<Vec<[Raw; 2]>, ProbeError> {
-        if keys.is_empty() {
+        if let Ask::Lookup([]) = ask {
             return Ok(Vec::new());
         }
-        match self {
-            Side::Postgres(pool) => pg_derived(pool, sql, Param::Keys(keys), deadline).await,
-            Side::Mysql(pool) => my_derived(pool, sql, Param::Keys(keys), deadline).await,
-        }
+        let (_, rows) = self.ask(sql, ask, deadline).await?;
+        Ok(rows.into_iter().map(columns).collect())
     }
 
-    /// A page of the derived side's sweep.
-    pub async fn derived_page(
-        &self,
-        sql: &str,
-        after: Option<&Key>,
-        limit: usize,
-        text_keys: bool,
-        deadline: Instant,
-    ) -> Result<Vec<[Raw; 2]>, ProbeError> {
-        let param = Param::Page {
-            after,
-            limit,
-            text_keys,
-        };
+    async fn ask(&self, sql: &str, ask: Ask<'_>, deadline: Instant) -> Result<Answer, ProbeError> {
         match self {
-            Side::Postgres(pool) => pg_derived(pool, sql, param, deadline).await,
-            Side::Mysql(pool) => my_derived(pool, sql, param, deadline).await,
+            Side::Postgres(pool) => pg_ask(pool, sql, ask, deadline).await,
+            Side::Mysql(pool) => my_ask(pool, sql, ask, deadline).await,
         }
     }
 
@@ -177,29 +160,47 @@ impl Side {
     }
 }
 
-/// What is bound to a statement's parameters.
+/// What a statement is asked, and so what is bound to its parameters.
 #[derive(Clone, Copy)]
-enum Param<'a> {
-    Window(Duration),
-    /// `text_keys`: the first page's cursor, which MySQL cannot type from the statement, is
-    /// the empty text rather than the smallest integer.
-    Page {
-        after: Option<&'a Key>,
-        limit: usize,
-        text_keys: bool,
-    },
-    Keys(&'a [Key]),
+pub enum Ask<'a> {
+    /// Source records changed within this long of the source's clock.
+    Recent(Duration),
+    /// A page of the sweep on the source, or on the derived side.
+    SourcePage(Page<'a>),
+    DerivedPage(Page<'a>),
+    /// The derived records of these keys.
+    Lookup(&'a [Key]),
 }
 
-impl Param<'_> {
-    fn shape(&self, source: bool) -> Shape {
-        match (self, source) {
-            (Param::Window(_), _) => Shape::Recent,
-            (Param::Page { .. }, true) => Shape::SourcePage,
-            (Param::Page { .. }, false) => Shape::DerivedPage,
-            (Param::Keys(_), _) => Shape::Lookup,
+/// A keyset page: at most `limit` records after `after` (`None`: from the first) in key order.
+/// `text_keys`: the first page's cursor, which MySQL cannot type from the statement, is the
+/// empty text rather than the smallest integer.
+#[derive(Clone, Copy)]
+pub struct Page<'a> {
+    pub after: Option<&'a Key>,
+    pub limit: usize,
+    pub text_keys: bool,
+}
+
+impl Ask<'_> {
+    fn shape(&self) -> Shape {
+        match self {
+            Ask::Recent(_) => Shape::Recent,
+            Ask::SourcePage(_) => Shape::SourcePage,
+            Ask::DerivedPage(_) => Shape::DerivedPage,
+            Ask::Lookup(_) => Shape::Lookup,
         }
     }
+}
+
+/// The source's clock right after the query (source shapes only), and the rows, each as many
+/// values as the shape has columns.
+type Answer = (Option<i64>, Vec<Vec<Raw>>);
+
+/// A row of `N` values as an array; the readers read exactly as many as the shape has.
+fn columns<const N: usize>(row: Vec<Raw>) -> [Raw; N] {
+    let mut values = row.into_iter();
+    std::array::from_fn(|_| values.next().unwrap_or(Raw::Null))
 }
 
 fn wrong_parameters(shape: Shape, found: usize) -> ProbeError {
@@ -230,40 +231,24 @@ fn too_few_columns(shape: Shape, found: usize) -> ProbeError {
 
 // --- PostgreSQL -------------------------------------------------------------------------------
 
-async fn pg_source(
+async fn pg_ask(
     pool: &PgPool,
     sql: &str,
-    param: Param<'_>,
+    ask: Ask<'_>,
     deadline: Instant,
-) -> Result<SourcePage, ProbeError> {
-    let shape = param.shape(true);
+) -> Result<Answer, ProbeError> {
+    let shape = ask.shape();
     let mut client = pool.get(deadline).await?;
     let asked = timeout_at(deadline, async {
         let tx = begin(&mut client, deadline).await?;
-        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
-        if statement.params().len() != shape.parameters() {
-            return Err(wrong_parameters(shape, statement.params().len()));
-        }
-        if statement.columns().len() < 3 {
-            return Err(too_few_columns(shape, statement.columns().len()));
-        }
-        let time_type = statement.columns()[2].type_().clone();
-        let params = match param {
-            Param::Window(window) => {
-                let ty = &statement.params()[0];
-                if *ty != Type::TIMESTAMPTZ && *ty != Type::TIMESTAMP {
-                    return Err(ProbeError::new(
-                        ErrorReason::Query,
-                        format!(
-                            "the source query's $1 is the start of the window, a timestamp, but \
-                             the query takes it as {}",
-                            ty.name()
-                        ),
-                    ));
-                }
+        let statement = pg_statement(&tx, sql, shape).await?;
+        let params = match ask {
+            Ask::Recent(window) => {
+                let ty = window_type(&statement.params()[0])?;
                 let now = db_now(&tx, ty).await?;
-                let start = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-                vec![PgValue::Time(start)]
+                vec![PgValue::Time(
+                    now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH),
+                )]
             }
             other => pg_params(other, statement.params())?,
         };
@@ -272,54 +257,42 @@ async fn pg_source(
             .query(&statement, &refs)
             .await
             .map_err(|e| query_error(&e))?;
-        let now = db_now(&tx, &time_type).await?;
-        let mut page = SourcePage {
-            now: micros_since_epoch(now),
-            rows: Vec::with_capacity(rows.len()),
+        // Ages are taken against the clock after the query: no record it returned is newer.
+        let now = match shape.columns() {
+            3 => {
+                let time_type = statement.columns()[2].type_();
+                Some(micros_since_epoch(db_now(&tx, time_type).await?))
+            }
+            _ => None,
         };
+        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            page.rows
-                .push([pg_raw(row, 0)?, pg_raw(row, 1)?, pg_raw(row, 2)?]);
+            out.push(
+                (0..shape.columns())
+                    .map(|index| pg_raw(row, index))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
         tx.rollback().await.map_err(|e| query_error(&e))?;
-        Ok(page)
+        Ok((now, out))
     })
     .await;
     settle(client, asked, TOO_SLOW)
 }
 
-async fn pg_derived(
-    pool: &PgPool,
-    sql: &str,
-    param: Param<'_>,
-    deadline: Instant,
-) -> Result<Vec<[Raw; 2]>, ProbeError> {
-    let shape = param.shape(false);
-    let mut client = pool.get(deadline).await?;
-    let asked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
-        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
-        if statement.params().len() != shape.parameters() {
-            return Err(wrong_parameters(shape, statement.params().len()));
-        }
-        if statement.columns().len() < 2 {
-            return Err(too_few_columns(shape, statement.columns().len()));
-        }
-        let params = pg_params(param, statement.params())?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(PgValue::as_sql).collect();
-        let rows = tx
-            .query(&statement, &refs)
-            .await
-            .map_err(|e| query_error(&e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push([pg_raw(row, 0)?, pg_raw(row, 1)?]);
-        }
-        tx.rollback().await.map_err(|e| query_error(&e))?;
-        Ok(out)
-    })
-    .await;
-    settle(client, asked, TOO_SLOW)
+/// The window's start is compared with a timestamp: `$1` must be one.
+fn window_type(ty: &Type) -> Result<&Type, ProbeError> {
+    if *ty == Type::TIMESTAMPTZ || *ty == Type::TIMESTAMP {
+        return Ok(ty);
+    }
+    Err(ProbeError::new(
+        ErrorReason::Query,
+        format!(
+            "the source query's $1 is the start of the window, a timestamp, but the query \
+             takes it as {}",
+            ty.name()
+        ),
+    ))
 }
 
 /// A parameter value in the Rust type of its parameter's SQL type.
@@ -351,10 +324,10 @@ impl PgValue {
     }
 }
 
-fn pg_params(param: Param<'_>, types: &[Type]) -> Result<Vec<PgValue>, ProbeError> {
-    match param {
-        Param::Window(_) => Ok(Vec::new()),
-        Param::Page { after, limit, .. } => {
+fn pg_params(ask: Ask<'_>, types: &[Type]) -> Result<Vec<PgValue>, ProbeError> {
+    match ask {
+        Ask::Recent(_) => Ok(Vec::new()),
+        Ask::SourcePage(Page { after, limit, .. }) | Ask::DerivedPage(Page { after, limit, .. }) => {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let limit = match &types[1] {
                 ty if *ty == Type::INT8 => PgValue::I64(limit),
@@ -368,7 +341,7 @@ fn pg_params(param: Param<'_>, types: &[Type]) -> Result<Vec<PgValue>, ProbeErro
             };
             Ok(vec![pg_cursor(after, &types[0])?, limit])
         }
-        Param::Keys(keys) => Ok(vec![pg_keys(keys, &types[0])?]),
+        Ask::Lookup(keys) => Ok(vec![pg_keys(keys, &types[0])?]),
     }
 }
 
@@ -518,40 +491,32 @@ async fn pg_check(
     let mut client = pool.get(deadline).await?;
     let checked = timeout_at(deadline, async {
         let tx = begin(&mut client, deadline).await?;
-        let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
-        if statement.params().len() != shape.parameters() {
-            return Err(wrong_parameters(shape, statement.params().len()));
-        }
-        if statement.columns().len() < shape.columns() {
-            return Err(too_few_columns(shape, statement.columns().len()));
-        }
-        match shape {
-            Shape::Recent => {
-                let ty = &statement.params()[0];
-                if *ty != Type::TIMESTAMPTZ && *ty != Type::TIMESTAMP {
-                    return Err(ProbeError::new(
-                        ErrorReason::Query,
-                        format!("the source query's $1 is a timestamp, not {}", ty.name()),
-                    ));
-                }
-            }
-            Shape::SourcePage | Shape::DerivedPage => {
-                let first_page = Param::Page {
-                    after: None,
-                    limit: 1,
-                    text_keys: false,
-                };
-                pg_params(first_page, statement.params())?;
-            }
-            Shape::Lookup => {
-                pg_keys(&[], &statement.params()[0])?;
-            }
+        let statement = pg_statement(&tx, sql, shape).await?;
+        match shape.example() {
+            Ask::Recent(_) => window_type(&statement.params()[0]).map(|_| ())?,
+            other => pg_params(other, statement.params()).map(|_| ())?,
         }
         explain(&tx, sql).await?;
         tx.rollback().await.map_err(|e| query_error(&e))
     })
     .await;
     settle(client, checked, TOO_SLOW)
+}
+
+/// `sql` prepared, with as many parameters as `shape` binds and at least its columns.
+async fn pg_statement(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    shape: Shape,
+) -> Result<tokio_postgres::Statement, ProbeError> {
+    let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
+    if statement.params().len() != shape.parameters() {
+        return Err(wrong_parameters(shape, statement.params().len()));
+    }
+    if statement.columns().len() < shape.columns() {
+        return Err(too_few_columns(shape, statement.columns().len()));
+    }
+    Ok(statement)
 }
 
 // --- MySQL and MariaDB ------------------------------------------------------------------------
@@ -561,21 +526,27 @@ async fn pg_check(
 /// each.
 fn my_bind(
     sql: &str,
-    param: Param<'_>,
+    ask: Ask<'_>,
     window_start: Option<i64>,
 ) -> (String, Vec<MyValue>, [usize; 2]) {
     let mut values = Vec::new();
     let mut used = [0usize; 2];
     let text = fill_placeholders(sql, &["$1", "$2"], |index, out| {
         used[index] += 1;
-        match (param, index) {
-            (Param::Window(_), 0) => {
+        match (ask, index) {
+            (Ask::Recent(_), 0) => {
                 out.push('?');
                 values.push(my_datetime(window_start.unwrap_or(0)));
             }
-            (Param::Page {
-                after, text_keys, ..
-            }, 0) => {
+            (
+                Ask::SourcePage(Page {
+                    after, text_keys, ..
+                })
+                | Ask::DerivedPage(Page {
+                    after, text_keys, ..
+                }),
+                0,
+            ) => {
                 out.push('?');
                 values.push(match after {
                     Some(Key::Int(n)) => MyValue::Int(*n),
@@ -583,11 +554,11 @@ fn my_bind(
                     None => my_first_cursor(text_keys),
                 });
             }
-            (Param::Page { limit, .. }, _) => {
+            (Ask::SourcePage(Page { limit, .. }) | Ask::DerivedPage(Page { limit, .. }), _) => {
                 out.push('?');
                 values.push(MyValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
             }
-            (Param::Keys(keys), 0) => {
+            (Ask::Lookup(keys), 0) => {
                 for (i, key) in keys.iter().enumerate() {
                     out.push_str(if i == 0 { "?" } else { ", ?" });
                     values.push(match key {
@@ -597,7 +568,7 @@ fn my_bind(
                 }
             }
             // A `$2` where the statement takes one parameter: left as written, and refused.
-            (Param::Window(_) | Param::Keys(_), _) => out.push_str("$2"),
+            (Ask::Recent(_) | Ask::Lookup(_), _) => out.push_str("$2"),
         }
     });
     (text, values, used)
@@ -613,68 +584,52 @@ fn my_first_cursor(text_keys: bool) -> MyValue {
     }
 }
 
-async fn my_source(
+async fn my_ask(
     pool: &MysqlPool,
     sql: &str,
-    param: Param<'_>,
+    ask: Ask<'_>,
     deadline: Instant,
-) -> Result<SourcePage, ProbeError> {
-    let shape = param.shape(true);
+) -> Result<Answer, ProbeError> {
+    let shape = ask.shape();
     let mut conn = pool.get(deadline).await?;
-    let window_start = match param {
-        Param::Window(window) => {
+    let window_start = match ask {
+        Ask::Recent(window) => {
             let now = my_now(&mut conn, deadline).await?;
             Some(now - i64::try_from(window.as_micros()).unwrap_or(i64::MAX))
         }
         _ => None,
     };
-    let (text, values) = my_values(sql, param, window_start, shape)?;
+    let (text, values) = my_values(sql, ask, window_start)?;
     let rows: Vec<MyRow> = run(deadline, conn.exec(text, values)).await?;
-    let now = my_now(&mut conn, deadline).await?;
-    let mut page = SourcePage {
-        now,
-        rows: Vec::with_capacity(rows.len()),
+    // Ages are taken against the clock after the query: no record it returned is newer.
+    let now = match shape.columns() {
+        3 => Some(my_now(&mut conn, deadline).await?),
+        _ => None,
     };
-    for row in &rows {
-        if row.len() < 3 {
-            return Err(too_few_columns(shape, row.len()));
-        }
-        page.rows.push([my_raw(row, 0)?, my_raw(row, 1)?, my_raw(row, 2)?]);
-    }
-    conn.release();
-    Ok(page)
-}
-
-async fn my_derived(
-    pool: &MysqlPool,
-    sql: &str,
-    param: Param<'_>,
-    deadline: Instant,
-) -> Result<Vec<[Raw; 2]>, ProbeError> {
-    let shape = param.shape(false);
-    let mut conn = pool.get(deadline).await?;
-    let (text, values) = my_values(sql, param, None, shape)?;
-    let rows: Vec<MyRow> = run(deadline, conn.exec(text, values)).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        if row.len() < 2 {
+        if row.len() < shape.columns() {
             return Err(too_few_columns(shape, row.len()));
         }
-        out.push([my_raw(row, 0)?, my_raw(row, 1)?]);
+        out.push(
+            (0..shape.columns())
+                .map(|index| my_raw(row, index))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
     }
     conn.release();
-    Ok(out)
+    Ok((now, out))
 }
 
-/// The statement and its values, with the first page's cursor typed by the key type the
-/// first key of the page will have: integer unless the keys are text.
+/// The statement with `?`s and its values, once its placeholders are checked against what
+/// its shape binds.
 fn my_values(
     sql: &str,
-    param: Param<'_>,
+    ask: Ask<'_>,
     window_start: Option<i64>,
-    shape: Shape,
 ) -> Result<(String, Vec<MyValue>), ProbeError> {
-    let (text, values, used) = my_bind(sql, param, window_start);
+    let shape = ask.shape();
+    let (text, values, used) = my_bind(sql, ask, window_start);
     let wanted = shape.parameters();
     let placeholders_right = used[0] > 0 && (used[1] > 0) == (wanted == 2);
     if !placeholders_right {
@@ -711,17 +666,13 @@ async fn my_check(
     deadline: Instant,
 ) -> Result<(), ProbeError> {
     let mut conn = pool.get(deadline).await?;
+    // One key, so that the lookup's `$1` becomes one placeholder.
     let one_key = [Key::Int(0)];
-    let param = match shape {
-        Shape::Recent => Param::Window(Duration::ZERO),
-        Shape::SourcePage | Shape::DerivedPage => Param::Page {
-            after: None,
-            limit: 1,
-            text_keys: false,
-        },
-        Shape::Lookup => Param::Keys(&one_key),
+    let ask = match shape.example() {
+        Ask::Lookup(_) => Ask::Lookup(&one_key),
+        other => other,
     };
-    let (text, _) = my_values(sql, param, Some(0), shape)?;
+    let (text, _) = my_values(sql, ask, Some(0))?;
     // Preparing checks syntax, tables and privileges, and counts the columns.
     let statement = run(deadline, conn.prep(text)).await?;
     if statement.columns().len() < shape.columns() {
@@ -832,18 +783,18 @@ mod tests {
         let keys = [Key::Int(1), Key::Int(2), Key::Int(3)];
         let (sql, values, _) = my_bind(
             "SELECT id, v FROM t WHERE id IN ($1)",
-            Param::Keys(&keys),
+            Ask::Lookup(&keys),
             None,
         );
         assert_eq!(sql, "SELECT id, v FROM t WHERE id IN (?, ?, ?)");
         assert_eq!(values, vec![MyValue::Int(1), MyValue::Int(2), MyValue::Int(3)]);
         let (sql, values, _) = my_bind(
             "SELECT id, v, at FROM t WHERE id > $1 ORDER BY id LIMIT $2",
-            Param::Page {
+            Ask::SourcePage(Page {
                 after: Some(&Key::Int(9)),
                 limit: 50,
                 text_keys: false,
-            },
+            }),
             None,
         );
         assert_eq!(sql, "SELECT id, v, at FROM t WHERE id > ? ORDER BY id LIMIT ?");
@@ -852,27 +803,26 @@ mod tests {
 
     #[test]
     fn mysql_placeholders_are_checked_against_what_the_statement_is_given() {
-        let window = Param::Window(Duration::from_secs(60));
+        let window = Ask::Recent(Duration::from_secs(60));
         let twice = "SELECT k, v, t FROM a WHERE t > $1 OR u > $1";
-        let (sql, values) = my_values(twice, window, Some(0), Shape::Recent).expect("twice");
+        let (sql, values) = my_values(twice, window, Some(0)).expect("twice");
         assert_eq!(sql, "SELECT k, v, t FROM a WHERE t > ? OR u > ?");
         assert_eq!(values.len(), 2);
-        let none = my_values("SELECT k, v, t FROM a", window, Some(0), Shape::Recent);
+        let none = my_values("SELECT k, v, t FROM a", window, Some(0));
         assert_eq!(none.expect_err("no $1").reason, ErrorReason::Query);
-        let own = my_values("SELECT k, v, t FROM a WHERE t > $1 AND c = ?", window, Some(0), Shape::Recent);
+        let own = my_values("SELECT k, v, t FROM a WHERE t > $1 AND c = ?", window, Some(0));
         assert!(own.expect_err("a ? of its own").message.contains("`?` of its own"));
-        let page = Param::Page {
+        let page = Ask::SourcePage(Page {
             after: None,
             limit: 10,
             text_keys: true,
-        };
-        let no_limit = my_values("SELECT k, v, t FROM a WHERE k > $1", page, None, Shape::SourcePage);
+        });
+        let no_limit = my_values("SELECT k, v, t FROM a WHERE k > $1", page, None);
         assert!(no_limit.is_err(), "a page needs $2");
         let (_, values) = my_values(
             "SELECT k, v, t FROM a WHERE k > $1 ORDER BY k LIMIT $2",
             page,
             None,
-            Shape::SourcePage,
         )
         .expect("page");
         assert_eq!(values, vec![MyValue::Bytes(Vec::new()), MyValue::Int(10)]);
