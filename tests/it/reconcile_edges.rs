@@ -662,8 +662,9 @@ budgets:
         .await;
 }
 
-/// A sweep query that pages keys in descending order would skip or repeat records: the probe
-/// is down with reason decode and says keys must ascend, and no mismatch is counted.
+/// A sweep query that pages keys out of the order lagbudget compares them in (by id DESC; or
+/// case-folded keys ordered as written) would skip or repeat records: the probe is down with
+/// reason decode and says keys must ascend, and no mismatch is counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_out_of_order_is_a_decode_error() {
     let pg = connect(SHARED_PG_DSN).await;
@@ -674,12 +675,17 @@ async fn a_sweep_out_of_order_is_a_decode_error() {
                                        changed_at timestamptz NOT NULL);
          CREATE TABLE {schema}.invoices (order_id bigint PRIMARY KEY, version bigint NOT NULL);
          INSERT INTO {schema}.orders SELECT n, 1, now() - interval '1 hour' FROM generate_series(1, 5) n;
-         INSERT INTO {schema}.invoices SELECT n, 1 FROM generate_series(1, 5) n;"
+         INSERT INTO {schema}.invoices SELECT n, 1 FROM generate_series(1, 5) n;
+         CREATE TABLE {schema}.accounts (k text PRIMARY KEY, version bigint NOT NULL,
+                                         changed_at timestamptz NOT NULL);
+         CREATE TABLE {schema}.account_view (k text PRIMARY KEY, version bigint NOT NULL);
+         INSERT INTO {schema}.accounts VALUES ('B', 1, now() - interval '1 hour'),
+                                              ('a', 1, now() - interval '1 hour');
+         INSERT INTO {schema}.account_view VALUES ('B', 1), ('a', 1);"
     ))
     .await
     .expect("tables");
     let budget = unique("rec_desc");
-    let probe = "invoices";
     let daemon = Daemon::start(&format!(
         "listen: 127.0.0.1:0
 sources:
@@ -688,7 +694,7 @@ budgets:
   - name: {budget}
     max_lag: 5s
     probes:
-      - name: {probe}
+      - name: descending
         interval: 500ms
         reconcile:
           source: {{ source: pg, query: \"SELECT id, version, changed_at FROM {schema}.orders WHERE changed_at > $1\" }}
@@ -696,36 +702,50 @@ budgets:
           sweep:
             query: \"SELECT id, version, changed_at FROM {schema}.orders WHERE id > $1 ORDER BY id DESC LIMIT $2\"
             chunk: 10
+      - name: folded-ordered-as-written
+        interval: 500ms
+        reconcile:
+          source: {{ source: pg, query: \"SELECT k, version, changed_at FROM {schema}.accounts WHERE changed_at > $1\" }}
+          derived: {{ source: pg, query: \"SELECT k, version FROM {schema}.account_view WHERE k = ANY($1)\" }}
+          key_type: text
+          collation: case_folded
+          sweep:
+            query: \"SELECT k, version, changed_at FROM {schema}.accounts WHERE lower(k) COLLATE \\\"C\\\" > $1 ORDER BY k COLLATE \\\"C\\\" LIMIT $2\"
+            chunk: 10
 "
     ))
     .await;
-    let status = wait_for("the probe to fail with decode", PATIENCE, || async {
-        let status = daemon.probe(&budget, probe).await;
-        (status["error"]["reason"] == "decode").then_some(status)
-    })
-    .await;
-    assert_eq!(status["up"], false, "{status}");
-    let message = status["error"]["message"].as_str().expect("message");
-    assert!(
-        message.contains("the sweep query returned keys out of order")
-            && message.contains("ascending order"),
-        "{message}"
-    );
-    // It never succeeds, so no reconcile series or object appears, run after run.
-    daemon
-        .watch_runs((&budget, probe), 3, PATIENCE, |m| {
-            assert_eq!(up(m, &budget, probe), Some(0.0), "{}", m.text);
-            for kind in ["missing", "stale", "extra"] {
-                assert_eq!(mismatches(m, &budget, probe, kind), None, "{}", m.text);
-            }
+    // Ordered by id DESC; and case-folded keys ordered as written ('B' before 'a' in bytes,
+    // but compared as 'b', after 'a').
+    for probe in ["descending", "folded-ordered-as-written"] {
+        let status = wait_for("the probe to fail with decode", PATIENCE, || async {
+            let status = daemon.probe(&budget, probe).await;
+            (status["error"]["reason"] == "decode").then_some(status)
         })
         .await;
-    let m = daemon.metrics().await;
-    let errors = m.get(
-        "lagbudget_probe_errors_total",
-        &[("budget", &budget), ("probe", probe), ("reason", "decode")],
-    );
-    assert!(errors.is_some_and(|n| n >= 3.0), "{}", m.text);
+        assert_eq!(status["up"], false, "{status}");
+        let message = status["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("the sweep query returned keys out of order")
+                && message.contains("ascending order"),
+            "{message}"
+        );
+        // It never succeeds, so no reconcile series or object appears, run after run.
+        daemon
+            .watch_runs((&budget, probe), 3, PATIENCE, |m| {
+                assert_eq!(up(m, &budget, probe), Some(0.0), "{}", m.text);
+                for kind in ["missing", "stale", "extra"] {
+                    assert_eq!(mismatches(m, &budget, probe, kind), None, "{}", m.text);
+                }
+            })
+            .await;
+        let m = daemon.metrics().await;
+        let errors = m.get(
+            "lagbudget_probe_errors_total",
+            &[("budget", &budget), ("probe", probe), ("reason", "decode")],
+        );
+        assert!(errors.is_some_and(|n| n >= 3.0), "{}", m.text);
+    }
 
     daemon.stop().await;
     let _ = pg
