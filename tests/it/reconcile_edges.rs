@@ -450,6 +450,14 @@ budgets:
         );
     }
     assert_eq!(lag(&m, &budget, probe), None, "{}", m.text);
+    assert_eq!(
+        m.get("lagbudget_reconcile_sweep_rows", &labels(&budget, probe)),
+        None,
+        "{}",
+        m.text
+    );
+    // The hour-old mismatches had the budget in breach; a source going down does not clear it.
+    assert_eq!(daemon.state(&budget).await, "breach");
     assert!(
         status.get("reconcile").is_none_or(Value::is_null),
         "{status}"
