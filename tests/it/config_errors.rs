@@ -384,6 +384,32 @@ fn each_broken_config_reports_exactly_where_and_what() {
             ),
         ),
         (
+            "reconcile.yaml",
+            concat!(
+                bad!(
+                    "reconcile.yaml:13:22: budgets[0].probes[0].reconcile.collation: `collation` applies to text keys: add `key_type: text`, or remove it\n"
+                ),
+                bad!(
+                    "reconcile.yaml:18:22: budgets[0].probes[1].reconcile.precision: `precision` applies to timestamp versions: add `version_type: timestamp`, or remove it\n"
+                ),
+                bad!(
+                    "reconcile.yaml:23:19: budgets[0].probes[2].reconcile.window: window must be longer than max_lag (30s): a record must still be in the window when it becomes older than max_lag, to be called missing\n"
+                ),
+                bad!(
+                    "reconcile.yaml:28:27: budgets[0].probes[3].reconcile.max_mismatches: max_mismatches is a key of the probe (beside `reconcile:`, at the same indentation as `name:`) or of the budget, not of the reconcile table\n"
+                ),
+                bad!(
+                    "reconcile.yaml:31:29: budgets[0].probes[4].reconcile.source.source: source \"cache\" is a redis source; reconcile needs postgres or mysql\n"
+                ),
+                bad!(
+                    "reconcile.yaml:38:11: budgets[1].probes[0].reconcile: reconcile needs a max_lag (on the probe or its budget): records younger than it are in flight, older ones that are not visible are mismatches\n"
+                ),
+                bad!(
+                    "reconcile.yaml:44:25: budgets[2].probes[0].max_mismatches: max_mismatches limits the mismatched records of a reconcile probe, and this probe is not one"
+                ),
+            ),
+        ),
+        (
             "included_error/main.yaml",
             bad!(
                 "included_error/budgets.d/search.yaml:11:17: budgets[0].probes[0].sql_watermark.mode: invalid value \"oldest_pendng\": expected one of oldest_pending, since_watermark"

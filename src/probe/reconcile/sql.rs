@@ -359,7 +359,7 @@ fn pg_cursor(after: Option<&Key>, ty: &Type) -> Result<PgValue, ProbeError> {
         Key::Text { .. } => Err(ProbeError::new(
             ErrorReason::Query,
             format!(
-                "$1 is the last key seen, text with `keys: text`, but the query takes it as {}",
+                "$1 is the last key seen, text with `key_type: text`, but the query takes it as {}",
                 ty.name()
             ),
         )),
@@ -826,6 +826,22 @@ mod tests {
         )
         .expect("page");
         assert_eq!(values, vec![MyValue::Bytes(Vec::new()), MyValue::Int(10)]);
+    }
+
+    #[test]
+    fn a_text_cursor_for_an_integer_parameter_names_the_key_type_setting() {
+        let key = Key::Text {
+            compared: "a".into(),
+            written: "A".into(),
+        };
+        let Err(error) = pg_cursor(Some(&key), &Type::INT8) else {
+            panic!("a text key is not an int8 cursor");
+        };
+        assert_eq!(error.reason, ErrorReason::Query);
+        assert_eq!(
+            error.message,
+            "$1 is the last key seen, text with `key_type: text`, but the query takes it as int8"
+        );
     }
 
     #[test]
