@@ -22,6 +22,7 @@ mod nats;
 mod oldest_pending;
 mod paging;
 mod rabbitmq;
+mod reconcile;
 mod redis_stream;
 mod replica;
 mod rules;
