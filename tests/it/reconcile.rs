@@ -26,7 +26,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Daemon, Metrics, PATIENCE, SHARED_PG_DSN, connect, unique, wait_for};
+use crate::support::{
+    Daemon, Metrics, PATIENCE, SHARED_PG_DSN, connect, poll_until, unique, wait_for,
+};
 
 const PROBE: &str = "invoices";
 
@@ -365,6 +367,8 @@ struct Run {
     extra: Option<u64>,
     not_visible: u64,
     sweeps_completed: Option<u64>,
+    /// When the last sweep completed (unix seconds, daemon clock).
+    sweep_last_completed: Option<f64>,
     sweep_last_rows: Option<u64>,
     /// (kind, key) of the sample of mismatches.
     sample: Vec<(String, String)>,
@@ -377,28 +381,34 @@ impl Run {
     }
 }
 
-/// The probe's last run, once it has succeeded at least once.
+/// The probe's last run; waits for its first success (and panics if it is not fresh then).
 async fn last_run(daemon: &Daemon, budget: &str) -> Run {
+    let first = poll_until(PATIENCE, || async {
+        let probe = daemon.probe(budget, PROBE).await;
+        (!probe["last_success"].is_null()).then_some(())
+    })
+    .await;
     let probe = daemon.probe(budget, PROBE).await;
+    assert!(
+        first.is_some(),
+        "a first success within {PATIENCE:?}: {probe:#}"
+    );
     let parse = |probe: &Value| -> Option<Run> {
         let reconcile = &probe["reconcile"];
         let mismatches = &reconcile["mismatches"];
-        let ended = time::OffsetDateTime::parse(
-            probe["last_run"].as_str()?,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok()?;
+        let ended = unix_time(&probe["last_run"])?;
         Some(Run {
             runs: probe["runs"].as_u64()?,
             up: probe["up"].as_bool()?,
             lag: probe["lag_seconds"].as_f64()?,
-            ended: ended.unix_timestamp_nanos() as f64 / 1e9,
+            ended,
             duration: probe["last_duration_seconds"].as_f64()?,
             missing: mismatches["missing"].as_u64()?,
             stale: mismatches["stale"].as_u64()?,
             extra: mismatches["extra"].as_u64(),
             not_visible: reconcile["not_visible"].as_u64()?,
             sweeps_completed: reconcile["sweep"]["completed"].as_u64(),
+            sweep_last_completed: unix_time(&reconcile["sweep"]["last_completed"]),
             sweep_last_rows: reconcile["sweep"]["last_rows"].as_u64(),
             sample: reconcile["sample"]
                 .as_array()
@@ -416,6 +426,16 @@ async fn last_run(daemon: &Daemon, budget: &str) -> Run {
         })
     };
     parse(&probe).unwrap_or_else(|| panic!("a fresh reconcile probe that ran: {probe:#}"))
+}
+
+/// An RFC 3339 time of the API as unix seconds.
+fn unix_time(value: &Value) -> Option<f64> {
+    let at = time::OffsetDateTime::parse(
+        value.as_str()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    Some(at.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 /// The first run after `from` runs at least `more` runs later.
@@ -789,6 +809,64 @@ async fn an_older_version_is_stale_and_an_invoice_without_order_is_extra() {
     );
     // The stale order is the oldest thing not visible (the extra invoice came later).
     assert_age("stale order", &run, updated_at, LAG_TOLERANCE);
+    daemon.stop().await;
+    shop.drop_all().await;
+}
+
+/// A derived record the sweep saw before its source record existed (written and copied
+/// between the sweep's source and derived reads, or derived first) is extra only until the
+/// recent pass reads its source record, not until the next sweep (here an hour away): it is
+/// never counted once the order exists, and the lag stays 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_whose_order_arrives_after_the_sweep_saw_it_is_not_extra() {
+    const MAX_LAG: f64 = 2.0;
+    let shop = Shop::create().await;
+    for _ in 0..3 {
+        shop.insert_order().await;
+    }
+    shop.wait_copied().await;
+    let early_id = 1_000_i64;
+    shop.on_mariadb(&format!(
+        "INSERT INTO invoices (order_id, order_version) VALUES ({early_id}, 1)"
+    ))
+    .await;
+    let budget = unique("rec_early");
+    let extra = format!("          sample_keys: 10\n{}", shop.sweep("1h", 1000, 10));
+    let daemon = Daemon::start(&shop.config(&budget, "2s", &extra)).await;
+    let swept = wait_for("the first sweep", PATIENCE, || async {
+        let run = last_run(&daemon, &budget).await;
+        (run.sweeps_completed == Some(1)).then_some(run)
+    })
+    .await;
+    let seen_at = swept.sweep_last_completed.expect("last sweep time");
+    shop.pg
+        .execute(
+            format!(
+                "INSERT INTO {}.orders (id, version) VALUES ($1, 1)",
+                shop.schema
+            )
+            .as_str(),
+            &[&early_id],
+        )
+        .await
+        .expect("the order arrives");
+    let from = daemon.runs(&budget, PROBE).await;
+    // Every run that started after the order arrived (from + 2 on), until well past the time
+    // the sweep's sighting became older than max_lag.
+    let mut watched = 0;
+    loop {
+        let run = run_after(&daemon, &budget, from, 2 + watched).await;
+        assert_eq!(run.sweeps_completed, Some(1), "no other sweep: {run:?}");
+        assert_eq!(
+            (run.extra, run.missing, run.stale, run.lag),
+            (Some(0), 0, 0, 0.0),
+            "the order exists and its invoice shows it: {run:?}"
+        );
+        watched += 1;
+        if watched >= 3 && run.ended - seen_at > MAX_LAG + 1.0 {
+            break;
+        }
+    }
     daemon.stop().await;
     shop.drop_all().await;
 }
