@@ -22,6 +22,7 @@ mod nats;
 mod oldest_pending;
 mod paging;
 mod rabbitmq;
+mod reconcile;
 mod reconcile_edges;
 mod redis_stream;
 mod replica;

@@ -498,6 +498,12 @@ impl Ledger {
                 }
             }
         }
+        // A derived record whose source record the pass just read is not extra: the sweep
+        // reads its source page before its derived page, so a record written and copied
+        // between the two shows on the derived side only until the next sweep.
+        for record in records {
+            self.extras.remove(&record.key);
+        }
         self.enforce_follow_limit();
     }
 
@@ -920,6 +926,32 @@ mod tests {
         let summary = ledger.summary(100 * S, epoch(100), 0);
         assert_eq!(summary.missing, 0, "5 is gone from the source, 6 is in flight");
         assert_eq!(summary.extra, None, "nothing looks for extras");
+    }
+
+    #[test]
+    fn a_derived_record_whose_source_record_the_recent_pass_reads_is_no_longer_extra() {
+        // The sweep reads the source page before the derived page: a record written to the
+        // source and copied between the two reads shows on the derived side only.
+        let mut ledger = Ledger::new(BUDGET, true, true);
+        assert!(ledger.sweep_due(Instant::now(), Duration::from_secs(3600)));
+        ledger
+            .apply_sweep_chunk(
+                &[src(1, 1, 10 * S)],
+                false,
+                DerivedPage::Swept {
+                    records: vec![der(1, 1), der(2, 1)],
+                    full: false,
+                },
+                100 * S,
+                epoch(100),
+            )
+            .expect("chunk");
+        // The next recent pass reads it from the source, visible.
+        ledger.apply_recent(&[src(2, 1, 100 * S)], &[der(2, 1)]);
+        let later = ledger.summary(110 * S, epoch(110), 5);
+        assert_eq!(later.extra, Some(0), "the source has record 2");
+        assert_eq!(later.lag_seconds, 0.0);
+        assert!(later.sample.is_empty());
     }
 
     #[test]
