@@ -649,7 +649,7 @@ budgets:
     );
     assert_eq!(
         line("my-source-params"),
-        "query: the source query must use $1, the start of the window as $-placeholders (on MySQL too), each once; it uses 2 placeholder(s)"
+        "query: the source query is given $1, the start of the window (write them so on MySQL too); it also uses $2"
     );
     assert_eq!(
         line("derived-not-array"),

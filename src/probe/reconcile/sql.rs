@@ -631,12 +631,20 @@ fn my_values(
     let shape = ask.shape();
     let (text, values, used) = my_bind(sql, ask, window_start);
     let wanted = shape.parameters();
-    let placeholders_right = used[0] > 0 && (used[1] > 0) == (wanted == 2);
-    if !placeholders_right {
+    let problem = if used[0] == 0 {
+        Some("it never uses $1".to_owned())
+    } else if wanted == 2 && used[1] == 0 {
+        Some("it never uses $2".to_owned())
+    } else if wanted == 1 && used[1] > 0 {
+        Some("it also uses $2".to_owned())
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
         return Err(ProbeError::new(
             ErrorReason::Query,
             format!(
-                "the {} must use {} as $-placeholders, on MySQL too",
+                "the {} is given {} (write them so on MySQL too); {problem}",
                 shape.describe(),
                 shape.parameters_meaning(),
             ),
