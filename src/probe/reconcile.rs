@@ -47,15 +47,19 @@ impl ReconcileProbe {
         self.spec.compare.keys == KeyType::Text
     }
 
-    /// Reads source rows as records, counting them.
-    fn source_records(&mut self, page: &SourcePage) -> Result<Vec<SourceRecord>, ProbeError> {
+    /// Reads a page's rows as records, counting them; returns the source's clock beside them.
+    fn source_records(
+        &mut self,
+        page: SourcePage,
+    ) -> Result<(i64, Vec<SourceRecord>), ProbeError> {
         self.source_load.statements += 1;
         self.source_load.rows += page.rows.len() as u64;
-        page.rows
-            .iter()
-            .cloned()
+        let records = page
+            .rows
+            .into_iter()
             .map(|row| self.normalise.source(row))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((page.now, records))
     }
 
     /// The derived records of `keys`, in batches of the configured size.
@@ -89,11 +93,11 @@ impl ReconcileProbe {
                 deadline,
             )
             .await?;
-        let records = self.source_records(&page)?;
+        let (now_source, records) = self.source_records(page)?;
         let keys = self.ledger.lookup_keys(&records);
         let derived = self.lookup(&keys, deadline).await?;
         self.ledger.apply_recent(&records, &derived);
-        Ok(page.now)
+        Ok(now_source)
     }
 
     /// Sweep chunks while the sweep is due, the run's chunk allowance lasts and less than half
@@ -127,7 +131,7 @@ impl ReconcileProbe {
                 .source(&sweep.query, Ask::SourcePage(page_of), deadline)
                 .await?;
             let source_full = page.rows.len() >= sweep.chunk;
-            let records = self.source_records(&page)?;
+            let (page_now, records) = self.source_records(page)?;
             let derived = match &sweep.derived_query {
                 Some(query) => {
                     let rows = self
@@ -152,10 +156,10 @@ impl ReconcileProbe {
                 &records,
                 source_full,
                 derived,
-                page.now,
+                page_now,
                 wall_now(),
             )?;
-            now_source = Some(page.now);
+            now_source = Some(page_now);
             if done {
                 break;
             }
