@@ -772,7 +772,10 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     );
     assert!(caches.iter().any(|(_, m)| *m == "since_build"));
     assert_eq!(slots, ["debezium_orders"]);
-    assert_eq!(reconciliations, 1, "the example shows orders reconciled with invoices");
+    assert_eq!(
+        reconciliations, 1,
+        "the example shows orders reconciled with invoices"
+    );
     assert!(
         canaries >= 2,
         "the example shows canaries: a replica and an end-to-end view"
