@@ -50,6 +50,11 @@ fn mismatches(m: &Metrics, budget: &str, probe: &str, kind: &str) -> Option<f64>
     )
 }
 
+/// The mismatch gauges of one probe: missing, stale, extra.
+fn kinds(m: &Metrics, budget: &str, probe: &str) -> [Option<f64>; 3] {
+    ["missing", "stale", "extra"].map(|kind| mismatches(m, budget, probe, kind))
+}
+
 fn lag(m: &Metrics, budget: &str, probe: &str) -> Option<f64> {
     m.get("lagbudget_lag_seconds", &labels(budget, probe))
 }
@@ -170,21 +175,10 @@ budgets:
         })
         .await;
     assert_eq!(
-        mismatches(&m, &exact, "recent", "missing"),
-        Some(1.0),
-        "{}",
+        kinds(&m, &exact, "recent"),
+        [Some(1.0), Some(0.0), None],
+        "missing, stale, extra\n{}",
         m.text
-    );
-    assert_eq!(
-        mismatches(&m, &exact, "recent", "stale"),
-        Some(0.0),
-        "{}",
-        m.text
-    );
-    assert_eq!(
-        mismatches(&m, &exact, "recent", "extra"),
-        None,
-        "no derived sweep"
     );
     let measured = lag(&m, &exact, "recent").expect("lag");
     let upper = 10.0 + (unix_now() - inserted) + 1.0;
@@ -204,21 +198,9 @@ budgets:
     // longer than max_lag.
     let m = wait_for_a_later_sweep(&daemon, &exact, "swept", max_lag + 0.5).await;
     assert_eq!(
-        mismatches(&m, &exact, "swept", "missing"),
-        Some(2.0),
-        "{}",
-        m.text
-    );
-    assert_eq!(
-        mismatches(&m, &exact, "swept", "stale"),
-        Some(0.0),
-        "{}",
-        m.text
-    );
-    assert_eq!(
-        mismatches(&m, &exact, "swept", "extra"),
-        Some(2.0),
-        "{}",
+        kinds(&m, &exact, "swept"),
+        [Some(2.0), Some(0.0), Some(2.0)],
+        "missing, stale, extra\n{}",
         m.text
     );
     let measured = lag(&m, &exact, "swept").expect("lag");
@@ -255,24 +237,16 @@ budgets:
     // case_folded: nothing, neither in the recent pass nor in sweeps that started after any
     // first sighting had time to count.
     let m = wait_for_a_later_sweep(&daemon, &folded, "swept", max_lag + 0.5).await;
-    for probe in ["recent", "swept"] {
-        for kind in ["missing", "stale"] {
-            assert_eq!(
-                mismatches(&m, &folded, probe, kind),
-                Some(0.0),
-                "{probe} {kind}: {}",
-                m.text
-            );
-        }
+    for (probe, extra) in [("recent", None), ("swept", Some(0.0))] {
+        assert_eq!(
+            kinds(&m, &folded, probe),
+            [Some(0.0), Some(0.0), extra],
+            "{probe}: missing, stale, extra\n{}",
+            m.text
+        );
         assert_eq!(lag(&m, &folded, probe), Some(0.0), "{probe}: {}", m.text);
         assert_eq!(up(&m, &folded, probe), Some(1.0), "{probe}: {}", m.text);
     }
-    assert_eq!(
-        mismatches(&m, &folded, "swept", "extra"),
-        Some(0.0),
-        "{}",
-        m.text
-    );
     let status = daemon.probe(&folded, "swept").await;
     assert_eq!(status["reconcile"]["not_visible"], 0, "{status}");
     assert_eq!(status["reconcile"]["sweep"]["last_rows"], 4, "{status}");
@@ -516,21 +490,10 @@ budgets:
         })
         .await;
     assert_eq!(
-        mismatches(&m, &budget, probe, "missing"),
-        Some(1.0),
-        "{}",
+        kinds(&m, &budget, probe),
+        [Some(1.0), Some(1.0), None],
+        "missing, stale, and no extra without a derived sweep\n{}",
         m.text
-    );
-    assert_eq!(
-        mismatches(&m, &budget, probe, "stale"),
-        Some(1.0),
-        "{}",
-        m.text
-    );
-    assert_eq!(
-        mismatches(&m, &budget, probe, "extra"),
-        None,
-        "no derived sweep"
     );
     assert_eq!(done["reconcile"]["not_visible"], 2, "{done}");
 
