@@ -23,14 +23,14 @@ use bytes::BytesMut;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row as MyRow, Value as MyValue};
 use serde::Serialize;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::mysql::MysqlPool;
 use super::postgres::PgPool;
 use super::postgres::query::{
-    EncodedParam, Pending as PgPending, begin, count_without_time, db_now, explain, read_pending,
-    read_time, seconds_between, settle,
+    EncodedParam, Pending as PgPending, count_without_time, db_now, explain, read_only,
+    read_pending, read_time, seconds_between,
 };
 use super::postgres::query_error;
 use super::{ErrorReason, ProbeError, SourceHandle, SourceHandles};
@@ -181,9 +181,7 @@ async fn postgres_one(
     version: &str,
     deadline: Instant,
 ) -> Result<Pending, ProbeError> {
-    let mut client = pool.get(deadline).await?;
-    let asked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
+    read_only(pool, deadline, TOO_SLOW, async |tx| {
         let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
         let param = match statement.params() {
             [ty] => encode_version(version, ty)?,
@@ -197,16 +195,14 @@ async fn postgres_one(
             lag_seconds,
             negative_lag_clamped,
             count,
-        } = read_pending(&tx, &rows).await?;
-        tx.rollback().await.map_err(|e| query_error(&e))?;
+        } = read_pending(tx, &rows).await?;
         Ok(Pending {
             lag_seconds,
             negative_lag_clamped,
             count: count.map(|n| n.max(0) as u64),
         })
     })
-    .await;
-    settle(client, asked, TOO_SLOW)
+    .await
 }
 
 async fn postgres_entities(
@@ -215,9 +211,7 @@ async fn postgres_entities(
     json: &str,
     deadline: Instant,
 ) -> Result<StaleEntities, ProbeError> {
-    let mut client = pool.get(deadline).await?;
-    let asked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
+    read_only(pool, deadline, TOO_SLOW, async |tx| {
         let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
         let param = match statement.params() {
             [ty] => encode_json(json, ty)?,
@@ -230,7 +224,7 @@ async fn postgres_entities(
             .map_err(|e| query_error(&e))?;
         let mut answer = StaleEntities::default();
         if !rows.is_empty() {
-            let now = db_now(&tx, &time_type).await?;
+            let now = db_now(tx, &time_type).await?;
             for row in &rows {
                 let key: String = row
                     .try_get(0)
@@ -244,11 +238,9 @@ async fn postgres_entities(
                 }
             }
         }
-        tx.rollback().await.map_err(|e| query_error(&e))?;
         Ok(answer)
     })
-    .await;
-    settle(client, asked, TOO_SLOW)
+    .await
 }
 
 const ENTITY_ROWS: &str =
@@ -364,9 +356,7 @@ async fn postgres_check(
     shape: Shape,
     deadline: Instant,
 ) -> Result<(), ProbeError> {
-    let mut client = pool.get(deadline).await?;
-    let checked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
+    read_only(pool, deadline, TOO_SLOW, async |tx| {
         let statement = tx.prepare(sql).await.map_err(|e| query_error(&e))?;
         let [param] = statement.params() else {
             return Err(one_parameter(statement.params().len()));
@@ -400,11 +390,10 @@ async fn postgres_check(
                 encode_json("[]", param)?;
             }
         }
-        explain(&tx, sql).await?;
-        tx.rollback().await.map_err(|e| query_error(&e))
+        explain(tx, sql).await?;
+        Ok(())
     })
-    .await;
-    settle(client, checked, TOO_SLOW)
+    .await
 }
 
 // --- MySQL and MariaDB ------------------------------------------------------------------------

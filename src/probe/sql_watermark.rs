@@ -20,7 +20,8 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
 use super::postgres::query::{
-    EncodedParam, Pending, begin, db_now, explain, read_pending, seconds_between, settle,
+    EncodedParam, Pending, begin, db_now, explain, read_only, read_pending, seconds_between,
+    settle,
 };
 use super::postgres::{PgPool, query_error};
 use super::{Backlog, BacklogUnit, ErrorReason, ProbeError, Sample};
@@ -61,10 +62,8 @@ impl SqlWatermarkProbe {
     /// Prepares and plans both statements in a read-only transaction: the server checks
     /// syntax, tables and privileges, and we check that the watermark can be passed as `$1`.
     pub async fn check(&mut self, deadline: Instant) -> Result<(), ProbeError> {
-        let mut client = self.pool.get(deadline).await?;
         let spec = self.spec.clone();
-        let checked = timeout_at(deadline, async {
-            let tx = begin(&mut client, deadline).await?;
+        read_only(&self.pool, deadline, "check timed out", async |tx| {
             let watermark = tx
                 .prepare(&spec.watermark)
                 .await
@@ -86,14 +85,13 @@ impl SqlWatermarkProbe {
             }
             // Preparing does not check table privileges; planning does. EXPLAIN plans each
             // statement (with NULL parameters) without running it.
-            explain(&tx, &spec.watermark).await?;
+            explain(tx, &spec.watermark).await?;
             if let Some(sql) = &spec.oldest_pending {
-                explain(&tx, sql).await?;
+                explain(tx, sql).await?;
             }
-            tx.rollback().await.map_err(|e| query_error(&e))
+            Ok(())
         })
-        .await;
-        settle(client, checked, "check timed out")
+        .await
     }
 }
 

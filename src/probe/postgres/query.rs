@@ -32,6 +32,27 @@ pub fn settle<T>(
     }
 }
 
+/// Runs `work` in the run's read-only transaction (see [`begin`]) on a connection of `pool`,
+/// all by `deadline`, and rolls back: what every reading probe does around its statements.
+/// A run that does not finish in time is `timeout` with `timed_out` as its message; only a
+/// successful one returns the connection to the pool (see [`settle`]).
+pub async fn read_only<T>(
+    pool: &super::PgPool,
+    deadline: Instant,
+    timed_out: &str,
+    work: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, ProbeError>,
+) -> Result<T, ProbeError> {
+    let mut client = pool.get(deadline).await?;
+    let outcome = tokio::time::timeout_at(deadline, async {
+        let tx = begin(&mut client, deadline).await?;
+        let answer = work(&tx).await?;
+        tx.rollback().await.map_err(|e| query_error(&e))?;
+        Ok(answer)
+    })
+    .await;
+    settle(client, outcome, timed_out)
+}
+
 /// A pending count with no oldest time contradicts itself: lag cannot be taken as 0.
 pub fn count_without_time(oldest_is_null: bool, count: Option<i64>) -> Result<(), ProbeError> {
     match count {

@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row as MyRow, Value as MyValue};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::ledger::{Key, Raw, micros_since_epoch};
 use crate::probe::canary::fill_placeholders;
 use crate::probe::mysql::{MysqlPool, run};
 use crate::probe::oldest_pending::days_from_civil;
-use crate::probe::postgres::query::{begin, db_now, explain, settle};
+use crate::probe::postgres::query::{db_now, explain, read_only};
 use crate::probe::postgres::{PgPool, query_error};
 use crate::probe::{ErrorReason, ProbeError, SourceHandle, SourceHandles};
 
@@ -238,14 +238,12 @@ async fn pg_ask(
     deadline: Instant,
 ) -> Result<Answer, ProbeError> {
     let shape = ask.shape();
-    let mut client = pool.get(deadline).await?;
-    let asked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
-        let statement = pg_statement(&tx, sql, shape).await?;
+    read_only(pool, deadline, TOO_SLOW, async |tx| {
+        let statement = pg_statement(tx, sql, shape).await?;
         let params = match ask {
             Ask::Recent(window) => {
                 let ty = window_type(&statement.params()[0])?;
-                let now = db_now(&tx, ty).await?;
+                let now = db_now(tx, ty).await?;
                 vec![PgValue::Time(
                     now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH),
                 )]
@@ -261,7 +259,7 @@ async fn pg_ask(
         let now = match shape.columns() {
             3 => {
                 let time_type = statement.columns()[2].type_();
-                Some(micros_since_epoch(db_now(&tx, time_type).await?))
+                Some(micros_since_epoch(db_now(tx, time_type).await?))
             }
             _ => None,
         };
@@ -273,11 +271,9 @@ async fn pg_ask(
                     .collect::<Result<Vec<_>, _>>()?,
             );
         }
-        tx.rollback().await.map_err(|e| query_error(&e))?;
         Ok((now, out))
     })
-    .await;
-    settle(client, asked, TOO_SLOW)
+    .await
 }
 
 /// The window's start is compared with a timestamp: `$1` must be one.
@@ -488,19 +484,15 @@ async fn pg_check(
     shape: Shape,
     deadline: Instant,
 ) -> Result<(), ProbeError> {
-    let mut client = pool.get(deadline).await?;
-    let checked = timeout_at(deadline, async {
-        let tx = begin(&mut client, deadline).await?;
-        let statement = pg_statement(&tx, sql, shape).await?;
+    read_only(pool, deadline, TOO_SLOW, async |tx| {
+        let statement = pg_statement(tx, sql, shape).await?;
         match shape.example() {
             Ask::Recent(_) => window_type(&statement.params()[0]).map(|_| ())?,
             other => pg_params(other, statement.params()).map(|_| ())?,
         }
-        explain(&tx, sql).await?;
-        tx.rollback().await.map_err(|e| query_error(&e))
+        explain(tx, sql).await
     })
-    .await;
-    settle(client, checked, TOO_SLOW)
+    .await
 }
 
 /// `sql` prepared, with as many parameters as `shape` binds and at least its columns.
