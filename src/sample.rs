@@ -159,13 +159,15 @@ pub struct ProbeError {
 /// Messages come from remote servers; keep them short enough for a label-free log line and the
 /// API, whatever the server sends.
 const MAX_MESSAGE_CHARS: usize = 300;
+/// What ends a message cut at [`MAX_MESSAGE_CHARS`].
+const CUT_MARK: &str = "…";
 
 impl ProbeError {
     pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
         let message: String = message.into();
         let message = if message.chars().count() > MAX_MESSAGE_CHARS {
             let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
-            cut.push('…');
+            cut.push_str(CUT_MARK);
             cut
         } else {
             message
@@ -183,12 +185,29 @@ impl ProbeError {
         self
     }
 
-    /// The same error with every known secret replaced by `***`.
+    /// The same error with every known secret replaced by `***`, including the start of one
+    /// that the message's truncation (in `new`) cut.
     pub fn scrubbed(self, secrets: &SecretSet) -> Self {
         Self {
             reason: self.reason,
-            message: secrets.scrub(&self.message),
+            message: secrets.scrub_cut(&self.message, CUT_MARK),
             voids_last_sample: self.voids_last_sample,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_cut_by_the_message_bound_is_scrubbed_all_the_same() {
+        let mut secrets = SecretSet::default();
+        secrets.insert("s3cr3t-password-value");
+        // The server echoes the password where the 300-character bound cuts it.
+        let message = format!("{}s3cr3t-password-value and more", "x".repeat(290));
+        let error = ProbeError::new(ErrorReason::Connect, message).scrubbed(&secrets);
+        assert!(!error.message.contains("s3cr3t-pa"), "{}", error.message);
+        assert!(error.message.ends_with("x***…"), "{}", error.message);
     }
 }

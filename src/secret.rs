@@ -48,7 +48,39 @@ impl SecretSet {
         }
         out
     }
+
+    /// Like [`SecretSet::scrub`], for a text that was cut short and ends with `cut_mark`: the
+    /// cut may have split a secret, leaving its first characters just before the mark, which
+    /// no whole-value match finds. Those (from [`MIN_CUT_PREFIX`] characters on) become `***`
+    /// too.
+    pub fn scrub_cut(&self, text: &str, cut_mark: &str) -> String {
+        let out = self.scrub(text);
+        let Some(kept) = out.strip_suffix(cut_mark) else {
+            return out;
+        };
+        let dangling = self
+            .0
+            .iter()
+            .filter_map(|secret| {
+                // The longest proper prefix of the secret that ends the kept text.
+                secret
+                    .char_indices()
+                    .map(|(at, _)| at)
+                    .skip(MIN_CUT_PREFIX)
+                    .filter(|&at| kept.ends_with(&secret[..at]))
+                    .last()
+            })
+            .max();
+        match dangling {
+            Some(len) => format!("{}***{cut_mark}", &kept[..kept.len() - len]),
+            None => out,
+        }
+    }
 }
+
+/// The shortest start of a secret that [`SecretSet::scrub_cut`] masks at a cut: shorter ones
+/// say nothing about the secret and would mask ordinary words' endings.
+pub const MIN_CUT_PREFIX: usize = 3;
 
 impl fmt::Debug for SecretSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,6 +91,27 @@ impl fmt::Debug for SecretSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_cut_by_truncation_is_masked_too() {
+        let mut secrets = SecretSet::default();
+        secrets.insert("hunter22-long");
+        assert_eq!(
+            secrets.scrub_cut("auth failed for pw hunte…", "…"),
+            "auth failed for pw ***…"
+        );
+        assert_eq!(
+            secrets.scrub_cut("pw hunter22-long and hun…", "…"),
+            "pw *** and ***…"
+        );
+        // Shorter than MIN_CUT_PREFIX, or not at the cut, or no cut: left as it is.
+        assert_eq!(secrets.scrub_cut("the hu…", "…"), "the hu…");
+        assert_eq!(
+            secrets.scrub_cut("hunter, then more…", "…"),
+            "hunter, then more…"
+        );
+        assert_eq!(secrets.scrub_cut("ends in hunt", "…"), "ends in hunt");
+    }
 
     #[test]
     fn scrub_replaces_every_known_secret() {
