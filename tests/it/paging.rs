@@ -110,6 +110,9 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
         ))
         .await
         .expect("cache source table");
+    // A search view over HTTP that shows the newest product change (seq 2) from a cache that
+    // says how old its copy is: the HTTP view row's data.
+    let search = serve_search_view().await;
     // Orders on the streaming primary, reconciled with their copies on its standby, every one
     // present: the reconcile row's data, and no mismatch to page for.
     let orders = unique("e2e_orders");
@@ -133,6 +136,7 @@ sources:
   my-primary: {{ mysql: {{ url: \"{my_primary}\" }} }}
   my-replica: {{ mysql: {{ url: \"{my_replica}\" }} }}
   cache: {{ redis: {{ url: \"{redis_url}\" }} }}
+  search: {{ http: {{ url: \"http://{search}\" }} }}
 budgets:
   - name: {budget}
     description: End-to-end paging test projection.
@@ -166,6 +170,8 @@ budgets:
       - name: canary
         max_monotonic_violations: 1%
         canary: {{ write: {{ source: pg-primary }}, read: [{{ source: pg-standby }}], read_your_writes: {{ after: 1s }}, monotonic: {{ reads: 2 }} }}
+      - name: search
+        http_watermark: {{ source: search, path: /search, pointer: /seq, oldest_pending: {{ source: pg-primary, query: \"SELECT min(changed_at), count(*) FROM {changes} WHERE seq > $1\" }} }}
       - name: orders
         max_mismatches: 0
         reconcile: {{ source: {{ source: pg-primary, query: \"SELECT id, version, changed_at FROM {orders} WHERE changed_at > $1\" }}, derived: {{ source: pg-standby, query: \"SELECT id, version FROM {orders} WHERE id = ANY($1)\" }}, sweep: {{ query: \"SELECT id, version, changed_at FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", derived_query: \"SELECT id, version FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", every: 5s }} }}
@@ -179,6 +185,7 @@ budgets:
         my_primary = mariadb.url(mariadb.primary_port),
         my_replica = mariadb.url(mariadb.replica_port),
         redis_url = redis.url(),
+        search = search,
     ))
     .await;
     daemon
@@ -503,12 +510,10 @@ scrape_configs:
     // librdkafka's mock cluster answers neither ListGroups nor DescribeGroups, and no Kafka
     // broker is packaged for these machines, so the group-members panel cannot get data here.
     // It is the one panel exempt from "every query returns a series", by its metric's name.
-    let (unfeedable, failures): (Vec<String>, Vec<String>) =
-        panels.failures().into_iter().partition(|f| {
-            f.contains(lagbudget::metrics::KAFKA_GROUP_MEMBERS)
-                // Not fed yet: this scenario has no http_watermark probe (a gap to close).
-                || f.contains("lagbudget_http_")
-        });
+    let (unfeedable, failures): (Vec<String>, Vec<String>) = panels
+        .failures()
+        .into_iter()
+        .partition(|f| f.contains(lagbudget::metrics::KAFKA_GROUP_MEMBERS));
     for panel in &unfeedable {
         println!("no data, as expected on the mock cluster (no DescribeGroups):\n{panel}");
     }
@@ -1237,4 +1242,28 @@ async fn blind_status_page(daemon: &Daemon, budget: &str, dir: &Path) {
         "the probe shows its last error ({reason}):\n{dom}"
     );
     println!("status page while blind: stale, last error {reason}");
+}
+
+/// An HTTP view on a free port: `{"seq": 2}` from a cache that held it 30 s of its 60 s.
+async fn serve_search_view() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the search view");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/search",
+        axum::routing::get(|| async {
+            (
+                [
+                    (axum::http::header::AGE, "30"),
+                    (axum::http::header::CACHE_CONTROL, "max-age=60"),
+                ],
+                axum::Json(serde_json::json!({ "seq": 2 })),
+            )
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }
