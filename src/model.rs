@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use crate::probe::ProbeKind;
 pub use crate::probe::canary::config::{Canary, MarkerRead, MarkerWrite, ReadTarget, WriteTarget};
+pub use crate::probe::dynamodb::config::{DynamodbKeys, DynamodbSource};
 pub use crate::probe::http::config::{ClientIdentity, HttpAuth, HttpSource, PemFile};
 pub use crate::probe::http_watermark::config::{
     HttpMethod, HttpWatermark, HttpWatermarkMode, ValueAt,
@@ -88,6 +89,7 @@ pub enum SourceKind {
     Nats(NatsSource),
     Mysql(MysqlSource),
     Http(HttpSource),
+    Dynamodb(DynamodbSource),
 }
 
 impl SourceKind {
@@ -101,6 +103,7 @@ impl SourceKind {
             SourceKind::Nats(_) => "nats",
             SourceKind::Mysql(_) => "mysql",
             SourceKind::Http(_) => "http",
+            SourceKind::Dynamodb(_) => "dynamodb",
         }
     }
 }

@@ -242,6 +242,7 @@ mod tests {
                 { "required": ["nats"] },
                 { "required": ["mysql"] },
                 { "required": ["http"] },
+                { "required": ["dynamodb"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];

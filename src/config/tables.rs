@@ -13,6 +13,7 @@ use super::value::{
     Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PercentFrom0, PositiveDuration,
 };
 use crate::model::{ProbeKind, SourceKind};
+use crate::probe::dynamodb::config::DynamodbSourceConfig;
 use crate::probe::http::config::HttpSourceConfig;
 use crate::probe::kafka::config::KafkaSourceConfig;
 use crate::probe::mysql::config::MysqlSourceConfig;
@@ -231,4 +232,5 @@ config_kinds!("source": dyn SourceKindConfig {
     NatsSourceConfig,
     MysqlSourceConfig,
     HttpSourceConfig,
+    DynamodbSourceConfig,
 });

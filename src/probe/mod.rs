@@ -5,6 +5,7 @@
 //! This file is the registry: the closed enums over the kinds (`SourceHandle`, `ProbeRunner`,
 //! `Detail`). Evaluation, state and the outputs name only what it exports, never a kind's module.
 
+pub mod dynamodb;
 pub mod heartbeat;
 pub mod http;
 pub mod kafka;
@@ -199,6 +200,7 @@ pub enum SourceHandle {
     Nats(Arc<nats::NatsClient>),
     Mysql(Arc<mysql::MysqlPool>),
     Http(Arc<http::HttpClient>),
+    Dynamodb(Arc<dynamodb::DynamoClient>),
 }
 
 impl SourceHandle {
@@ -213,6 +215,7 @@ impl SourceHandle {
             SourceHandle::Nats(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Mysql(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Http(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Dynamodb(h) => Arc::as_ptr(h) as usize,
         }
     }
 
@@ -246,6 +249,9 @@ impl SourceHandle {
                 spec,
                 source.max_connections,
             )?))),
+            SourceKind::Dynamodb(spec) => Ok(SourceHandle::Dynamodb(Arc::new(
+                dynamodb::DynamoClient::new(&source.name, spec, source.max_connections)?,
+            ))),
         }
     }
 
@@ -266,6 +272,7 @@ impl SourceHandle {
             SourceHandle::Nats(client) => client.check(deadline).await,
             SourceHandle::Mysql(pool) => pool.check(deadline).await,
             SourceHandle::Http(client) => client.check(deadline).await,
+            SourceHandle::Dynamodb(client) => client.check(deadline).await,
         }
     }
 }
@@ -375,6 +382,13 @@ impl SourceHandles {
     pub fn http(&self, name: &str) -> Result<Arc<http::HttpClient>, ProbeError> {
         self.typed(name, "http", |h| match h {
             SourceHandle::Http(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn dynamodb(&self, name: &str) -> Result<Arc<dynamodb::DynamoClient>, ProbeError> {
+        self.typed(name, "dynamodb", |h| match h {
+            SourceHandle::Dynamodb(client) => Some(client),
             _ => None,
         })
     }
