@@ -422,7 +422,11 @@ fn init_logging(format: LogFormat, level: &str) {
     } else {
         format!("warn,lagbudget={level}")
     };
-    let filter = match EnvFilter::try_new(&directives) {
+    // aws-sigv4 traces the access key ID and the session token of every request it signs: they
+    // are secrets, so its logs are off whatever the level says.
+    let filter = match EnvFilter::try_new(&directives)
+        .and_then(|filter| Ok(filter.add_directive("aws_sigv4=off".parse()?)))
+    {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!("error: invalid --log.level {level:?}: {e}");
