@@ -1,6 +1,6 @@
 //! The integration suite: one binary, one module per area, against real services
-//! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL and MariaDB servers it
-//! starts).
+//! (the machine's PostgreSQL on 127.0.0.1:5432, and private PostgreSQL and MariaDB servers and
+//! moto, for DynamoDB, that it starts).
 
 mod architecture;
 mod cache;
@@ -13,10 +13,12 @@ mod config_errors;
 mod daemon;
 mod dashboards;
 mod demo;
+mod dynamodb;
 mod http;
 mod kafka;
 mod logical;
 mod mariadb_support;
+mod moto_support;
 mod mysql;
 mod nats;
 mod oldest_pending;
