@@ -55,6 +55,11 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The wall clock as a `SystemTime`: the signing time of AWS requests.
+pub fn system_now() -> SystemTime {
+    SystemTime::now()
+}
+
 /// Milliseconds since the unix epoch on the wall clock (Kafka record timestamps are in these).
 pub fn unix_ms_now() -> i64 {
     SystemTime::now()

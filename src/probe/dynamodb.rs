@@ -17,8 +17,6 @@
 pub mod config;
 pub mod credentials;
 
-use std::time::SystemTime;
-
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
@@ -192,7 +190,7 @@ impl DynamoClient {
             .region(&self.region)
             // DynamoDB Streams signs as `dynamodb` too.
             .name("dynamodb")
-            .time(SystemTime::now())
+            .time(crate::clock::system_now())
             .settings(SigningSettings::default())
             .build()
             .map_err(|_| signing_error("incomplete signing parameters"))?
