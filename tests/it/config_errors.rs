@@ -84,7 +84,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "unknown_source_kind.yaml",
             bad!(
-                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats, mysql, http"
+                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats, mysql, http, dynamodb"
             ),
         ),
         (
