@@ -22,10 +22,10 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use reqwest::{Url, header};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use super::http::{BodyError, content_type, error_chain, read_body};
+use super::pool::Slots;
 use super::{ErrorReason, ProbeError};
 use crate::model::DynamodbSource;
 use config::DynamodbKeys;
@@ -57,14 +57,12 @@ impl Api {
 }
 
 pub struct DynamoClient {
-    source: String,
     region: String,
     dynamodb_url: Url,
     streams_url: Url,
     keys: Option<DynamodbKeys>,
     http: reqwest::Client,
-    max_connections: usize,
-    permits: Semaphore,
+    slots: Slots,
 }
 
 impl DynamoClient {
@@ -95,14 +93,12 @@ impl DynamoClient {
             .build()
             .map_err(|e| ProbeError::new(ErrorReason::Connect, error_chain(&e)))?;
         Ok(Self {
-            source: source.to_owned(),
             region: spec.region.clone(),
             dynamodb_url: parse(&dynamodb)?,
             streams_url: parse(&streams)?,
             keys: spec.keys.clone(),
             http,
-            max_connections,
-            permits: Semaphore::new(max_connections),
+            slots: Slots::new(source, max_connections, "request slots"),
         })
     }
 
@@ -115,19 +111,7 @@ impl DynamoClient {
         body: &Value,
         deadline: Instant,
     ) -> Result<Value, ProbeError> {
-        let _permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "client closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} request slots of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
+        let _permit = self.slots.acquire(deadline).await?;
         let keys = credentials::resolve(self.keys.as_ref(), &|name| std::env::var(name).ok())
             .map_err(|why| ProbeError::new(ErrorReason::Connect, why))?;
         let url = match api {

@@ -18,9 +18,9 @@ use std::time::Duration;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
+use super::pool::Slots;
 use super::{ErrorReason, ProbeError};
 use crate::model::{HttpAuth, HttpSource, Secret, SecretSet};
 
@@ -32,7 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SNIPPET_CHARS: usize = 60;
 
 pub struct HttpClient {
-    source: String,
     /// The source's URL without a trailing slash.
     base: String,
     https: bool,
@@ -42,8 +41,7 @@ pub struct HttpClient {
     sets_content_type: bool,
     max_body: u64,
     redirects: u64,
-    max_connections: usize,
-    permits: Semaphore,
+    slots: Slots,
     /// This source's own secret values, masked in the parts of answers a message quotes before
     /// the message is cut to length (the daemon scrubs whole messages again later).
     secrets: SecretSet,
@@ -199,7 +197,6 @@ impl HttpClient {
             )
         })?;
         Ok(Self {
-            source: source.to_owned(),
             base: spec.url.clone(),
             https: spec.url.starts_with("https:"),
             http,
@@ -207,8 +204,7 @@ impl HttpClient {
             sets_content_type,
             max_body: spec.max_body,
             redirects: spec.redirects,
-            max_connections,
-            permits: Semaphore::new(max_connections),
+            slots: Slots::new(source, max_connections, "request slots"),
             secrets,
         })
     }
@@ -233,19 +229,7 @@ impl HttpClient {
             ProbeError::new(ErrorReason::Query, format!("invalid path: {e}"))
         })?;
         let request = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let _permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "client closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} request slots of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
+        let _permit = self.slots.acquire(deadline).await?;
         let mut builder = self.http.request(method, url);
         if let Some((username, password)) = &self.basic {
             builder = builder.basic_auth(username, Some(password.expose()));

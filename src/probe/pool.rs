@@ -24,10 +24,52 @@ pub trait Connection {
 }
 
 pub struct Pool<C> {
-    source: String,
-    max_connections: usize,
-    permits: Semaphore,
+    slots: Slots,
     idle: Mutex<Vec<C>>,
+}
+
+/// At most `max` uses of one source at once (connections of a pool, requests in flight of an
+/// HTTP client), shared by its probes: waiting for one ends at the run's deadline with
+/// `pool_timeout`, naming the source and what it ran out of.
+pub struct Slots {
+    source: String,
+    max: usize,
+    /// What a slot is, in the error ("connections", "request slots").
+    what: &'static str,
+    permits: Semaphore,
+}
+
+impl Slots {
+    pub fn new(source: &str, max: usize, what: &'static str) -> Self {
+        Self {
+            source: source.to_owned(),
+            max,
+            what,
+            permits: Semaphore::new(max),
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// One slot, held until the permit is dropped, by `deadline`.
+    pub async fn acquire(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, ProbeError> {
+        match timeout_at(deadline, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ProbeError::new(
+                ErrorReason::Connect,
+                format!("the {} of source {} are closed", self.what, self.source),
+            )),
+            Err(_) => Err(ProbeError::new(
+                ErrorReason::PoolTimeout,
+                format!(
+                    "all {} {} of source {} stayed busy until the deadline",
+                    self.max, self.what, self.source
+                ),
+            )),
+        }
+    }
 }
 
 /// A connection checked out of the pool. Dropped: closed. `release`d: back to the pool.
@@ -71,15 +113,13 @@ impl<C: Connection> Pooled<'_, C> {
 impl<C: Connection> Pool<C> {
     pub fn new(source: &str, max_connections: usize) -> Self {
         Self {
-            source: source.to_owned(),
-            max_connections,
-            permits: Semaphore::new(max_connections),
+            slots: Slots::new(source, max_connections, "connections"),
             idle: Mutex::new(Vec::new()),
         }
     }
 
     pub fn source(&self) -> &str {
-        &self.source
+        self.slots.source()
     }
 
     /// Checks out a connection, reusing an idle one or opening a new one with `connect`, by
@@ -92,19 +132,7 @@ impl<C: Connection> Pool<C> {
     where
         F: Future<Output = Result<C, ProbeError>>,
     {
-        let permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "pool closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} connections of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
+        let permit = self.slots.acquire(deadline).await?;
         let reused = {
             let mut idle = self.idle.lock().map_err(|_| {
                 ProbeError::new(ErrorReason::Connect, "connection pool lock poisoned")

@@ -10,10 +10,10 @@ pub mod config;
 
 use reqwest::{StatusCode, Url, header};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use super::http::{BodyError, content_type, error_chain, read_body};
+use super::pool::Slots;
 use super::{ErrorReason, ProbeError};
 use crate::model::{RabbitmqSource, Secret};
 
@@ -22,13 +22,11 @@ use crate::model::{RabbitmqSource, Secret};
 const MAX_BODY_BYTES: u64 = 1 << 20;
 
 pub struct RabbitmqClient {
-    source: String,
     base: Url,
     username: String,
     password: Secret,
     http: reqwest::Client,
-    max_connections: usize,
-    permits: Semaphore,
+    slots: Slots,
 }
 
 /// What a successful request found.
@@ -59,13 +57,11 @@ impl RabbitmqClient {
             .build()
             .map_err(|e| ProbeError::new(ErrorReason::Connect, error_chain(&e)))?;
         Ok(Self {
-            source: source.to_owned(),
             base,
             username: spec.username.clone(),
             password: spec.password.clone(),
             http,
-            max_connections,
-            permits: Semaphore::new(max_connections),
+            slots: Slots::new(source, max_connections, "request slots"),
         })
     }
 
@@ -102,19 +98,7 @@ impl RabbitmqClient {
         body: Option<&Value>,
         deadline: Instant,
     ) -> Result<Answer, ProbeError> {
-        let _permit = match timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(ProbeError::new(ErrorReason::Connect, "client closed")),
-            Err(_) => {
-                return Err(ProbeError::new(
-                    ErrorReason::PoolTimeout,
-                    format!(
-                        "all {} request slots of source {} stayed busy until the deadline",
-                        self.max_connections, self.source
-                    ),
-                ));
-            }
-        };
+        let _permit = self.slots.acquire(deadline).await?;
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|_| ProbeError::new(ErrorReason::Connect, "management API url has no path"))?
