@@ -226,6 +226,7 @@ mod tests {
                 { "required": ["http_watermark"] },
                 { "required": ["canary"] },
                 { "required": ["reconcile"] },
+                { "required": ["dynamodb_stream"] },
             ])
         );
         assert_eq!(

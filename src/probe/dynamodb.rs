@@ -310,6 +310,15 @@ fn aws_error(status: u16, target: &str, error: &Value) -> ProbeError {
     )
 }
 
+/// Whether `error` is the AWS error `kind` (`TrimmedDataAccessException`…) as [`aws_error`]
+/// words it: for callers that treat one error as an answer rather than a failure.
+pub fn is_aws_error(error: &ProbeError, kind: &str) -> bool {
+    error.message.split_once("): ").is_some_and(|(_, rest)| {
+        rest.strip_prefix(kind)
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with(':'))
+    })
+}
+
 /// Maps a transport error to a bounded reason, without the URL.
 fn request_error(error: &reqwest::Error) -> ProbeError {
     let reason = if error.is_timeout() {
@@ -351,6 +360,12 @@ mod tests {
             error("UnrecognizedClientException", "bad token").reason,
             ErrorReason::Connect
         );
+        assert!(is_aws_error(&missing, "ResourceNotFoundException"));
+        assert!(!is_aws_error(&missing, "ResourceNotFound"));
+        assert!(!is_aws_error(
+            &error("ThrottlingException", "x"),
+            "ResourceNotFoundException"
+        ));
         let long = error("ValidationException", &"x".repeat(1000));
         assert!(long.message.chars().count() < 300, "{}", long.message);
         assert!(long.message.ends_with('…'));

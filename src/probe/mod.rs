@@ -33,6 +33,7 @@ pub use crate::sample::{
 // The names of the kinds' own metric families, for the rule and dashboard generators (which
 // reach them through `metrics`) and tests.
 pub use canary::detail::CANARY_VISIBILITY;
+pub use dynamodb_stream::detail::{STREAM_DATA_LOSS, STREAM_SHARDS, STREAM_SHARDS_BEHIND};
 pub use http_watermark::detail::{HTTP_RESPONSE_AGE, HTTP_RESPONSE_BYTES, HTTP_SERVED_STALE};
 pub use kafka_consumer_group::detail::{
     KAFKA_DATA_LOSS, KAFKA_GROUP_MEMBERS, KAFKA_TIMESTAMP_TYPE, PARTITION_BACKLOG, PARTITION_LAG,
@@ -77,6 +78,7 @@ pub enum Detail {
     HttpWatermark(http_watermark::detail::HttpDetail),
     Canary(canary::detail::CanaryDetail),
     Reconcile(Box<reconcile::detail::ReconcileDetail>),
+    DynamodbStream(dynamodb_stream::detail::StreamDetail),
 }
 
 impl Detail {
@@ -88,6 +90,7 @@ impl Detail {
             Detail::HttpWatermark(detail) => Some(DetailStatus::Http(detail.status())),
             Detail::Canary(detail) => Some(DetailStatus::Canary(detail.status())),
             Detail::Reconcile(detail) => Some(DetailStatus::Reconcile(detail.status())),
+            Detail::DynamodbStream(detail) => Some(DetailStatus::DynamodbStream(detail.status())),
             Detail::MysqlReplica(_) | Detail::PostgresReplica(_) => None,
         }
     }
@@ -107,6 +110,8 @@ pub enum DetailStatus {
     Canary(canary::detail::CanaryStatus),
     #[serde(rename = "reconcile")]
     Reconcile(reconcile::detail::ReconcileStatus),
+    #[serde(rename = "dynamodb_stream")]
+    DynamodbStream(dynamodb_stream::detail::StreamStatus),
 }
 
 /// The metric families of every kind's detail, filled from fresh probes while `/metrics` is
@@ -120,6 +125,7 @@ pub struct DetailFamilies {
     http_watermark: http_watermark::detail::Families,
     canary: canary::detail::Families,
     reconcile: reconcile::detail::Families,
+    dynamodb_stream: dynamodb_stream::detail::Families,
 }
 
 impl DetailFamilies {
@@ -137,6 +143,7 @@ impl DetailFamilies {
             Detail::HttpWatermark(d) => self.http_watermark.push(labels, d),
             Detail::Canary(d) => self.canary.push(labels, d),
             Detail::Reconcile(d) => self.reconcile.push(labels, d),
+            Detail::DynamodbStream(d) => self.dynamodb_stream.push(labels, d),
         }
     }
 
@@ -149,6 +156,7 @@ impl DetailFamilies {
         self.http_watermark.finish(out);
         self.canary.finish(out);
         self.reconcile.finish(out);
+        self.dynamodb_stream.finish(out);
     }
 }
 
@@ -184,6 +192,7 @@ pub fn dashboard_rows(probes: &str) -> Vec<crate::generate::grafana::Row> {
         http_watermark::dashboard::rows(probes),
         canary::dashboard::rows(probes),
         reconcile::dashboard::rows(probes),
+        dynamodb_stream::dashboard::rows(probes),
     ]
     .into_iter()
     .flatten()
@@ -577,4 +586,5 @@ probe_kinds! {
     HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
     Canary: canary::CanaryProbe, config canary::config::CanaryConfig;
     Reconcile: reconcile::ReconcileProbe, config reconcile::config::ReconcileConfig;
+    DynamodbStream: dynamodb_stream::DynamodbStreamProbe, config dynamodb_stream::config::DynamodbStreamConfig;
 }

@@ -14,6 +14,7 @@ mod daemon;
 mod dashboards;
 mod demo;
 mod dynamodb;
+mod dynamodb_stream;
 mod http;
 mod kafka;
 mod logical;

@@ -6,9 +6,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{closed_port, poll_until};
+use lagbudget::probe::dynamodb::{Api, DynamoClient};
+use serde_json::Value;
+
+use crate::support::{closed_port, load_config, poll_until};
 
 /// How long moto may take to answer after it was started (it imports a lot of Python).
 const STARTUP: Duration = Duration::from_secs(60);
@@ -59,6 +63,33 @@ impl Moto {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// The `sources:` entry of a `dynamodb` source `name` that reads this server as `region`.
+    pub fn source_yaml(&self, name: &str, region: &str) -> String {
+        format!(
+            "  {name}: {{ dynamodb: {{ region: {region}, endpoint: \"{}\", access_key_id: testing, secret_access_key: testing }} }}\n",
+            self.endpoint()
+        )
+    }
+
+    /// The crate's own client of this server, signed for `region`: what a test sets tables,
+    /// items and leases up with.
+    pub fn client(&self, region: &str) -> Arc<DynamoClient> {
+        let config = load_config(&format!("sources:\n{}", self.source_yaml("aws", region)));
+        lagbudget::probe::SourceHandles::build(&config, None)
+            .expect("handles")
+            .dynamodb("aws")
+            .expect("a dynamodb source")
+    }
+}
+
+/// One request of a test's own, which must succeed.
+pub async fn aws(client: &DynamoClient, api: Api, operation: &str, body: Value) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    client
+        .call(api, operation, &body, deadline)
+        .await
+        .unwrap_or_else(|e| panic!("{operation} {body}: {e:?}"))
 }
 
 impl Drop for Moto {
