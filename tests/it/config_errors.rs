@@ -955,3 +955,26 @@ fn the_readmes_reconcile_recipes_load() {
     }
     assert!(loaded >= 3, "the example and the recipes (found {loaded})");
 }
+
+/// The `dynamodb_stream` reference opens on a whole config: it must load as written.
+#[test]
+fn the_readmes_dynamodb_stream_example_loads() {
+    let readme = std::fs::read_to_string("README.md").expect("read README.md");
+    let start = readme
+        .find("## Probe reference: `dynamodb_stream`")
+        .expect("the README has a dynamodb_stream reference");
+    let yaml = readme[start..]
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("a yaml block");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dynamodb_stream.yaml");
+    std::fs::write(&path, yaml).expect("write example");
+    let config = config::load_with(&path, &no_env)
+        .unwrap_or_else(|e| panic!("the README's dynamodb_stream example does not load:\n{e}"));
+    assert!(matches!(
+        config.budgets[0].probes[0].kind,
+        ProbeKind::DynamodbStream(_)
+    ));
+}

@@ -16,12 +16,12 @@ use crate::moto_support::{Moto, aws};
 use crate::support::{Daemon, Metrics, PATIENCE, unique, wait_for};
 
 /// A stream record as the test read it.
-struct Record {
-    sequence: String,
-    created_at: f64,
+pub struct Record {
+    pub sequence: String,
+    pub created_at: f64,
 }
 
-async fn create_table(client: &DynamoClient, name: &str, key: &str, stream: bool) {
+pub async fn create_table(client: &DynamoClient, name: &str, key: &str, stream: bool) {
     let mut body = json!({
         "TableName": name,
         "AttributeDefinitions": [{ "AttributeName": key, "AttributeType": "S" }],
@@ -35,7 +35,7 @@ async fn create_table(client: &DynamoClient, name: &str, key: &str, stream: bool
     aws(client, Api::Dynamodb, "CreateTable", body).await;
 }
 
-async fn put_order(client: &DynamoClient, table: &str, id: &str) {
+pub async fn put_order(client: &DynamoClient, table: &str, id: &str) {
     aws(
         client,
         Api::Dynamodb,
@@ -46,7 +46,7 @@ async fn put_order(client: &DynamoClient, table: &str, id: &str) {
 }
 
 /// The table's stream's one shard (moto keeps one per table), and every record in it.
-async fn shard_and_records(client: &DynamoClient, table: &str) -> (String, Vec<Record>) {
+pub async fn shard_and_records(client: &DynamoClient, table: &str) -> (String, Vec<Record>) {
     let described = aws(
         client,
         Api::Dynamodb,
@@ -100,7 +100,7 @@ async fn shard_and_records(client: &DynamoClient, table: &str) -> (String, Vec<R
     (shard, records)
 }
 
-async fn set_lease(client: &DynamoClient, table: &str, shard: &str, checkpoint: &str) {
+pub async fn set_lease(client: &DynamoClient, table: &str, shard: &str, checkpoint: &str) {
     aws(
         client,
         Api::Dynamodb,
@@ -116,6 +116,16 @@ async fn set_lease(client: &DynamoClient, table: &str, shard: &str, checkpoint: 
         }),
     )
     .await;
+}
+
+/// A table with a stream holding one record, and a lease table whose consumer has processed
+/// none of it (`TRIM_HORIZON`): lag is that record's age.
+pub async fn consumer_one_record_behind(client: &DynamoClient, table: &str, lease_table: &str) {
+    create_table(client, table, "id", true).await;
+    create_table(client, lease_table, "leaseKey", false).await;
+    put_order(client, table, "o-1").await;
+    let (shard, _) = shard_and_records(client, table).await;
+    set_lease(client, lease_table, &shard, "TRIM_HORIZON").await;
 }
 
 fn get(metrics: &Metrics, name: &str, budget: &str, probe: &str) -> Option<f64> {

@@ -6,8 +6,8 @@
 //! headless Chromium (screenshot under `target/lagbudget-screenshots/`). A second, healthy
 //! budget measures a consumer group on librdkafka's mock cluster, so that the Kafka panels have
 //! data too, and a third a PostgreSQL standby (both replica methods, read-your-writes), a
-//! MariaDB replica and a Redis cache of entities, so that the Replicas and cache panels have
-//! data.
+//! MariaDB replica, a Redis cache of entities and a DynamoDB stream's consumer (in a private
+//! moto), so that the Replicas, cache and stream panels have data.
 //!
 //! Prometheus, Alertmanager and Chromium are Debian packages that `scripts/test` installs when
 //! run as root; a missing binary fails this test with a message saying so.
@@ -23,8 +23,10 @@ use lagbudget::generate::rules::{RulesFormat, RulesOptions, render};
 use serde_json::Value;
 
 use crate::cache::{PrivateRedis, set};
+use crate::dynamodb_stream::consumer_one_record_behind;
 use crate::kafka::{Cluster, unix_ms};
 use crate::mariadb_support::MariaDbPair;
+use crate::moto_support::Moto;
 use crate::support::{
     Daemon, PrivatePostgres, Projection, StreamingPair, closed_port, unique, wait_for,
 };
@@ -124,6 +126,11 @@ async fn a_breach_pages_once_stays_paged_while_blind_and_resolves() {
         ))
         .await
         .expect("reconciled table");
+    // A DynamoDB stream's consumer one record behind, in a private moto: the stream row's data.
+    let moto = Moto::start().await;
+    let ddb_orders = unique("e2e-ddb-orders");
+    let ddb_leases = format!("{ddb_orders}-leases");
+    consumer_one_record_behind(&moto.client("eu-west-1"), &ddb_orders, &ddb_leases).await;
     // A canary from the streaming primary to its standby, with read-your-writes, monotonic
     // reads and a violation limit: the canary row's data.
     let daemon = Daemon::start(&format!(
@@ -137,7 +144,7 @@ sources:
   my-replica: {{ mysql: {{ url: \"{my_replica}\" }} }}
   cache: {{ redis: {{ url: \"{redis_url}\" }} }}
   search: {{ http: {{ url: \"http://{search}\" }} }}
-budgets:
+{ddb_source}budgets:
   - name: {budget}
     description: End-to-end paging test projection.
     owner: {OWNER}
@@ -177,6 +184,8 @@ budgets:
         reconcile: {{ source: {{ source: pg-primary, query: \"SELECT id, version, changed_at FROM {orders} WHERE changed_at > $1\" }}, derived: {{ source: pg-standby, query: \"SELECT id, version FROM {orders} WHERE id = ANY($1)\" }}, sweep: {{ query: \"SELECT id, version, changed_at FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", derived_query: \"SELECT id, version FROM {orders} WHERE id > $1 ORDER BY id LIMIT $2\", every: 5s }} }}
       - name: cache
         redis_key_age: {{ source: cache, pattern: \"product:*\", oldest_pending: {{ source: pg-primary, query: \"SELECT c.key, min(ch.changed_at) FROM jsonb_to_recordset($1::jsonb) AS c(key text, id bigint, version bigint) JOIN {changes} ch ON ch.product_id = c.id AND ch.seq > c.version GROUP BY c.key\" }} }}
+      - name: orders-stream
+        dynamodb_stream: {{ source: ddb, table: {ddb_orders}, lease_table: {ddb_leases} }}
 ",
         probe = projection.probe_yaml("db"),
         bootstrap = cluster.bootstrap,
@@ -186,6 +195,7 @@ budgets:
         my_replica = mariadb.url(mariadb.replica_port),
         redis_url = redis.url(),
         search = search,
+        ddb_source = moto.source_yaml("ddb", "eu-west-1"),
     ))
     .await;
     daemon
