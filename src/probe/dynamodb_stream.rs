@@ -723,6 +723,18 @@ mod tests {
     }
 
     #[test]
+    fn each_shard_has_one_reader_lock_in_the_process() {
+        let first = shard_reader("arn:test-one-reader", "shard-1");
+        let again = shard_reader("arn:test-one-reader", "shard-1");
+        assert!(Arc::ptr_eq(&first, &again), "two probes of one shard share its lock");
+        let other = shard_reader("arn:test-one-reader", "shard-2");
+        assert!(!Arc::ptr_eq(&first, &other));
+        let held = first.try_lock().expect("free");
+        assert!(again.try_lock().is_err(), "a second reader waits");
+        drop(held);
+    }
+
+    #[test]
     fn checkpoints_that_go_backwards_are_regressions() {
         let seq = |s: &str| Checkpoint::Sequence(s.to_owned());
         assert!(went_back(&seq("200"), Some(&seq("100"))));

@@ -13,7 +13,9 @@ use lagbudget::probe::dynamodb::{Api, DynamoClient};
 use serde_json::{Value, json};
 
 use crate::moto_support::{Moto, aws};
-use crate::support::{Daemon, Metrics, PATIENCE, unique, wait_for};
+use crate::support::{
+    Daemon, Metrics, PATIENCE, check_connect_lines, load_config, unique, wait_for,
+};
 
 /// A stream record as the test read it.
 pub struct Record {
@@ -321,7 +323,7 @@ async fn a_stopped_endpoint_is_down_then_unknown() {
     set_lease(&client, &lease_table, &shard, &records[0].sequence).await;
 
     let budget = unique("ddb_down");
-    let daemon = Daemon::start(&format!(
+    let yaml = format!(
         "listen: 127.0.0.1:0
 sources:
 {source}budgets:
@@ -331,10 +333,26 @@ sources:
       - name: stream
         interval: 1s
         dynamodb_stream: {{ source: aws, table: {orders}, lease_table: {lease_table} }}
+      - name: no-stream
+        dynamodb_stream: {{ source: aws, table: {lease_table}, lease_table: {lease_table} }}
 ",
         source = moto.source_yaml("aws", "eu-west-1"),
-    ))
-    .await;
+    );
+    // check --connect reads the table, its stream and the lease table; a table without a
+    // stream is named as such.
+    let lines = check_connect_lines(&load_config(&yaml)).await;
+    assert!(
+        lines.iter().any(|l| l.ends_with(&format!(
+            "ok stream of {orders} has 1 shards; lease table {lease_table} holds 1 leases"
+        ))),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("no-stream")
+            && l.contains(&format!("table {lease_table} has no stream"))),
+        "{lines:?}"
+    );
+    let daemon = Daemon::start(&yaml).await;
     daemon
         .wait_for_metrics("a caught-up lag", PATIENCE, |m| {
             get(m, "lagbudget_lag_seconds", &budget, "stream") == Some(0.0)
