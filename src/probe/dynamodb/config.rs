@@ -9,6 +9,7 @@ use crate::config::table::{config_table, written};
 use crate::config::tables::SourceKindConfig;
 use crate::config::value::{Count, NonEmpty, Scalar, SecretString};
 use crate::model::{Secret, SourceKind};
+use crate::probe::http::config::base_url;
 
 /// An AWS region's DynamoDB (and DynamoDB Streams), or a server that speaks its API.
 #[derive(Clone, PartialEq)]
@@ -169,19 +170,8 @@ impl Scalar for EndpointUrl {
     type Out = String;
 
     fn parse(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
-        let problem = match reqwest::Url::parse(&url.value) {
-            Err(error) => Some(error.to_string()),
-            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
-                Some(format!("scheme {:?} is not http or https", parsed.scheme()))
-            }
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Some(
-                "it holds credentials; put them in `access_key_id` and `secret_access_key`"
-                    .to_owned(),
-            ),
-            Ok(parsed) if parsed.query().is_some() || parsed.fragment().is_some() => {
-                Some("it has a query or fragment".to_owned())
-            }
-            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("no host".to_owned()),
+        let problem = match base_url(&url.value, "`access_key_id` and `secret_access_key`", "") {
+            Err(problem) => Some(problem),
             // Requests are signed for `/`: a path would be signed and sent as it is, which no
             // DynamoDB endpoint expects.
             Ok(parsed) if parsed.path() != "/" => Some("it has a path".to_owned()),

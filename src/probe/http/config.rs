@@ -310,6 +310,34 @@ fn check_identity(ctx: &mut Ctx<'_>, cert: &Spanned<PemFile>, key: &Spanned<PemF
     true
 }
 
+/// `value` parsed as the base URL of an HTTP API — http or https, a host, no credentials (they
+/// belong in `credentials_go_in`, where they are kept secret), no query or fragment
+/// (`query_hint` follows that complaint) — or what is wrong with it. The `http`, `rabbitmq` and
+/// `dynamodb` sources share these rules and add their own. The parser's messages never quote the
+/// URL, so an interpolated password is not echoed.
+pub(crate) fn base_url(
+    value: &str,
+    credentials_go_in: &str,
+    query_hint: &str,
+) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(value).map_err(|error| error.to_string())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", parsed.scheme()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "it holds credentials; put them in {credentials_go_in}"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("it has a query or fragment{query_hint}"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_owned());
+    }
+    Ok(parsed)
+}
+
 /// A base URL: http or https, a host, no credentials (they belong in `bearer_token`,
 /// `basic_auth` or `headers`, where they are kept secret), no query or fragment. Read without a
 /// trailing slash, ready for a probe's path to be appended.
@@ -321,21 +349,12 @@ impl Scalar for BaseUrl {
     fn parse(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
         // Remember a password before anything can fail, so that no later message shows it.
         ctx.remember_url_password(&url.value);
-        let problem = match reqwest::Url::parse(&url.value) {
-            Err(error) => Some(error.to_string()),
-            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
-                Some(format!("scheme {:?} is not http or https", parsed.scheme()))
-            }
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Some(
-                "it holds credentials; put them in `bearer_token`, `basic_auth` or `headers`"
-                    .to_owned(),
-            ),
-            Ok(parsed) if parsed.query().is_some() || parsed.fragment().is_some() => {
-                Some("it has a query or fragment; a probe's `path` may carry a query".to_owned())
-            }
-            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("no host".to_owned()),
-            Ok(_) => None,
-        };
+        let problem = base_url(
+            &url.value,
+            "`bearer_token`, `basic_auth` or `headers`",
+            "; a probe's `path` may carry a query",
+        )
+        .err();
         match problem {
             Some(problem) => {
                 ctx.error(

@@ -9,6 +9,7 @@ use crate::config::table::config_table;
 use crate::config::tables::SourceKindConfig;
 use crate::config::value::{Count, NonEmpty, Scalar, SecretString};
 use crate::model::{Secret, SourceKind};
+use crate::probe::http::config::base_url;
 
 /// A RabbitMQ node's management HTTP API.
 #[derive(Clone, PartialEq)]
@@ -71,18 +72,8 @@ impl Scalar for ManagementUrl {
     type Out = String;
 
     fn parse(ctx: &mut Ctx<'_>, url: &Text) -> Option<String> {
-        let problem = match reqwest::Url::parse(&url.value) {
-            Err(error) => Some(error.to_string()),
-            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => {
-                Some(format!("scheme {:?} is not http or https", parsed.scheme()))
-            }
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-                Some("it holds credentials; put them in `username` and `password`".to_owned())
-            }
-            Ok(parsed) if parsed.query().is_some() || parsed.fragment().is_some() => {
-                Some("it has a query or fragment".to_owned())
-            }
-            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("no host".to_owned()),
+        let problem = match base_url(&url.value, "`username` and `password`", "") {
+            Err(problem) => Some(problem),
             // Requests go to `{url}/api/…`: a url that already ends in /api would ask for
             // /api/api/… and read every queue as missing.
             Ok(parsed) if parsed.path().trim_end_matches('/').ends_with("/api") => {
