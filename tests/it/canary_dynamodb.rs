@@ -58,10 +58,15 @@ fn deadline() -> Instant {
 
 /// Creates `table` keyed by the string `id`, with a NEW_IMAGE stream when `stream`.
 async fn create_table(client: &DynamoClient, table: &str, stream: bool) {
+    create_table_keyed(client, table, "id", stream).await;
+}
+
+/// Creates `table` keyed by the string `key`, with a NEW_IMAGE stream when `stream`.
+async fn create_table_keyed(client: &DynamoClient, table: &str, key: &str, stream: bool) {
     let mut request = json!({
         "TableName": table,
-        "AttributeDefinitions": [{ "AttributeName": "id", "AttributeType": "S" }],
-        "KeySchema": [{ "AttributeName": "id", "KeyType": "HASH" }],
+        "AttributeDefinitions": [{ "AttributeName": key, "AttributeType": "S" }],
+        "KeySchema": [{ "AttributeName": key, "KeyType": "HASH" }],
         "BillingMode": "PAY_PER_REQUEST",
     });
     if stream {
@@ -481,13 +486,36 @@ async fn a_global_table_replica_that_stops_replicating_reads_the_time_since_and_
 
 /// The table missing in one region: that view is down with a `query` error saying the table
 /// does not exist there and that lagbudget creates none, while the view of the other region
-/// carries on at 0; `check --connect` says the same and checks the writer's table.
+/// carries on at 0; `check --connect` says the same and checks the writer's table, and a
+/// table keyed otherwise than `key_attribute` says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_region_without_the_table_is_down_with_why_and_the_others_carry_on() {
     let moto = Moto::start().await;
     let (eu, _us) = clients(&moto);
     let table = unique("canary").replace('_', "-");
     create_table(&eu, &table, false).await;
+
+    let keyed_otherwise = format!("{table}-pk");
+    create_table_keyed(&eu, &keyed_otherwise, "pk", false).await;
+    let yaml = config(
+        &moto,
+        &unique("ddbkey"),
+        "h1",
+        &keyed_otherwise,
+        &[("eu", "aws-eu")],
+    );
+    let lines = check_connect_lines(&load_config(&yaml)).await;
+    let line = lines
+        .iter()
+        .find(|line| line.contains("[eu] (canary)"))
+        .unwrap_or_else(|| panic!("a line for the eu view in {lines:?}"));
+    assert!(
+        line.contains(&format!(
+            "query: table {keyed_otherwise} cannot hold the canary's item: its partition key is \
+             `pk`"
+        )) && line.contains("`key_attribute`"),
+        "{line}"
+    );
 
     let budget = unique("ddbmissing");
     let instance = unique("h").replace('_', "-");
