@@ -5,7 +5,7 @@
 //! LatestStreamArn, DescribeStream, GetShardIterator, GetRecords) and puts each NewImage into
 //! the us table, and it can be paused and resumed. It records every stream record it has read
 //! but not applied, so the truth (the age of the first marker not replicated) is known at any
-//! time.
+//! time. Also: a region without the table, a table keyed otherwise, and a bare `{source}`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -571,6 +571,52 @@ async fn a_region_without_the_table_is_down_with_why_and_the_others_carry_on() {
     );
     assert_eq!(up(&down, &budget, "eu"), Some(1.0), "{}", down.text);
 
+    daemon.stop().await;
+    drop(moto);
+}
+
+/// A bare `{source}` on dynamodb sources writes and reads lagbudget's own item, in the
+/// documented table `lagbudget-canary` keyed by `id`, once its owner has created it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_dynamodb_source_uses_the_lagbudget_canary_table() {
+    let moto = Moto::start().await;
+    let (eu, _us) = clients(&moto);
+    create_table(&eu, "lagbudget-canary", false).await;
+    let budget = unique("ddbbare");
+    let instance = unique("h").replace('_', "-");
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+{sources}budgets:
+  - name: {budget}
+    max_lag: 60s
+    interval: 1s
+    timeout: 1s
+    probes:
+      - name: visible
+        canary:
+          write: {{ source: aws-eu }}
+          read: [ {{ name: eu, source: aws-eu }} ]
+          write_period: {WRITE_PERIOD}
+          instance: {instance}
+",
+        sources = sources_yaml(&moto),
+    );
+    let daemon = Daemon::start(&yaml).await;
+    wait_caught_up(&daemon, &budget, "eu", 0.0).await;
+    let item = eu
+        .call(
+            Api::Dynamodb,
+            "GetItem",
+            &json!({
+                "TableName": "lagbudget-canary",
+                "Key": { "id": { "S": format!("{instance}/{budget}/visible") } },
+            }),
+            deadline(),
+        )
+        .await
+        .expect("GetItem")["Item"]
+        .clone();
+    assert_eq!(item["instance"]["S"], instance.as_str(), "{item}");
     daemon.stop().await;
     drop(moto);
 }
