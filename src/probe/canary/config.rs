@@ -80,7 +80,8 @@ pub enum WriteTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynamodbItem {
     pub table: String,
-    /// The table's partition key, a string attribute: `<instance>/<budget>/<probe>`.
+    /// The name of the table's partition key, a string attribute whose value in the marker
+    /// item is `<instance>/<budget>/<probe>`.
     pub key_attribute: String,
 }
 
