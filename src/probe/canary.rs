@@ -21,12 +21,13 @@
 //! (an upper bound: the read that first saw them − when they were written) goes into the view's
 //! histogram.
 //!
-//! How a marker is written and read (rows, keys, messages, requests) is each source family's
-//! own module; this file only knows `MarkerWriter` and `MarkerReader`.
+//! How a marker is written and read (rows, keys, messages, requests, items) is each source
+//! family's own module; this file only knows `MarkerWriter` and `MarkerReader`.
 
 pub mod config;
 pub mod dashboard;
 pub mod detail;
+mod dynamodb;
 mod http;
 mod kafka;
 mod nats;
@@ -164,6 +165,7 @@ enum MarkerWriter {
     Kafka(kafka::KafkaWriter),
     Nats(nats::NatsWriter),
     Rabbitmq(rabbitmq::RabbitmqWriter),
+    Dynamodb(dynamodb::DynamodbWriter),
 }
 
 impl MarkerWriter {
@@ -190,6 +192,9 @@ impl MarkerWriter {
             (WriteTarget::Managed | WriteTarget::Rabbitmq { .. }, SourceHandle::Rabbitmq(_)) => Ok(
                 MarkerWriter::Rabbitmq(rabbitmq::RabbitmqWriter::new(spec, probe, handle)?),
             ),
+            (WriteTarget::Managed | WriteTarget::Dynamodb(_), SourceHandle::Dynamodb(_)) => {
+                Ok(MarkerWriter::Dynamodb(dynamodb::DynamodbWriter::new(spec, handle)?))
+            }
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot take a canary write of {target:?}"),
@@ -205,6 +210,7 @@ impl MarkerWriter {
             MarkerWriter::Kafka(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Nats(writer) => writer.write(marker, deadline).await,
             MarkerWriter::Rabbitmq(writer) => writer.write(marker, deadline).await,
+            MarkerWriter::Dynamodb(writer) => writer.write(marker, deadline).await,
         }
     }
 
@@ -216,6 +222,7 @@ impl MarkerWriter {
             MarkerWriter::Kafka(writer) => writer.check(deadline).await,
             MarkerWriter::Nats(writer) => writer.check(deadline).await,
             MarkerWriter::Rabbitmq(writer) => writer.check(deadline).await,
+            MarkerWriter::Dynamodb(writer) => writer.check(deadline).await,
         }
     }
 }
@@ -228,6 +235,7 @@ enum MarkerReader {
     Kafka(kafka::KafkaReader),
     Nats(nats::NatsReader),
     Rabbitmq(rabbitmq::RabbitmqReader),
+    Dynamodb(dynamodb::DynamodbReader),
 }
 
 impl MarkerReader {
@@ -247,7 +255,8 @@ impl MarkerReader {
                     format!(
                         "a bare read of {source} looks for lagbudget's own marker, which the \
                          write to {} (another kind of source) never puts there; name what \
-                         the view shows (query, key, stream, topic, subject, queue or path)",
+                         the view shows (query, key, stream, topic, subject, queue, path or \
+                         table)",
                         spec.write.source
                     ),
                 ));
@@ -273,6 +282,9 @@ impl MarkerReader {
             (ReadTarget::Managed | ReadTarget::RabbitmqQueue(_), SourceHandle::Rabbitmq(_)) => Ok(
                 MarkerReader::Rabbitmq(rabbitmq::RabbitmqReader::new(spec, probe, handle)?),
             ),
+            (ReadTarget::Managed | ReadTarget::Dynamodb(_), SourceHandle::Dynamodb(_)) => Ok(
+                MarkerReader::Dynamodb(dynamodb::DynamodbReader::new(spec, probe, handle)?),
+            ),
             (target, _) => Err(ProbeError::new(
                 ErrorReason::Connect,
                 format!("source {source} cannot be read as a canary view of {target:?}"),
@@ -289,6 +301,7 @@ impl MarkerReader {
             MarkerReader::Kafka(reader) => reader.read(deadline).await,
             MarkerReader::Nats(reader) => reader.read(deadline).await,
             MarkerReader::Rabbitmq(reader) => reader.read(deadline).await,
+            MarkerReader::Dynamodb(reader) => reader.read(deadline).await,
         }
     }
 
@@ -296,7 +309,10 @@ impl MarkerReader {
     /// written from now on reaches it; nothing to do for a reader of current state.
     async fn listen(&mut self, deadline: Instant) -> Result<(), ProbeError> {
         match self {
-            MarkerReader::Sql(_) | MarkerReader::Redis(_) | MarkerReader::Http(_) => {
+            MarkerReader::Sql(_)
+            | MarkerReader::Redis(_)
+            | MarkerReader::Http(_)
+            | MarkerReader::Dynamodb(_) => {
                 let _ = deadline;
                 Ok(())
             }
@@ -323,6 +339,7 @@ impl MarkerReader {
             MarkerReader::Kafka(reader) => reader.check(deadline).await,
             MarkerReader::Nats(reader) => reader.check(deadline).await,
             MarkerReader::Rabbitmq(reader) => reader.check(deadline).await,
+            MarkerReader::Dynamodb(reader) => reader.check(deadline).await,
         }
     }
 }

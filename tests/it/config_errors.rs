@@ -306,7 +306,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
             "canary_targets.yaml",
             concat!(
                 bad!(
-                    "canary_targets.yaml:12:18: budgets[0].probes[0].canary.write: a canary write sets one of sql/query, key, stream, topic, subject, routing_key/queue and path; this one sets `key` and `stream`\n"
+                    "canary_targets.yaml:12:18: budgets[0].probes[0].canary.write: a canary write sets one of sql/query, key, stream, topic, subject, routing_key/queue, path and table; this one sets `key` and `stream`\n"
                 ),
                 bad!(
                     "canary_targets.yaml:17:39: budgets[0].probes[1].canary.write.method: `method` applies only to an http write (`path`)\n"
@@ -315,7 +315,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
                     "canary_targets.yaml:17:53: budgets[0].probes[1].canary.write.body: `body` applies only to an http write (`path`)\n"
                 ),
                 bad!(
-                    "canary_targets.yaml:19:25: budgets[0].probes[1].canary.read[0].source: source \"order-api\" is a http source; a canary read of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq\n"
+                    "canary_targets.yaml:19:25: budgets[0].probes[1].canary.read[0].source: source \"order-api\" is a http source; a canary read of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq or dynamodb\n"
                 ),
                 bad!(
                     "canary_targets.yaml:19:36: budgets[0].probes[1].canary.read[0].method: `method` applies only to an http read (`path`)\n"
@@ -353,7 +353,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
                     "canary_views.yaml:27:31: budgets[0].probes[2].canary.read_your_writes.after: read_your_writes.after 500ms is shorter than the write period 1s (max_lag / 10, from 100ms to 1s, when write_period is not set): a read would often find no marker written that long before it to check\n"
                 ),
                 bad!(
-                    "canary_views.yaml:33:11: budgets[0].probes[3].canary.monotonic: `monotonic` reads each view several times through its route, which needs views that answer with what they show now (query, key, stream, path); events (`topic`) only receives markers newer than those it has, so its reads cannot go back: measure it in a canary without `monotonic`"
+                    "canary_views.yaml:33:11: budgets[0].probes[3].canary.monotonic: `monotonic` reads each view several times through its route, which needs views that answer with what they show now (query, key, stream, path, table); events (`topic`) only receives markers newer than those it has, so its reads cannot go back: measure it in a canary without `monotonic`"
                 ),
             ),
         ),
@@ -364,7 +364,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
                     "canary_sources.yaml:11:28: budgets[0].probes[0].canary.write.source: unknown source \"order-db\"; defined sources: events, order-api, orders-db\n"
                 ),
                 bad!(
-                    "canary_sources.yaml:16:28: budgets[0].probes[1].canary.write.source: source \"order-api\" is a http source; a canary write of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq\n"
+                    "canary_sources.yaml:16:28: budgets[0].probes[1].canary.write.source: source \"order-api\" is a http source; a canary write of lagbudget's own marker needs postgres or mysql or redis or kafka or nats or rabbitmq or dynamodb\n"
                 ),
                 bad!(
                     "canary_sources.yaml:18:25: budgets[0].probes[1].canary.read[0].source: source \"events\" is a kafka source; a canary read with `query` needs postgres or mysql\n"

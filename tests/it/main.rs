@@ -5,6 +5,7 @@
 mod architecture;
 mod cache;
 mod canary;
+mod canary_dynamodb;
 mod canary_e2e;
 mod canary_http;
 mod canary_queues;

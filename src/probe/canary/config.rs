@@ -48,7 +48,7 @@ pub struct MarkerWrite {
 
 /// How a marker is written. `Managed`: lagbudget's own marker, whose shape depends on the
 /// source's kind (a row in `<schema>.canary`, a Redis key, a Kafka topic, a NATS subject, a
-/// RabbitMQ queue).
+/// RabbitMQ queue, an item in the DynamoDB table `lagbudget-canary`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteTarget {
     Managed,
@@ -71,6 +71,43 @@ pub enum WriteTarget {
         method: HttpMethod,
         body: Option<String>,
     },
+    /// DynamoDB: `PutItem` of this instance's item in `table`, keyed by the string attribute
+    /// `key_attribute`.
+    Dynamodb(DynamodbItem),
+}
+
+/// The table and key of a DynamoDB marker item, written or read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamodbItem {
+    pub table: String,
+    /// The name of the table's partition key, a string attribute whose value in the marker
+    /// item is `<instance>/<budget>/<probe>`.
+    pub key_attribute: String,
+}
+
+/// The table a bare `{source}` on a dynamodb source writes to and reads from.
+///
+/// lagbudget never creates DynamoDB tables (a global table's replicas and capacity are its
+/// owner's), but its own marker has a place on every other kind it can write to, and a bare
+/// `write: {source: aws-eu}` with `read: [{source: aws-us}]` is the natural way to measure a
+/// global table made for the canary. So a bare source means this documented name, with the
+/// key `id`; the first write and `check --connect` say to create it when it is missing.
+pub const DYNAMODB_MANAGED_TABLE: &str = "lagbudget-canary";
+/// The key attribute when `key_attribute` is not set, and of the bare table.
+pub const DYNAMODB_DEFAULT_KEY: &str = "id";
+
+impl DynamodbItem {
+    fn new(table: &str, key_attribute: Option<&String>) -> Self {
+        DynamodbItem {
+            table: table.to_owned(),
+            key_attribute: key_attribute.map_or(DYNAMODB_DEFAULT_KEY, String::as_str).to_owned(),
+        }
+    }
+
+    /// lagbudget's own item, for a bare `{source}`.
+    pub fn managed() -> Self {
+        DynamodbItem::new(DYNAMODB_MANAGED_TABLE, None)
+    }
 }
 
 /// One view markers are read back from.
@@ -112,6 +149,8 @@ pub enum ReadTarget {
         body: Option<String>,
         pointer: String,
     },
+    /// DynamoDB: an eventually consistent `GetItem` of this instance's item in a table.
+    Dynamodb(DynamodbItem),
 }
 
 impl ReadTarget {
@@ -131,8 +170,11 @@ const KAFKA: &[&str] = &["kafka"];
 const NATS: &[&str] = &["nats"];
 const RABBITMQ: &[&str] = &["rabbitmq"];
 const HTTP: &[&str] = &["http"];
+const DYNAMODB: &[&str] = &["dynamodb"];
 /// The kinds of source lagbudget can keep its own marker on.
-const MANAGED: &[&str] = &["postgres", "mysql", "redis", "kafka", "nats", "rabbitmq"];
+const MANAGED: &[&str] = &[
+    "postgres", "mysql", "redis", "kafka", "nats", "rabbitmq", "dynamodb",
+];
 
 /// Monotonic reads per run, at most.
 pub const MAX_MONOTONIC_READS: u64 = 100;
@@ -148,8 +190,9 @@ config_table! {
     pub(crate) struct CanaryConfig = "canary" {
         /// Where markers are written: a bare `{source}` lets lagbudget keep its own marker (a
         /// row in <schema>.canary on postgres and mysql, a key on redis, a topic on kafka, a
-        /// subject on nats, a queue on rabbitmq); `sql`, `key`, `stream`, `topic`, `subject`,
-        /// `routing_key` or `path` write where you say.
+        /// subject on nats, a queue on rabbitmq, an item of the table lagbudget-canary, which
+        /// you create, on dynamodb); `sql`, `key`, `stream`, `topic`, `subject`,
+        /// `routing_key`, `path` or `table` write where you say.
         write: CanaryWriteConfig,
         /// The views to read markers back from, each its own series.
         read: NonEmpty<Vec<CanaryReadConfig>>,
@@ -202,6 +245,12 @@ config_table! {
         /// http: the request body ($instance, $probe, $seq and $written_at replaced). Default:
         /// the marker as JSON for POST, PUT and PATCH; none for GET.
         body: Option<String>,
+        /// dynamodb: the table this instance's marker item is put in (PutItem), in the
+        /// source's region; it must exist, lagbudget creates no tables.
+        table: Option<DynamodbTableName>,
+        /// dynamodb: the table's partition key, a string attribute; its value is
+        /// <instance>/<budget>/<probe>. Default: id.
+        key_attribute: Option<NonEmpty<String>>,
     }
 }
 
@@ -237,6 +286,11 @@ config_table! {
         /// JSON pointer to the seq in an http answer (required with path) or in a redis
         /// key's JSON value (default /seq).
         pointer: Option<String>,
+        /// dynamodb: the table the marker item is read from (an eventually consistent GetItem)
+        /// in the source's region, such as a global table's replica there.
+        table: Option<DynamodbTableName>,
+        /// dynamodb: the table's partition key, a string attribute. Default: id.
+        key_attribute: Option<NonEmpty<String>>,
     }
 }
 
@@ -281,6 +335,43 @@ impl Scalar for InstanceName {
     fn json_schema() -> Value {
         String::json_schema()
     }
+}
+
+/// A DynamoDB table name: 3 to 255 letters, digits, `_`, `-` and `.` (what AWS accepts), so a
+/// typo is a load error rather than a failing write.
+pub(crate) struct DynamodbTableName;
+
+impl Scalar for DynamodbTableName {
+    type Out = String;
+
+    fn parse(ctx: &mut Ctx<'_>, name: &Text) -> Option<String> {
+        if is_dynamodb_table_name(&name.value) {
+            return Some(name.value.clone());
+        }
+        ctx.error(
+            name.span,
+            &name.path,
+            format!(
+                "invalid DynamoDB table name {}: use 3 to 255 letters, digits, `_`, `-` and `.`",
+                name.quoted()
+            ),
+        );
+        None
+    }
+
+    fn json_schema() -> Value {
+        serde_json::json!({
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.-]{3,255}$",
+        })
+    }
+}
+
+fn is_dynamodb_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn is_instance_name(name: &str) -> bool {
@@ -334,6 +425,7 @@ impl CanaryWriteConfig {
             (written!(self.subject), "subject", NATS),
             (written!(self.routing_key), "routing_key", RABBITMQ),
             (written!(self.path), "path", HTTP),
+            (written!(self.table), "table", DYNAMODB),
         ])
     }
 
@@ -366,6 +458,15 @@ impl CanaryWriteConfig {
                 ok = false;
             }
         }
+        if let (Some(span), None) = (written!(self.key_attribute), written!(self.table)) {
+            ctx.error(
+                span,
+                &self.keys.path_of("key_attribute"),
+                "`key_attribute` applies only to a dynamodb write (`table`)",
+            );
+            ok = false;
+        }
+        ok &= free_key_attribute(ctx, &self.keys, self.key_attribute.as_ref());
         if let (Some(span), None) = (written!(self.exchange), written!(self.routing_key)) {
             ctx.error(
                 span,
@@ -403,6 +504,8 @@ impl CanaryWriteConfig {
                 method: self.method.unwrap_or(HttpMethod::Post),
                 body: self.body.clone(),
             }
+        } else if let Some(table) = &self.table {
+            WriteTarget::Dynamodb(DynamodbItem::new(table, self.key_attribute.as_ref()))
         } else {
             WriteTarget::Managed
         }
@@ -444,11 +547,18 @@ impl CanaryReadConfig {
             "`group` applies only to a kafka read (`topic`)",
         );
         only(
+            written!(self.key_attribute),
+            "key_attribute",
+            written!(self.table).is_some(),
+            "`key_attribute` applies only to a dynamodb read (`table`)",
+        );
+        only(
             written!(self.pointer),
             "pointer",
             path || key,
             "`pointer` applies only to an http read (`path`) or a redis `key` holding JSON",
         );
+        ok &= free_key_attribute(ctx, &self.keys, self.key_attribute.as_ref());
         if path && written!(self.pointer).is_none() {
             ctx.error(
                 self.keys.span,
@@ -489,6 +599,7 @@ impl CanaryReadConfig {
             (written!(self.subject), "subject", NATS),
             (written!(self.queue), "queue", RABBITMQ),
             (written!(self.path), "path", HTTP),
+            (written!(self.table), "table", DYNAMODB),
         ])
     }
 
@@ -543,10 +654,36 @@ impl CanaryReadConfig {
                 body: self.body.clone(),
                 pointer: self.pointer.clone().unwrap_or_default(),
             }
+        } else if let Some(table) = &self.table {
+            ReadTarget::Dynamodb(DynamodbItem::new(table, self.key_attribute.as_ref()))
         } else {
             ReadTarget::Managed
         }
     }
+}
+
+/// Reports a DynamoDB key attribute that is one of the marker item's other attributes (the
+/// marker would overwrite its own key); true when it is free.
+fn free_key_attribute(
+    ctx: &mut Ctx<'_>,
+    keys: &crate::config::table::Keys,
+    key_attribute: Option<&String>,
+) -> bool {
+    let Some(name) = key_attribute else {
+        return true;
+    };
+    if super::dynamodb::is_free_key_attribute(name) {
+        return true;
+    }
+    ctx.error(
+        keys.span_of("key_attribute").unwrap_or(keys.span),
+        &keys.path_of("key_attribute"),
+        format!(
+            "key_attribute {name:?} is one of the marker item's own attributes (instance, \
+             probe, seq, written_at): name the table's partition key something else"
+        ),
+    );
+    false
 }
 
 /// Reports more than one target key in one table; true when there is at most one.
@@ -565,7 +702,7 @@ fn one_target(
         &keys.path,
         format!(
             "a canary {what} sets one of sql/query, key, stream, topic, subject, \
-             routing_key/queue and path; this one sets {}",
+             routing_key/queue, path and table; this one sets {}",
             names.join(" and ")
         ),
     );
@@ -595,6 +732,8 @@ fn target_label(targets: &[(&str, &[&str])], bare: &'static str) -> &'static str
         ("subject", false) => "a canary read with `subject`",
         ("routing_key", _) => "a canary write with `routing_key`",
         ("queue", _) => "a canary read with `queue`",
+        ("table", true) => "a canary write with `table`",
+        ("table", false) => "a canary read with `table`",
         (_, true) => "a canary write with `path`",
         (_, false) => "a canary read with `path`",
     }
@@ -619,7 +758,7 @@ impl ProbeKindConfig for CanaryConfig {
                     &read.keys.path,
                     "a bare `{source}` read looks for lagbudget's own marker, which only a bare \
                      `write: {source}` puts there; name what this view shows (query, key, \
-                     stream, topic, subject, queue or path)",
+                     stream, topic, subject, queue, path or table)",
                 );
                 ok = false;
             }
@@ -678,7 +817,7 @@ impl ProbeKindConfig for CanaryConfig {
                     format!(
                         "`monotonic` reads each view several times through its route, which \
                          needs views that answer with what they show now (query, key, stream, \
-                         path); {} only receives markers newer than those it has, so its \
+                         path, table); {} only receives markers newer than those it has, so its \
                          reads cannot go back: measure it in a canary without `monotonic`",
                         streams.join(" and ")
                     ),
@@ -917,5 +1056,93 @@ budgets:
             errors[1].starts_with("14:47: budgets[0].probes[0].canary.read[1].path: invalid path"),
             "{errors:?}"
         );
+    }
+
+    const DYNAMODB_CANARIES: &str = r#"
+sources:
+  aws-eu: { dynamodb: { region: eu-west-1 } }
+  aws-us: { dynamodb: { region: us-east-1 } }
+budgets:
+  - name: global
+    max_lag: 30s
+    probes:
+      - name: visible
+        canary:
+          write: { source: aws-eu, table: orders-canary, key_attribute: pk }
+          read:
+            - { name: us, source: aws-us, table: orders-canary, key_attribute: pk }
+            - { name: eu, source: aws-eu, table: orders-canary }
+      - name: bare
+        canary:
+          write: { source: aws-eu }
+          read: [ { source: aws-us } ]
+"#;
+
+    #[test]
+    fn a_dynamodb_canary_names_its_table_or_uses_lagbudgets() {
+        let config =
+            load_text(DYNAMODB_CANARIES, &|_| None).unwrap_or_else(|e| panic!("errors:\n{e}"));
+        let probes = &config.budgets[0].probes;
+        let item = |table: &str, key: &str| DynamodbItem {
+            table: table.into(),
+            key_attribute: key.into(),
+        };
+        let us = canary(&probes[0]);
+        assert_eq!(
+            us.write.target,
+            WriteTarget::Dynamodb(item("orders-canary", "pk"))
+        );
+        assert_eq!(us.read.target, ReadTarget::Dynamodb(item("orders-canary", "pk")));
+        assert!(!us.read.target.sees_only_new_markers());
+        // key_attribute defaults to `id`.
+        assert_eq!(
+            canary(&probes[1]).read.target,
+            ReadTarget::Dynamodb(item("orders-canary", "id"))
+        );
+        let bare = canary(&probes[2]);
+        assert_eq!(bare.write.target, WriteTarget::Managed);
+        assert_eq!(bare.read.target, ReadTarget::Managed);
+        assert_eq!(DynamodbItem::managed(), item("lagbudget-canary", "id"));
+    }
+
+    #[test]
+    fn dynamodb_targets_are_checked_at_load_with_their_paths() {
+        let text = r#"
+sources:
+  aws: { dynamodb: { region: eu-west-1 } }
+  cache: { redis: { url: "redis://cache:6379" } }
+budgets:
+  - name: b
+    max_lag: 30s
+    probes:
+      - name: p
+        canary:
+          write: { source: aws, table: "t", key_attribute: seq }
+          read:
+            - { name: r1, source: cache, table: lagbudget-canary }
+            - { name: r2, source: aws, key_attribute: pk }
+            - { name: r3, source: aws, table: lagbudget-canary, key: k }
+"#;
+        let errors = errors_of(text, &|_| None);
+        let expected = [
+            "11:40: budgets[0].probes[0].canary.write.table: invalid DynamoDB table name \"t\"",
+            "11:45: budgets[0].probes[0].canary.write.key_attribute: key_attribute \"seq\" is one \
+             of the marker item's own attributes",
+            "13:35: budgets[0].probes[0].canary.read[0].source: source \"cache\" is a redis \
+             source; a canary read with `table` needs dynamodb",
+            // The bare-read rule holds for dynamodb too: the write names a table.
+            "14:15: budgets[0].probes[0].canary.read[1]: a bare `{source}` read",
+            "14:40: budgets[0].probes[0].canary.read[1].key_attribute: `key_attribute` applies \
+             only to a dynamodb read (`table`)",
+            "15:15: budgets[0].probes[0].canary.read[2]: a canary read sets one of sql/query, key, \
+             stream, topic, subject, routing_key/queue, path and table; this one sets `key` and \
+             `table`",
+            "15:35: budgets[0].probes[0].canary.read[2].source: source \"aws\" is a dynamodb \
+             source; a canary read with `key` needs redis",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.starts_with(expected), "{error}\n  does not start with\n{expected}");
+        }
     }
 }
