@@ -33,23 +33,16 @@ const REPLICATOR_POLL: Duration = Duration::from_millis(100);
 
 /// The sources, eu-west-1 and us-east-1, of one moto server.
 fn sources_yaml(moto: &Moto) -> String {
-    let endpoint = moto.endpoint();
     format!(
-        "sources:
-  aws-eu: {{ dynamodb: {{ region: eu-west-1, endpoint: \"{endpoint}\", access_key_id: testing, secret_access_key: testing }} }}
-  aws-us: {{ dynamodb: {{ region: us-east-1, endpoint: \"{endpoint}\", access_key_id: testing, secret_access_key: testing }} }}
-"
+        "sources:\n{}{}",
+        moto.source_yaml("aws-eu", "eu-west-1"),
+        moto.source_yaml("aws-us", "us-east-1")
     )
 }
 
 /// The two regions' clients, as the daemon's sources build them.
 fn clients(moto: &Moto) -> (Arc<DynamoClient>, Arc<DynamoClient>) {
-    let config = load_config(&sources_yaml(moto));
-    let handles = lagbudget::probe::SourceHandles::build(&config, None).expect("handles");
-    (
-        handles.dynamodb("aws-eu").expect("aws-eu"),
-        handles.dynamodb("aws-us").expect("aws-us"),
-    )
+    (moto.client("eu-west-1"), moto.client("us-east-1"))
 }
 
 fn deadline() -> Instant {
@@ -58,27 +51,7 @@ fn deadline() -> Instant {
 
 /// Creates `table` keyed by the string `id`, with a NEW_IMAGE stream when `stream`.
 async fn create_table(client: &DynamoClient, table: &str, stream: bool) {
-    create_table_keyed(client, table, "id", stream).await;
-}
-
-/// Creates `table` keyed by the string `key`, with a NEW_IMAGE stream when `stream`.
-async fn create_table_keyed(client: &DynamoClient, table: &str, key: &str, stream: bool) {
-    let mut request = json!({
-        "TableName": table,
-        "AttributeDefinitions": [{ "AttributeName": key, "AttributeType": "S" }],
-        "KeySchema": [{ "AttributeName": key, "KeyType": "HASH" }],
-        "BillingMode": "PAY_PER_REQUEST",
-    });
-    if stream {
-        request["StreamSpecification"] = json!({
-            "StreamEnabled": true,
-            "StreamViewType": "NEW_IMAGE",
-        });
-    }
-    client
-        .call(Api::Dynamodb, "CreateTable", &request, deadline())
-        .await
-        .unwrap_or_else(|e| panic!("CreateTable {table}: {e:?}"));
+    crate::moto_support::create_table(client, table, "id", stream).await;
 }
 
 /// The seq and write time (unix seconds) of a marker item.
@@ -496,7 +469,7 @@ async fn a_region_without_the_table_is_down_with_why_and_the_others_carry_on() {
     create_table(&eu, &table, false).await;
 
     let keyed_otherwise = format!("{table}-pk");
-    create_table_keyed(&eu, &keyed_otherwise, "pk", false).await;
+    crate::moto_support::create_table(&eu, &keyed_otherwise, "pk", false).await;
     let yaml = config(
         &moto,
         &unique("ddbkey"),

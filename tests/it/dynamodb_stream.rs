@@ -12,7 +12,7 @@ use std::time::Duration;
 use lagbudget::probe::dynamodb::{Api, DynamoClient};
 use serde_json::{Value, json};
 
-use crate::moto_support::{Moto, aws};
+use crate::moto_support::{Moto, aws, create_table};
 use crate::support::{
     Daemon, Metrics, PATIENCE, check_connect_lines, load_config, unique, wait_for,
 };
@@ -21,20 +21,6 @@ use crate::support::{
 pub struct Record {
     pub sequence: String,
     pub created_at: f64,
-}
-
-pub async fn create_table(client: &DynamoClient, name: &str, key: &str, stream: bool) {
-    let mut body = json!({
-        "TableName": name,
-        "AttributeDefinitions": [{ "AttributeName": key, "AttributeType": "S" }],
-        "KeySchema": [{ "AttributeName": key, "KeyType": "HASH" }],
-        "BillingMode": "PAY_PER_REQUEST",
-    });
-    if stream {
-        body["StreamSpecification"] =
-            json!({ "StreamEnabled": true, "StreamViewType": "NEW_IMAGE" });
-    }
-    aws(client, Api::Dynamodb, "CreateTable", body).await;
 }
 
 pub async fn put_order(client: &DynamoClient, table: &str, id: &str) {

@@ -83,6 +83,21 @@ impl Moto {
     }
 }
 
+/// Creates `table` keyed by the string attribute `key`, with a NEW_IMAGE stream when `stream`.
+pub async fn create_table(client: &DynamoClient, table: &str, key: &str, stream: bool) {
+    let mut body = serde_json::json!({
+        "TableName": table,
+        "AttributeDefinitions": [{ "AttributeName": key, "AttributeType": "S" }],
+        "KeySchema": [{ "AttributeName": key, "KeyType": "HASH" }],
+        "BillingMode": "PAY_PER_REQUEST",
+    });
+    if stream {
+        body["StreamSpecification"] =
+            serde_json::json!({ "StreamEnabled": true, "StreamViewType": "NEW_IMAGE" });
+    }
+    aws(client, Api::Dynamodb, "CreateTable", body).await;
+}
+
 /// One request of a test's own, which must succeed.
 pub async fn aws(client: &DynamoClient, api: Api, operation: &str, body: Value) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

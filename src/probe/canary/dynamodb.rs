@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::Marker;
 use super::config::{Canary, DynamodbItem, ReadTarget, WriteTarget};
-use crate::probe::dynamodb::{Api, DynamoClient};
+use crate::probe::dynamodb::{Api, DynamoClient, is_aws_error};
 use crate::probe::{ErrorReason, ProbeError, SourceHandle};
 
 /// The attributes of a marker item besides its key.
@@ -107,7 +107,7 @@ fn seq_of_number(attribute: &Value) -> Result<i64, ProbeError> {
 
 /// `error` with what to do when it says the table does not exist in this region.
 fn explain_missing(error: ProbeError, source: &str, target: &DynamodbItem) -> ProbeError {
-    if !error.message.contains("ResourceNotFoundException") {
+    if !is_aws_error(&error, "ResourceNotFoundException") {
         return error;
     }
     ProbeError::new(
