@@ -8,10 +8,12 @@
 //! and where that was is not recorded anywhere: it is not measured until its first checkpoint.
 //!
 //! A shard without a lease is pending from its first record, as a KCL worker at TRIM_HORIZON
-//! would read it — unless its parent is still being read: KCL starts a child only once its
-//! parent is finished, and the parent's pending records are older than any of the child's, so
-//! the child adds nothing to the lag and is not read. A lease whose shard the stream no longer
-//! lists, and that is not finished, lost the records retention deleted: data loss.
+//! would read it — unless a descendant of it has a lease: KCL deletes the lease of a finished
+//! shard once its children's leases exist (KCL 2's lease cleanup), so a shard the consumer is
+//! past has no lease left; or unless its parent is still being read: KCL starts a child only
+//! once its parent is finished, and the parent's pending records are older than any of the
+//! child's, so the child adds nothing to the lag and is not read. A lease whose shard the stream
+//! no longer lists, and that is not finished, lost the records retention deleted: data loss.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,7 +99,27 @@ pub struct Plan {
 /// The reads of one run over `shards` and `leases` (shard ID → checkpoint).
 pub fn plan(shards: &[StreamShard], leases: &BTreeMap<String, Checkpoint>) -> Plan {
     let listed: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
-    let finished = |id: &str| matches!(leases.get(id), Some(Checkpoint::ShardEnd));
+    let parents: BTreeMap<&str, &str> = shards
+        .iter()
+        .filter_map(|s| s.parent.as_deref().map(|p| (s.id.as_str(), p)))
+        .collect();
+    // Every ancestor of a leased shard: the consumer got past it, whether or not its lease is
+    // still there. Bounded by the number of shards, whatever the parent links say.
+    let mut superseded: BTreeSet<&str> = BTreeSet::new();
+    for leased in leases.keys() {
+        let mut at = leased.as_str();
+        for _ in 0..shards.len() {
+            let Some(parent) = parents.get(at) else { break };
+            if !superseded.insert(parent) {
+                break;
+            }
+            at = parent;
+        }
+    }
+    let finished = |id: &str| {
+        matches!(leases.get(id), Some(Checkpoint::ShardEnd))
+            || (!leases.contains_key(id) && superseded.contains(id))
+    };
     let mut plan = Plan {
         shards: shards.len(),
         ..Plan::default()
@@ -121,6 +143,7 @@ pub fn plan(shards: &[StreamShard], leases: &BTreeMap<String, Checkpoint>) -> Pl
                     read(ReadFrom::After(text.clone()), false)
                 });
             }
+            None if superseded.contains(shard.id.as_str()) => {}
             None => {
                 let parent_pending = shard
                     .parent
@@ -250,6 +273,27 @@ mod tests {
         // A parent that expired from the stream does not hold its child back.
         let orphan = plan(&[shard("c", Some("gone"), 10)], &BTreeMap::new());
         assert_eq!(reads(&orphan), [("c", ReadFrom::TrimHorizon, false)]);
+    }
+
+    #[test]
+    fn a_shard_whose_lease_kcl_deleted_after_finishing_it_is_not_read() {
+        // KCL 2 deletes a finished parent's lease once its children's leases exist: the
+        // parent, still listed for 24 hours, is behind the consumer, not pending.
+        let shards = [
+            shard("g", None, 1),
+            shard("p", Some("g"), 10),
+            shard("c", Some("p"), 20),
+        ];
+        let plan = plan(&shards, &leases(&[("c", "25")]));
+        assert_eq!(reads(&plan), [("c", ReadFrom::After("25".to_owned()), false)]);
+        // A sibling without a lease whose parent is superseded is new: pending from its start.
+        let shards = [
+            shard("p", None, 10),
+            shard("c1", Some("p"), 20),
+            shard("c2", Some("p"), 30),
+        ];
+        let plan = super::plan(&shards, &leases(&[("c1", "SHARD_END")]));
+        assert_eq!(reads(&plan), [("c2", ReadFrom::TrimHorizon, false)]);
     }
 
     #[test]
