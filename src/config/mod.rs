@@ -226,6 +226,7 @@ mod tests {
                 { "required": ["http_watermark"] },
                 { "required": ["canary"] },
                 { "required": ["reconcile"] },
+                { "required": ["mongodb_replica"] },
             ])
         );
         assert_eq!(
@@ -243,6 +244,7 @@ mod tests {
                 { "required": ["mysql"] },
                 { "required": ["http"] },
                 { "required": ["dynamodb"] },
+                { "required": ["mongodb"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];

@@ -10,6 +10,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod kafka;
 mod kafka_admin;
+pub mod mongodb;
 pub mod mysql;
 pub mod nats;
 pub mod oldest_pending;
@@ -201,6 +202,7 @@ pub enum SourceHandle {
     Mysql(Arc<mysql::MysqlPool>),
     Http(Arc<http::HttpClient>),
     Dynamodb(Arc<dynamodb::DynamoClient>),
+    Mongodb(Arc<mongodb::MongoClient>),
 }
 
 impl SourceHandle {
@@ -216,6 +218,7 @@ impl SourceHandle {
             SourceHandle::Mysql(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Http(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Dynamodb(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Mongodb(h) => Arc::as_ptr(h) as usize,
         }
     }
 
@@ -252,6 +255,9 @@ impl SourceHandle {
             SourceKind::Dynamodb(spec) => Ok(SourceHandle::Dynamodb(Arc::new(
                 dynamodb::DynamoClient::new(&source.name, spec, source.max_connections)?,
             ))),
+            SourceKind::Mongodb(spec) => Ok(SourceHandle::Mongodb(Arc::new(
+                mongodb::MongoClient::new(&source.name, spec, source.max_connections),
+            ))),
         }
     }
 
@@ -273,6 +279,7 @@ impl SourceHandle {
             SourceHandle::Mysql(pool) => pool.check(deadline).await,
             SourceHandle::Http(client) => client.check(deadline).await,
             SourceHandle::Dynamodb(client) => client.check(deadline).await,
+            SourceHandle::Mongodb(client) => client.check(deadline).await,
         }
     }
 }
@@ -389,6 +396,13 @@ impl SourceHandles {
     pub fn dynamodb(&self, name: &str) -> Result<Arc<dynamodb::DynamoClient>, ProbeError> {
         self.typed(name, "dynamodb", |h| match h {
             SourceHandle::Dynamodb(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn mongodb(&self, name: &str) -> Result<Arc<mongodb::MongoClient>, ProbeError> {
+        self.typed(name, "mongodb", |h| match h {
+            SourceHandle::Mongodb(client) => Some(client),
             _ => None,
         })
     }
@@ -577,4 +591,5 @@ probe_kinds! {
     HttpWatermark: http_watermark::HttpWatermarkProbe, config http_watermark::config::HttpWatermarkConfig;
     Canary: canary::CanaryProbe, config canary::config::CanaryConfig;
     Reconcile: reconcile::ReconcileProbe, config reconcile::config::ReconcileConfig;
+    MongodbReplica: mongodb_replica::MongodbReplicaProbe, config mongodb_replica::config::MongodbReplicaConfig;
 }
