@@ -167,6 +167,38 @@ async fn oplog_lag_is_the_age_of_the_first_write_a_member_lacks_and_idle_is_zero
             lag(m, &budget, &behind) == Some(0.0)
         })
         .await;
+
+    // A write dated after the primary's clock (written by a previous primary whose clock ran
+    // ahead): clamped to 0 and counted, never turned positive.
+    peer.set(json!({
+        "oplog": [entry(T0 + 104, "u")],
+        "members": { "0": { "optime": optime(T0 + 104) } },
+    }));
+    let counted = |m: &Metrics, name: &str, member: &str| {
+        m.get(
+            name,
+            &[
+                ("budget", &budget),
+                ("probe", "members"),
+                ("replica", member),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let metrics = daemon
+        .wait_for_metrics("a clamped negative lag", PATIENCE, |m| {
+            counted(m, "lagbudget_negative_lag_total", &behind) >= 1.0
+        })
+        .await;
+    assert_eq!(lag(&metrics, &budget, &behind), Some(0.0));
+
+    // An election: member 2's optime changes term (and a rollback takes it back to T0 + 90).
+    peer.set(json!({ "members": { "2": { "optime": { "ts": [T0 + 90, 1], "t": 2 } } } }));
+    daemon
+        .wait_for_metrics("a position regression", PATIENCE, |m| {
+            counted(m, "lagbudget_position_regressions_total", &current) >= 1.0
+        })
+        .await;
     daemon.stop().await;
 }
 
