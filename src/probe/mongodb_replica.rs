@@ -66,6 +66,8 @@ struct SetStatus {
     set: String,
     /// The server's clock, unix milliseconds.
     date_ms: i64,
+    /// The server's clock − the daemon's, against the midpoint of the command's round trip.
+    clock_skew_seconds: f64,
     me: MemberEntry,
     members: Vec<MemberEntry>,
 }
@@ -105,6 +107,7 @@ impl SetStatus {
         Ok(Self {
             set,
             date_ms,
+            clock_skew_seconds: 0.0,
             me: me.ok_or_else(|| decode("the member itself (self: true)"))?,
             members,
         })
@@ -141,6 +144,7 @@ async fn status_of(
     deadline: Instant,
 ) -> Result<SetStatus, ProbeError> {
     let direct = client.member(address).await?;
+    let before = unix_now();
     let answer = try_command(
         &direct,
         "admin",
@@ -160,7 +164,10 @@ async fn status_of(
         ),
         _ => error,
     })?;
-    SetStatus::parse(&answer)
+    let after = unix_now();
+    let mut status = SetStatus::parse(&answer)?;
+    status.clock_skew_seconds = status.date_ms as f64 / 1000.0 - (before + after) / 2.0;
+    Ok(status)
 }
 
 /// The member's own view, and the checks every method makes of it.
@@ -286,6 +293,7 @@ impl MongodbReplicaProbe {
         let mut sample = Sample {
             position: Some(optime.text()),
             position_regressed,
+            clock_skew_seconds: Some(status.clock_skew_seconds),
             ..Sample::default()
         };
         let primary = match role {
@@ -351,7 +359,7 @@ impl MongodbReplicaProbe {
         writer.ensure_started();
         writer.wait_first_attempt(deadline).await;
         let member = self.spec.member.clone();
-        let (_, role) = member_role(&self.client, &member, deadline).await?;
+        let (status, role) = member_role(&self.client, &member, deadline).await?;
         let direct = self.client.member(&member).await?;
         let visible = writer.visible_seq(&direct, deadline).await?;
         // Read after the answer: the lag of what the member showed is never under-reported.
@@ -371,6 +379,7 @@ impl MongodbReplicaProbe {
             position: visible.map(|seq| seq.to_string()),
             position_regressed,
             detail: Some(detail),
+            clock_skew_seconds: Some(status.clock_skew_seconds),
             ..Sample::default()
         })
     }
@@ -700,5 +709,102 @@ impl super::Kind for MongodbReplicaProbe {
 
     fn source(settings: &MongodbReplica) -> &str {
         &settings.source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `replSetGetStatus` as MongoDB 7 answers it on a secondary (fields trimmed to those that
+    /// vary), with a member down.
+    fn status() -> Document {
+        doc! {
+            "set": "rs0",
+            "date": DateTime::from_millis(1_700_000_100_000),
+            "myState": 2,
+            "term": 3_i64,
+            "members": [
+                {
+                    "_id": 0, "name": "m1:27017", "health": 1.0, "state": 1, "stateStr": "PRIMARY",
+                    "optime": { "ts": Timestamp { time: 1_700_000_090, increment: 2 }, "t": 3_i64 },
+                    "optimeDate": DateTime::from_millis(1_700_000_090_000),
+                },
+                {
+                    "_id": 1, "name": "m2:27017", "health": 1.0, "state": 2, "stateStr": "SECONDARY",
+                    "optime": { "ts": Timestamp { time: 1_700_000_080, increment: 1 }, "t": 3_i64 },
+                    "optimeDate": DateTime::from_millis(1_700_000_080_000),
+                    "self": true,
+                },
+                {
+                    "_id": 2, "name": "m3:27017", "health": 0.0, "state": 8,
+                    "stateStr": "(not reachable/healthy)",
+                    "optime": { "ts": Timestamp { time: 0, increment: 0 }, "t": -1_i64 },
+                },
+            ],
+            "ok": 1.0,
+        }
+    }
+
+    #[test]
+    fn a_status_names_the_member_itself_and_the_primary() {
+        let status = SetStatus::parse(&status()).expect("a valid status");
+        assert_eq!(status.set, "rs0");
+        assert_eq!(status.date_ms, 1_700_000_100_000);
+        assert_eq!(status.me.name, "m2:27017");
+        assert_eq!(status.me.state, "SECONDARY");
+        let optime = status.me.optime.expect("optime");
+        assert_eq!(optime.text(), "3:1700000080.1");
+        assert_eq!(status.primary().map(|p| p.name.as_str()), Some("m1:27017"));
+        assert_eq!(status.members.len(), 3);
+    }
+
+    #[test]
+    fn optimes_order_by_term_then_timestamp() {
+        let at = |term, time| OpTime {
+            term,
+            ts: Timestamp { time, increment: 1 },
+        };
+        assert!(at(3, 80) < at(3, 90));
+        // A new term starts above every optime of the previous one.
+        assert!(at(4, 10) > at(3, 90));
+    }
+
+    #[test]
+    fn shapes_it_cannot_read_are_decode_errors() {
+        let mut without_self = status();
+        let members = without_self.get_array_mut("members").expect("members");
+        members.truncate(1);
+        let error = SetStatus::parse(&without_self).expect_err("no self");
+        assert_eq!(error.reason, ErrorReason::Decode);
+        assert!(error.message.contains("self: true"), "{error}");
+        let error = SetStatus::parse(&doc! { "ok": 1.0 }).expect_err("empty");
+        assert_eq!(error.message, "replSetGetStatus without set");
+
+        let found = |batch: Vec<Document>| doc! { "cursor": { "id": 0_i64, "firstBatch": batch } };
+        assert_eq!(seq_of(&found(vec![])).expect("none"), None);
+        assert_eq!(seq_of(&found(vec![doc! { "seq": 7_i64 }])).expect("int64"), Some(7));
+        assert_eq!(seq_of(&found(vec![doc! { "seq": 7 }])).expect("int32"), Some(7));
+        assert_eq!(
+            seq_of(&found(vec![doc! { "seq": "7" }])).expect_err("text").reason,
+            ErrorReason::Decode
+        );
+        assert_eq!(
+            seq_of(&doc! { "ok": 1.0 }).expect_err("no cursor").reason,
+            ErrorReason::Decode
+        );
+    }
+
+    #[test]
+    fn write_errors_in_an_ok_answer_fail_the_write() {
+        assert!(check_write(&doc! { "n": 1, "ok": 1.0 }).is_ok());
+        let error = check_write(&doc! {
+            "n": 0,
+            "writeErrors": [{ "index": 0, "code": 13, "errmsg": "not authorized on lagbudget" }],
+            "ok": 1.0,
+        })
+        .expect_err("a write error");
+        assert_eq!(error.reason, ErrorReason::Query);
+        assert_eq!(error.message, "heartbeat write: not authorized on lagbudget");
     }
 }
