@@ -14,7 +14,9 @@ JSON lines on stdin, each merged into the state, and answers each with `ok` (or 
   (false: the server stops listening and closes its connections, for good), in_set (false: the
   member left the set config: its replSetGetStatus fails with InvalidReplicaSetConfig, as a
   removed member's does, and the others do not list it), applying
-  (false: its copy of the heartbeat collection stops following the primary's).
+  (false: its copy of the heartbeat collection stops following the primary's), stale_primary
+  (a member index: this member's replSetGetStatus still shows that member as PRIMARY, as a
+  member's view does for up to a heartbeat interval after a step-down).
 - clock_ms: the primary's clock (replSetGetStatus `date`, hello `localTime`); null: real time.
 - oplog: entries appended to the primary's oplog (kept in ts order); `oplog_reset: true`
   empties it first.
@@ -78,8 +80,11 @@ def status_of(index, m, me):
                       "uptime": 0, "optime": {"ts": Timestamp(0, 0), "t": Int64(-1)},
                       "optimeDate": date(0), "lastHeartbeatMessage": "Connection refused"})
         return entry
-    entry.update({"health": 1.0, "state": STATE_CODES.get(m["state"], 6),
-                  "stateStr": m["state"], "uptime": 100, "optime": optime(m),
+    state = m["state"]
+    if member(me).get("stale_primary") == index:
+        state = "PRIMARY"
+    entry.update({"health": 1.0, "state": STATE_CODES.get(state, 6),
+                  "stateStr": state, "uptime": 100, "optime": optime(m),
                   "optimeDate": optime_date(m)})
     if index == me:
         entry["self"] = True
