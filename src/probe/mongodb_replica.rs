@@ -566,6 +566,7 @@ impl HeartbeatWriter {
             seq
         };
         let sent_at = unix_now();
+        let written_at = DateTime::from_millis((sent_at * 1000.0) as i64);
         let answer = write_command(
             &set,
             &self.spec.database,
@@ -573,9 +574,13 @@ impl HeartbeatWriter {
                 "update": &self.spec.collection,
                 "updates": [{
                     "q": { "_id": &self.id },
-                    "u": { "$set": { "seq": seq, "written_at": DateTime::from_millis((sent_at * 1000.0) as i64) } },
+                    "u": { "$set": { "seq": seq, "written_at": written_at } },
                     "upsert": true,
                 }],
+                // Acknowledged by the primary alone: the default (majority, from MongoDB 5.0)
+                // would wait for the very members being measured, so a stuck member of a small
+                // set would stop the heartbeat instead of showing as behind.
+                "writeConcern": { "w": 1 },
             },
             deadline,
             "heartbeat write",
