@@ -256,7 +256,7 @@ impl SourceHandle {
                 dynamodb::DynamoClient::new(&source.name, spec, source.max_connections)?,
             ))),
             SourceKind::Mongodb(spec) => Ok(SourceHandle::Mongodb(Arc::new(
-                mongodb::MongoClient::new(&source.name, spec, source.max_connections),
+                mongodb::MongoClient::new(spec, source.max_connections),
             ))),
         }
     }

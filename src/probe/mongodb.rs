@@ -45,7 +45,7 @@ pub struct MongoClient {
 
 impl MongoClient {
     /// Remembers the URI; parses and connects to nothing (the driver's parser is async).
-    pub fn new(_source: &str, spec: &MongodbSource, max_connections: usize) -> Self {
+    pub fn new(spec: &MongodbSource, max_connections: usize) -> Self {
         Self {
             uri: spec.uri.clone(),
             replica_set: spec.replica_set.clone(),
