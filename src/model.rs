@@ -22,6 +22,10 @@ pub use crate::probe::kafka::config::KafkaSource;
 pub use crate::probe::kafka_consumer_group::config::{
     KafkaConsumerGroup, NoCommitPolicy, TopicSelector,
 };
+pub use crate::probe::mongodb::config::MongodbSource;
+pub use crate::probe::mongodb_replica::config::{
+    MongodbHeartbeat, MongodbReplica, MongodbReplicaMethod,
+};
 pub use crate::probe::mysql::config::MysqlSource;
 pub use crate::probe::mysql_replica::config::MysqlReplica;
 pub use crate::probe::nats::config::NatsSource;
@@ -90,6 +94,7 @@ pub enum SourceKind {
     Mysql(MysqlSource),
     Http(HttpSource),
     Dynamodb(DynamodbSource),
+    Mongodb(MongodbSource),
 }
 
 impl SourceKind {
@@ -104,6 +109,7 @@ impl SourceKind {
             SourceKind::Mysql(_) => "mysql",
             SourceKind::Http(_) => "http",
             SourceKind::Dynamodb(_) => "dynamodb",
+            SourceKind::Mongodb(_) => "mongodb",
         }
     }
 }

@@ -227,6 +227,7 @@ mod tests {
                 { "required": ["canary"] },
                 { "required": ["reconcile"] },
                 { "required": ["dynamodb_stream"] },
+                { "required": ["mongodb_replica"] },
             ])
         );
         assert_eq!(
@@ -244,6 +245,7 @@ mod tests {
                 { "required": ["mysql"] },
                 { "required": ["http"] },
                 { "required": ["dynamodb"] },
+                { "required": ["mongodb"] },
             ])
         );
         let queue = &schema["$defs"]["rabbitmq_queue"];

@@ -179,7 +179,7 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<FileConfig>) -> Option<Confi
                 }
             }
         }
-        budgets.push(resolve_budget(ctx, budget, defaults).map(Arc::new));
+        budgets.push(resolve_budget(ctx, budget, defaults, &sources).map(Arc::new));
     }
     for reference in ctx.take_references() {
         check_reference(ctx, &reference, &source_kinds);
@@ -212,6 +212,7 @@ fn resolve_budget(
     ctx: &mut Ctx<'_>,
     budget: &BudgetConfig,
     defaults: Option<&DefaultsConfig>,
+    sources: &BTreeMap<String, Arc<Source>>,
 ) -> Option<Budget> {
     let configured = budget.probes.as_deref().unwrap_or_default();
     // With no limit anywhere, one error on the budget says it better than one per probe.
@@ -255,7 +256,7 @@ fn resolve_budget(
                 probe_names.insert(&name.value, name.span.line);
             }
         }
-        let resolved = resolve_probe(ctx, budget, probe, defaults);
+        let resolved = resolve_probe(ctx, budget, probe, defaults, sources);
         all_resolved &= !resolved.is_empty();
         probes.extend(resolved.into_iter().map(Arc::new));
     }
@@ -333,6 +334,7 @@ fn resolve_probe(
     budget: &BudgetConfig,
     probe: &ProbeConfig,
     defaults: Option<&DefaultsConfig>,
+    sources: &BTreeMap<String, Arc<Source>>,
 ) -> Vec<Probe> {
     // A kind with an invalid or missing key, or that fails its own checks, is checked no
     // further.
@@ -413,7 +415,7 @@ fn resolve_probe(
         return Vec::new();
     };
     let max_lag = max_lag.map(|max_lag| max_lag.value);
-    let entries = kind.resolve(ctx, &ProbeScope { max_lag });
+    let entries = kind.resolve(ctx, &ProbeScope { max_lag, sources });
     let (Some(budget_name), Some(name)) = (&budget.name, &probe.name) else {
         return Vec::new();
     };

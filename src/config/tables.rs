@@ -3,8 +3,10 @@
 //! checks live with the kind (`probe/<kind>/config.rs`) and meet these through
 //! [`SourceKindConfig`] and [`ProbeKindConfig`].
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::decode::{Ctx, Spanned, Text};
@@ -12,10 +14,11 @@ use super::table::{Tagged, config_kinds, config_table};
 use super::value::{
     Count, Labels, Map, Name, NonEmpty, Percent, PercentBelow100, PercentFrom0, PositiveDuration,
 };
-use crate::model::{ProbeKind, SourceKind};
+use crate::model::{ProbeKind, Source, SourceKind};
 use crate::probe::dynamodb::config::DynamodbSourceConfig;
 use crate::probe::http::config::HttpSourceConfig;
 use crate::probe::kafka::config::KafkaSourceConfig;
+use crate::probe::mongodb::config::MongodbSourceConfig;
 use crate::probe::mysql::config::MysqlSourceConfig;
 use crate::probe::nats::config::NatsSourceConfig;
 use crate::probe::postgres::config::PostgresSourceConfig;
@@ -202,9 +205,12 @@ pub(crate) struct BacklogOnly<'a> {
 
 /// What a probe kind resolves against, beyond its own keys.
 #[derive(Debug)]
-pub(crate) struct ProbeScope {
+pub(crate) struct ProbeScope<'a> {
     /// The probe's own max_lag or its budget's; `None` for a backlog-only probe.
     pub max_lag: Option<Duration>,
+    /// The sources that resolved, for kinds that expand per member of their source
+    /// (`mongodb_replica` measures its URI's seed list by default).
+    pub sources: &'a BTreeMap<String, Arc<Source>>,
 }
 
 /// One model probe of a configured probe: its kind, and the replica it measures.
@@ -233,4 +239,5 @@ config_kinds!("source": dyn SourceKindConfig {
     MysqlSourceConfig,
     HttpSourceConfig,
     DynamodbSourceConfig,
+    MongodbSourceConfig,
 });

@@ -10,6 +10,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod kafka;
 mod kafka_admin;
+pub mod mongodb;
 pub mod mysql;
 pub mod nats;
 pub mod oldest_pending;
@@ -210,6 +211,7 @@ pub enum SourceHandle {
     Mysql(Arc<mysql::MysqlPool>),
     Http(Arc<http::HttpClient>),
     Dynamodb(Arc<dynamodb::DynamoClient>),
+    Mongodb(Arc<mongodb::MongoClient>),
 }
 
 impl SourceHandle {
@@ -225,6 +227,7 @@ impl SourceHandle {
             SourceHandle::Mysql(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Http(h) => Arc::as_ptr(h) as usize,
             SourceHandle::Dynamodb(h) => Arc::as_ptr(h) as usize,
+            SourceHandle::Mongodb(h) => Arc::as_ptr(h) as usize,
         }
     }
 
@@ -261,6 +264,9 @@ impl SourceHandle {
             SourceKind::Dynamodb(spec) => Ok(SourceHandle::Dynamodb(Arc::new(
                 dynamodb::DynamoClient::new(&source.name, spec, source.max_connections)?,
             ))),
+            SourceKind::Mongodb(spec) => Ok(SourceHandle::Mongodb(Arc::new(
+                mongodb::MongoClient::new(spec, source.max_connections),
+            ))),
         }
     }
 
@@ -282,6 +288,7 @@ impl SourceHandle {
             SourceHandle::Mysql(pool) => pool.check(deadline).await,
             SourceHandle::Http(client) => client.check(deadline).await,
             SourceHandle::Dynamodb(client) => client.check(deadline).await,
+            SourceHandle::Mongodb(client) => client.check(deadline).await,
         }
     }
 }
@@ -398,6 +405,13 @@ impl SourceHandles {
     pub fn dynamodb(&self, name: &str) -> Result<Arc<dynamodb::DynamoClient>, ProbeError> {
         self.typed(name, "dynamodb", |h| match h {
             SourceHandle::Dynamodb(client) => Some(client),
+            _ => None,
+        })
+    }
+
+    pub fn mongodb(&self, name: &str) -> Result<Arc<mongodb::MongoClient>, ProbeError> {
+        self.typed(name, "mongodb", |h| match h {
+            SourceHandle::Mongodb(client) => Some(client),
             _ => None,
         })
     }
@@ -587,4 +601,5 @@ probe_kinds! {
     Canary: canary::CanaryProbe, config canary::config::CanaryConfig;
     Reconcile: reconcile::ReconcileProbe, config reconcile::config::ReconcileConfig;
     DynamodbStream: dynamodb_stream::DynamodbStreamProbe, config dynamodb_stream::config::DynamodbStreamConfig;
+    MongodbReplica: mongodb_replica::MongodbReplicaProbe, config mongodb_replica::config::MongodbReplicaConfig;
 }

@@ -84,7 +84,7 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "unknown_source_kind.yaml",
             bad!(
-                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats, mysql, http, dynamodb"
+                "unknown_source_kind.yaml:3:12: sources.cache.memcached: unknown source kind `memcached`; supported: postgres, kafka, rabbitmq, redis, nats, mysql, http, dynamodb, mongodb"
             ),
         ),
         (
@@ -160,13 +160,13 @@ fn each_broken_config_reports_exactly_where_and_what() {
         (
             "probe_without_kind.yaml",
             bad!(
-                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream"
+                "probe_without_kind.yaml:7:9: budgets[0].probes[0]: a probe needs exactly one kind key; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream, mongodb_replica"
             ),
         ),
         (
             "unknown_probe_kind.yaml",
             bad!(
-                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].cassandra_repair: unknown probe kind `cassandra_repair`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream"
+                "unknown_probe_kind.yaml:8:9: budgets[0].probes[0].cassandra_repair: unknown probe kind `cassandra_repair`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream, mongodb_replica"
             ),
         ),
         (
@@ -447,7 +447,7 @@ fn every_error_of_every_file_is_reported_at_once_in_file_then_line_order() {
             "many_errors/budgets.d/loyalty.yaml:8:19: budgets[0].probes[0].sql_watermark.source: unknown source \"loyalty-db\"; defined sources: orders-db"
         ),
         bad!(
-            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].cassandra_repair: unknown probe kind `cassandra_repair`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream"
+            "many_errors/budgets.d/search.yaml:6:9: budgets[0].probes[0].cassandra_repair: unknown probe kind `cassandra_repair`; supported: sql_watermark, kafka_consumer_group, postgres_logical, rabbitmq_queue, redis_stream_group, nats_consumer, mysql_replica, postgres_replica, redis_key_age, http_watermark, canary, reconcile, dynamodb_stream, mongodb_replica"
         ),
     ];
     assert_eq!(load_errors("many_errors/main.yaml"), expected.join("\n"));
@@ -767,6 +767,7 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     let mut canaries = 0;
     let mut reconciliations = 0;
     let mut dynamodb_streams = 0;
+    let mut mongodb_members: Vec<(&str, &'static str, Option<&str>)> = Vec::new();
     for probe in example.budgets.iter().flat_map(|b| b.probes.iter()) {
         match &probe.kind {
             ProbeKind::SqlWatermark(w) => modes.push(w.mode),
@@ -785,6 +786,11 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
             ProbeKind::Canary(_) => canaries += 1,
             ProbeKind::Reconcile(_) => reconciliations += 1,
             ProbeKind::DynamodbStream(_) => dynamodb_streams += 1,
+            ProbeKind::MongodbReplica(m) => mongodb_members.push((
+                probe.name.as_str(),
+                m.method.key(),
+                probe.replica.as_deref(),
+            )),
         }
     }
     // One key and a pattern compared with the source, and a key read as its build time.
@@ -800,6 +806,17 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     );
     assert!(caches.iter().any(|(_, m)| *m == "since_build"));
     assert_eq!(slots, ["debezium_orders"]);
+    // Both methods; one entry per member, by default every seed of the URI.
+    assert_eq!(
+        mongodb_members,
+        [
+            ("oplog", "oplog", Some("profiles-1:27017")),
+            ("oplog", "oplog", Some("profiles-2:27017")),
+            ("oplog", "oplog", Some("profiles-3:27017")),
+            ("heartbeat", "heartbeat", Some("profiles-2:27017")),
+            ("heartbeat", "heartbeat", Some("profiles-3:27017")),
+        ]
+    );
     assert_eq!(
         reconciliations, 1,
         "the example shows orders reconciled with invoices"

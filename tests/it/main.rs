@@ -20,6 +20,8 @@ mod http;
 mod kafka;
 mod logical;
 mod mariadb_support;
+mod mongodb;
+mod mongodb_support;
 mod moto_support;
 mod mysql;
 mod nats;
