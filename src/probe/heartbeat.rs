@@ -2,8 +2,8 @@
 //! primary, and when on the daemon's clock, so that the highest sequence number a replica shows
 //! turns into lag measured on one clock.
 //!
-//! The ledger is pure: no IO and no clock. The writers (`postgres_replica`, `mysql_replica`) record what they
-//! did; the per-replica runs ask for lag. Lag is the age of the first heartbeat the replica does
+//! The ledger is pure: no IO and no clock. The writers (`postgres_replica`, `mysql_replica`,
+//! `mongodb_replica`) record what they did; the per-replica runs ask for lag. Lag is the age of the first heartbeat the replica does
 //! not show yet, so an idle primary reads 0 (every heartbeat is visible), and a replica that
 //! stopped applying reads a growing number even when nothing else is written, because the
 //! writer keeps writing.
@@ -14,6 +14,10 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{ErrorReason, ProbeError};
 
@@ -224,6 +228,72 @@ impl WriterRegistry {
         let erased: Arc<dyn Any + Send + Sync> = writer.clone();
         writers.insert(key.to_owned(), Arc::downgrade(&erased));
         writer
+    }
+}
+
+/// A heartbeat writer that writes once per period (`mysql_replica`, `mongodb_replica`).
+pub trait PeriodicWriter: Send + Sync + 'static {
+    /// One write attempt; failures are recorded in the writer's ledger, not returned.
+    fn write_once(&self) -> impl std::future::Future<Output = ()> + Send;
+    fn task(&self) -> &WriterTask;
+}
+
+/// A periodic writer's background task: started on first use, holding the writer weakly so that
+/// it ends when the last probe using the writer is dropped, and aborted when the writer is
+/// dropped. It counts write attempts, so that a run can wait for the first one.
+pub struct WriterTask {
+    task: Mutex<Option<JoinHandle<()>>>,
+    attempts: watch::Sender<u64>,
+}
+
+impl Default for WriterTask {
+    fn default() -> Self {
+        Self {
+            task: Mutex::new(None),
+            attempts: watch::Sender::new(0),
+        }
+    }
+}
+
+impl WriterTask {
+    /// Starts `writer`'s loop, one write per `period`, unless it runs already.
+    pub fn ensure_started<W: PeriodicWriter>(writer: &Arc<W>, period: Duration) {
+        let mut task = writer.task().task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.is_none() {
+            *task = Some(tokio::spawn(write_loop(Arc::downgrade(writer), period)));
+        }
+    }
+
+    /// Counts one write attempt, whatever its outcome.
+    pub fn attempted(&self) {
+        self.attempts.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until the writer has tried to write at least once, or until `deadline`.
+    pub async fn wait_first_attempt(&self, deadline: Instant) {
+        let mut attempts = self.attempts.subscribe();
+        let _ = tokio::time::timeout_at(deadline, attempts.wait_for(|n| *n > 0)).await;
+    }
+}
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+async fn write_loop<W: PeriodicWriter>(writer: Weak<W>, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    // A slow write delays the next one rather than causing a burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        writer.write_once().await;
     }
 }
 

@@ -22,14 +22,13 @@
 
 pub mod config;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mongodb::bson::{Bson, DateTime, Document, Timestamp, doc};
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::heartbeat::HeartbeatLedger;
+use super::heartbeat::{HeartbeatLedger, PeriodicWriter, WriterTask};
 use super::mongodb::{MongoClient, command, try_command, write_command};
 use super::{ErrorReason, ProbeError, Reading, Sample};
 use crate::clock::{instant, unix_now};
@@ -356,8 +355,8 @@ impl MongodbReplicaProbe {
             return Err(ProbeError::new(ErrorReason::Decode, "not a heartbeat probe"));
         };
         let writer = writer.clone();
-        writer.ensure_started();
-        writer.wait_first_attempt(deadline).await;
+        WriterTask::ensure_started(&writer, writer.spec.period);
+        writer.task.wait_first_attempt(deadline).await;
         let member = self.spec.member.clone();
         let (status, role) = member_role(&self.client, &member, deadline).await?;
         let direct = self.client.member(&member).await?;
@@ -479,9 +478,8 @@ pub struct HeartbeatWriter {
     id: String,
     spec: MongodbHeartbeat,
     state: Mutex<WriterState>,
-    /// Counts write attempts, so that a run can wait for the first one.
-    attempts: watch::Sender<u64>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The write loop, and the count of its attempts.
+    task: WriterTask,
 }
 
 struct WriterState {
@@ -500,8 +498,7 @@ impl HeartbeatWriter {
                 seeded: false,
             }),
             spec,
-            attempts: watch::Sender::new(0),
-            task: Mutex::new(None),
+            task: WriterTask::default(),
         }
     }
 
@@ -514,21 +511,7 @@ impl HeartbeatWriter {
         self.state().ledger.clone()
     }
 
-    /// Starts the background task on first use. The task holds the writer weakly: it ends
-    /// when the last runner using the writer is dropped (and `Drop` aborts it).
-    fn ensure_started(self: &Arc<Self>) {
-        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
-        if task.is_some() {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        *task = Some(tokio::spawn(write_loop(weak, self.spec.period)));
-    }
 
-    async fn wait_first_attempt(&self, deadline: Instant) {
-        let mut attempts = self.attempts.subscribe();
-        let _ = tokio::time::timeout_at(deadline, attempts.wait_for(|n| *n > 0)).await;
-    }
 
     async fn write_once(&self) {
         // A write may take longer than a short period under load; it is still true data.
@@ -542,7 +525,7 @@ impl HeartbeatWriter {
                 Err(error) => state.ledger.record_failure(now, error),
             }
         }
-        self.attempts.send_modify(|n| *n += 1);
+        self.task.attempted();
     }
 
     async fn try_write(&self, deadline: Instant) -> Result<(i64, f64), ProbeError> {
@@ -634,26 +617,6 @@ impl HeartbeatWriter {
     }
 }
 
-impl Drop for HeartbeatWriter {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
-}
-
-async fn write_loop(writer: Weak<HeartbeatWriter>, period: Duration) {
-    let mut ticker = tokio::time::interval(period);
-    // A slow write delays the next one rather than causing a burst.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        writer.write_once().await;
-    }
-}
 
 /// The `seq` of the one document a `find` answered, `None` when it found none.
 fn seq_of(answer: &Document) -> Result<Option<i64>, ProbeError> {
@@ -684,6 +647,16 @@ fn check_write(answer: &Document) -> Result<(), ProbeError> {
             ))
         }
         _ => Ok(()),
+    }
+}
+
+impl PeriodicWriter for HeartbeatWriter {
+    async fn write_once(&self) {
+        HeartbeatWriter::write_once(self).await;
+    }
+
+    fn task(&self) -> &WriterTask {
+        &self.task
     }
 }
 

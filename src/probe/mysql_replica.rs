@@ -15,15 +15,15 @@ pub mod dashboard;
 pub mod detail;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, TxOpts, Value};
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::heartbeat::HeartbeatLedger;
+use super::heartbeat::config::default_instance;
+use super::heartbeat::{HeartbeatLedger, PeriodicWriter, WriterTask};
 use super::mysql::{MysqlPool, run};
 use super::{ErrorReason, ProbeError, ReadYourWrites, Sample};
 use crate::clock::unix_now;
@@ -58,9 +58,8 @@ pub struct HeartbeatWriter {
     /// How long write completions are remembered for read-your-writes checks.
     keep_completions: Duration,
     state: Mutex<WriterState>,
-    /// Counts write attempts, so that a run can wait for the first one.
-    attempts: watch::Sender<u64>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The write loop, and the count of its attempts.
+    task: WriterTask,
 }
 
 struct WriterState {
@@ -80,7 +79,7 @@ impl HeartbeatWriter {
         Self {
             pool,
             database: spec.database.clone(),
-            instance: spec.instance.clone().unwrap_or_else(host_name),
+            instance: spec.instance.clone().unwrap_or_else(default_instance),
             probe_key: format!("{budget}/{probe}"),
             write_period: spec.write_period,
             keep_completions,
@@ -91,8 +90,7 @@ impl HeartbeatWriter {
                 completions: VecDeque::new(),
                 primary_server_id: None,
             }),
-            attempts: watch::Sender::new(0),
-            task: Mutex::new(None),
+            task: WriterTask::default(),
         }
     }
 
@@ -101,23 +99,7 @@ impl HeartbeatWriter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the background task on first use. The task holds the writer weakly: it ends
-    /// when the last probe entry using the writer is dropped (and `Drop` aborts it).
-    fn ensure_started(self: &Arc<Self>) {
-        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
-        if task.is_some() {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        let period = self.write_period;
-        *task = Some(tokio::spawn(write_loop(weak, period)));
-    }
 
-    /// Waits until the writer has tried to write at least once, or until `deadline`.
-    async fn wait_first_attempt(&self, deadline: Instant) {
-        let mut attempts = self.attempts.subscribe();
-        let _ = tokio::time::timeout_at(deadline, attempts.wait_for(|n| *n > 0)).await;
-    }
 
     async fn write_once(&self) {
         // A write may take longer than a short period under load; it is still true data.
@@ -148,7 +130,7 @@ impl HeartbeatWriter {
                 }
             }
         }
-        self.attempts.send_modify(|n| *n += 1);
+        self.task.attempted();
     }
 
     async fn try_write(&self, deadline: Instant) -> Result<Written, ProbeError> {
@@ -281,26 +263,6 @@ impl HeartbeatWriter {
     }
 }
 
-impl Drop for HeartbeatWriter {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
-}
-
-async fn write_loop(writer: Weak<HeartbeatWriter>, period: Duration) {
-    let mut ticker = tokio::time::interval(period);
-    // A slow write delays the next one rather than causing a burst.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        writer.write_once().await;
-    }
-}
 
 struct Written {
     seq: i64,
@@ -309,15 +271,6 @@ struct Written {
     server_id: u64,
 }
 
-/// This machine's host name: the default `instance`.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "lagbudget".to_owned())
-}
 
 /// One replica of a `mysql_replica` probe.
 pub struct MysqlReplicaProbe {
@@ -367,8 +320,8 @@ impl MysqlReplicaProbe {
         &mut self,
         deadline: Instant,
     ) -> Result<(Sample, MysqlReplicaDetail), ProbeError> {
-        self.writer.ensure_started();
-        self.writer.wait_first_attempt(deadline).await;
+        WriterTask::ensure_started(&self.writer, self.writer.write_period);
+        self.writer.task.wait_first_attempt(deadline).await;
         let mut conn = self.replica.get(deadline).await?;
 
         // The replica's clock, read between two daemon readings: skew is measured against
@@ -722,6 +675,16 @@ fn float_at(row: &Row, index: usize) -> Result<Option<f64>, ProbeError> {
 }
 
 /// The registry's view of this kind (`probe/mod.rs`).
+impl PeriodicWriter for HeartbeatWriter {
+    async fn write_once(&self) {
+        HeartbeatWriter::write_once(self).await;
+    }
+
+    fn task(&self) -> &WriterTask {
+        &self.task
+    }
+}
+
 impl super::Kind for MysqlReplicaProbe {
     const KEY: &'static str = "mysql_replica";
     type Settings = MysqlReplica;
