@@ -674,7 +674,6 @@ fn float_at(row: &Row, index: usize) -> Result<Option<f64>, ProbeError> {
         .transpose()
 }
 
-/// The registry's view of this kind (`probe/mod.rs`).
 impl PeriodicWriter for HeartbeatWriter {
     async fn write_once(&self) {
         HeartbeatWriter::write_once(self).await;
@@ -685,6 +684,7 @@ impl PeriodicWriter for HeartbeatWriter {
     }
 }
 
+/// The registry's view of this kind (`probe/mod.rs`).
 impl super::Kind for MysqlReplicaProbe {
     const KEY: &'static str = "mysql_replica";
     type Settings = MysqlReplica;
