@@ -1,5 +1,6 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
-//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
+//! the API's OpenAPI document at `/api/v1/openapi.json`, the embeddable "updating…" example at
+//! `/examples/updating`, and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
 //! answer takes one `Snapshot` of the state (one `now`, one evaluation) and renders it after the
 //! lock is released.
 
@@ -38,6 +39,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/budgets", get(list_budgets))
         .route("/api/v1/budgets/{name}", get(one_budget))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/examples/updating", get(example_updating))
         .route("/-/reload", post(reload))
         .with_state(state)
 }
@@ -124,6 +127,29 @@ async fn one_budget(
         )
             .into_response(),
     }
+}
+
+/// The OpenAPI document of this API, checked in (`src/openapi.json`) so that it says exactly
+/// what it means; `tests/it/openapi.rs` runs schemathesis against a live daemon with it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The embeddable "Points are updating…" example; docs/src/embedding.md explains it.
+pub const EXAMPLE_UPDATING: &str = include_str!("examples/updating.html");
+
+async fn openapi(State(app): State<AppState>, request: HeaderMap) -> Response {
+    // Under /api/v1/ like the budgets, so with the same cache and CORS headers: tools in a
+    // browser on an allowed origin may read it too.
+    let config = app.shared.state().config.clone();
+    let mut headers = api_headers(&config.http, &request);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (headers, OPENAPI).into_response()
+}
+
+async fn example_updating() -> Html<&'static str> {
+    Html(EXAMPLE_UPDATING)
 }
 
 async fn reload(State(app): State<AppState>) -> Response {
@@ -303,6 +329,8 @@ impl crate::status::ErrorStatus {
 #[cfg(test)]
 mod tests {
     use super::{AppState, BacklogStatus, app, human_duration, probe_lag};
+    use crate::evaluate::BudgetState;
+    use crate::probe::{BacklogUnit, ErrorReason};
     use crate::shared::Shared;
     use crate::state::{DaemonState, probe_key};
     use crate::testing::{MIXED, at, config, sample};
@@ -476,6 +504,71 @@ mod tests {
         let body = text(response).await;
         assert!(body.contains("# TYPE lagbudget_probe_errors_total counter\n"));
         assert!(body.contains("lagbudget_state{budget=\"other\",state=\"unknown\"} 1\n"));
+    }
+
+    /// The enums the document lists are the daemon's, so a new state, reason or backlog unit
+    /// cannot be left out of it (schemathesis only sees the values a live daemon happens to
+    /// answer with).
+    #[tokio::test]
+    async fn the_openapi_document_is_served_and_lists_every_state_reason_and_unit() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/api/v1/openapi.json").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=5");
+        let document = json(response).await;
+        assert!(
+            document["openapi"]
+                .as_str()
+                .expect("version")
+                .starts_with("3.")
+        );
+        let schemas = &document["components"]["schemas"];
+        let strings = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .expect("enum")
+                .iter()
+                .map(|v| v.as_str().expect("string").to_owned())
+                .collect()
+        };
+        let states: Vec<&str> = BudgetState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(strings(&schemas["BudgetState"]["enum"]), states);
+        let reasons: Vec<&str> = ErrorReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(strings(&schemas["ErrorReason"]["enum"]), reasons);
+        let units: Vec<&str> = BacklogUnit::ALL.iter().map(|u| u.as_str()).collect();
+        let backlog = &schemas["Probe"]["properties"]["backlog"]["oneOf"][0];
+        assert_eq!(strings(&backlog["properties"]["unit"]["enum"]), units);
+        for path in [
+            "/",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/api/v1/budgets",
+            "/api/v1/budgets/{name}",
+            "/api/v1/openapi.json",
+            "/examples/updating",
+            "/-/reload",
+        ] {
+            assert!(
+                document["paths"].get(path).is_some(),
+                "{path} is documented"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_updating_example_is_served_as_html() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/examples/updating?budget=checkout").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let page = text(response).await;
+        assert!(page.contains("Points are updating…"), "{page}");
+        assert!(page.contains("encodeURIComponent(budget)"), "{page}");
     }
 
     #[test]
