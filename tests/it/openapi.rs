@@ -209,8 +209,8 @@ fn venv_bin(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.is_file(),
-        "{} is missing: scripts/test installs schemathesis into .venv \
-         (.venv/bin/pip install -r scripts/requirements-test.txt)",
+        "{} is missing: scripts/test installs it into .venv (schemathesis: the version \
+         SCHEMATHESIS_VERSION there, .venv/bin/pip install schemathesis==VERSION)",
         path.display()
     );
     path
