@@ -1,8 +1,8 @@
 //! The OpenAPI document (`src/openapi.json`, served at `/api/v1/openapi.json`) against a live
 //! daemon: schemathesis, a property-based API tester (PyPI, installed by `scripts/test` into
 //! `.venv`), generates requests for every documented operation from the document and checks
-//! that every answer's status code, content type and body are what the document says, and
-//! that none is a server error. The daemon's budgets are in each state, with a failing probe
+//! that every answer's status code, content type, headers and body are what the document says,
+//! that none is a server error, and that undocumented methods are refused (405). The daemon's budgets are in each state, with a failing probe
 //! (the `error` object), a canary (its `canary` object, `replica` and `read_your_writes`) and a
 //! cache probe (its `cache` object), so that the answers schemathesis validates hold every
 //! shape the machine's services can produce cheaply.
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::canary_e2e::unix_now;
 use crate::support::{
     Daemon, PATIENCE, Projection, SHARED_PG_DSN, closed_port, connect, unique, wait_for,
 };
@@ -147,11 +148,12 @@ async fn schemathesis_finds_every_answer_of_a_live_daemon_as_documented() {
                         &url,
                         "--checks",
                         "not_a_server_error,status_code_conformance,\
-                         content_type_conformance,response_schema_conformance",
+                         content_type_conformance,response_schema_conformance,\
+                         response_headers_conformance,unsupported_method",
                         "--phases",
                         "examples,coverage,fuzzing",
                         "--max-examples",
-                        "25",
+                        "40",
                         "--workers",
                         "2",
                         "--request-timeout",
@@ -214,13 +216,6 @@ fn venv_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64()
 }
 
 /// Runs `command` to its end or kills it after `limit`; returns whether it succeeded and its
