@@ -1,6 +1,6 @@
 //! Issue 15 acceptance: the embeddable example (`/examples/updating`), loaded in headless
 //! Chromium against a daemon whose budget is in breach, shows "Points are updating…"; in `ok`
-//! it does not; in `unknown` it does. Also served from another origin, as a product page
+//! it does not; in `warn` and `unknown` it does. Also served from another origin, as a product page
 //! would serve its copy: from an origin in `http.cors_allowed_origins` it reads the state
 //! (a simple GET, no preflight); from one not listed the browser refuses it the answer, and
 //! the page says "updating…" rather than nothing.
@@ -10,12 +10,12 @@ use std::path::Path;
 use axum::response::Html;
 
 use crate::chromium::{chromium, require_chromium};
-use crate::openapi::daemon_in_three_states;
+use crate::openapi::daemon_in_every_state;
 
 const UPDATING: &str = "Points are updating…";
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_example_says_updating_in_breach_and_unknown_and_nothing_in_ok() {
+async fn the_example_says_updating_in_warn_breach_and_unknown_and_nothing_in_ok() {
     require_chromium();
     // Two product sites on other ports: one the daemon allows, one it does not.
     let allowed = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -26,7 +26,7 @@ async fn the_example_says_updating_in_breach_and_unknown_and_nothing_in_ok() {
         .expect("bind");
     let allowed_origin = format!("http://{}", allowed.local_addr().expect("addr"));
     let refused_origin = format!("http://{}", refused.local_addr().expect("addr"));
-    let (daemon, projections) = daemon_in_three_states(&format!(
+    let (daemon, projections) = daemon_in_every_state(&format!(
         "http:\n  cors_allowed_origins: [\"{allowed_origin}\"]"
     ))
     .await;
@@ -56,6 +56,11 @@ async fn the_example_says_updating_in_breach_and_unknown_and_nothing_in_ok() {
             "same-ok",
             daemon.url("/examples/updating?budget=steady"),
             "ok",
+        ),
+        (
+            "same-warn",
+            daemon.url("/examples/updating?budget=close"),
+            "warn",
         ),
         (
             "same-unknown",

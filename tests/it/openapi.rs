@@ -18,11 +18,13 @@ use crate::support::{
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-/// A daemon on the machine's PostgreSQL with a budget in `ok` (`steady`), one in `breach`
-/// (`behind`: an order paid an hour ago that the projection has not applied) and one in
-/// `unknown` (`blind`: its database refuses connections), after `http_section` (a YAML `http:`
-/// mapping, or nothing). Returns once each budget is in its state.
-pub async fn daemon_in_three_states(http_section: &str) -> (Daemon, Vec<Projection>) {
+/// A daemon on the machine's PostgreSQL with a budget in each state: `steady` in `ok`, `close`
+/// in `warn` (a watermark always 17 s old against a 20 s budget: warn from 16 s, with 3 s for
+/// a slow run), `behind` in `breach` (an order
+/// paid an hour ago that the projection has not applied) and `blind` in `unknown` (its
+/// database refuses connections), after `http_section` (a YAML `http:` mapping, or nothing).
+/// Returns once each budget is in its state.
+pub async fn daemon_in_every_state(http_section: &str) -> (Daemon, Vec<Projection>) {
     let steady = Projection::caught_up(SHARED_PG_DSN, 3).await;
     let behind = Projection::create(SHARED_PG_DSN).await;
     connect(SHARED_PG_DSN)
@@ -46,6 +48,15 @@ budgets:
     max_lag: 1m
     probes:
       - {{ name: projection, interval: 1s, sql_watermark: {steady_probe} }}
+  - name: close
+    max_lag: 20s
+    probes:
+      - name: clock
+        interval: 1s
+        sql_watermark:
+          source: db
+          watermark: \"SELECT now() - interval '17 seconds'\"
+          mode: since_watermark
   - name: behind
     max_lag: 10s
     probes:
@@ -61,6 +72,7 @@ budgets:
     );
     let daemon = Daemon::start(&config).await;
     daemon.wait_for_state("steady", "ok", PATIENCE).await;
+    daemon.wait_for_state("close", "warn", PATIENCE).await;
     daemon.wait_for_state("behind", "breach", PATIENCE).await;
     daemon.wait_for_state("blind", "unknown", PATIENCE).await;
     (daemon, vec![steady, behind])
@@ -89,7 +101,7 @@ async fn schemathesis_finds_every_answer_of_a_live_daemon_as_documented() {
     let http = "http:
   cors_allowed_origins: [\"https://points.example\"]
   api_cache_max_age: 2s";
-    let (daemon, projections) = daemon_in_three_states(http).await;
+    let (daemon, projections) = daemon_in_every_state(http).await;
     // The same budgets plus a canary and a cache probe, loaded by reload: the lifecycle API
     // answers 200 then, and schemathesis' own reloads find nothing to change.
     let config = std::fs::read_to_string(&daemon.config_path).expect("config");
