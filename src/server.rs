@@ -1,5 +1,6 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
-//! and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
+//! the API's OpenAPI document at `/api/v1/openapi.json`, the embeddable "updating…" example at
+//! `/examples/updating`, and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
 //! answer takes one `Snapshot` of the state (one `now`, one evaluation) and renders it after the
 //! lock is released.
 
@@ -38,6 +39,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/budgets", get(list_budgets))
         .route("/api/v1/budgets/{name}", get(one_budget))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/examples/updating", get(example_updating))
         .route("/-/reload", post(reload))
         .with_state(state)
 }
@@ -124,6 +127,29 @@ async fn one_budget(
         )
             .into_response(),
     }
+}
+
+/// The OpenAPI document of this API, checked in (`src/openapi.json`) so that it says exactly
+/// what it means; `tests/it/openapi.rs` runs schemathesis against a live daemon with it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The embeddable "Points are updating…" example; docs/src/embedding.md explains it.
+pub const EXAMPLE_UPDATING: &str = include_str!("examples/updating.html");
+
+async fn openapi(State(app): State<AppState>, request: HeaderMap) -> Response {
+    // Under /api/v1/ like the budgets, so with the same cache and CORS headers: tools in a
+    // browser on an allowed origin may read it too.
+    let config = app.shared.state().config.clone();
+    let mut headers = api_headers(&config.http, &request);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (headers, OPENAPI).into_response()
+}
+
+async fn example_updating() -> Html<&'static str> {
+    Html(EXAMPLE_UPDATING)
 }
 
 async fn reload(State(app): State<AppState>) -> Response {
@@ -303,6 +329,8 @@ impl crate::status::ErrorStatus {
 #[cfg(test)]
 mod tests {
     use super::{AppState, BacklogStatus, app, human_duration, probe_lag};
+    use crate::evaluate::BudgetState;
+    use crate::probe::{BacklogUnit, ErrorReason};
     use crate::shared::Shared;
     use crate::state::{DaemonState, probe_key};
     use crate::testing::{MIXED, at, config, sample};
@@ -476,6 +504,294 @@ mod tests {
         let body = text(response).await;
         assert!(body.contains("# TYPE lagbudget_probe_errors_total counter\n"));
         assert!(body.contains("lagbudget_state{budget=\"other\",state=\"unknown\"} 1\n"));
+    }
+
+    /// The enums the document lists are the daemon's, so a new state, reason or backlog unit
+    /// cannot be left out of it (schemathesis only sees the values a live daemon happens to
+    /// answer with).
+    #[tokio::test]
+    async fn the_openapi_document_is_served_and_lists_every_state_reason_and_unit() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/api/v1/openapi.json").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=5");
+        let document = json(response).await;
+        assert!(
+            document["openapi"]
+                .as_str()
+                .expect("version")
+                .starts_with("3.")
+        );
+        let schemas = &document["components"]["schemas"];
+        let strings = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .expect("enum")
+                .iter()
+                .map(|v| v.as_str().expect("string").to_owned())
+                .collect()
+        };
+        let states: Vec<&str> = BudgetState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(strings(&schemas["BudgetState"]["enum"]), states);
+        let reasons: Vec<&str> = ErrorReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(strings(&schemas["ErrorReason"]["enum"]), reasons);
+        let units: Vec<&str> = BacklogUnit::ALL.iter().map(|u| u.as_str()).collect();
+        let backlog = &schemas["Probe"]["properties"]["backlog"]["oneOf"][0];
+        assert_eq!(strings(&backlog["properties"]["unit"]["enum"]), units);
+        for path in [
+            "/",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/api/v1/budgets",
+            "/api/v1/budgets/{name}",
+            "/api/v1/openapi.json",
+            "/examples/updating",
+            "/-/reload",
+        ] {
+            assert!(
+                document["paths"].get(path).is_some(),
+                "{path} is documented"
+            );
+        }
+    }
+
+    /// Whether `value` has the shape `schema` (within the OpenAPI document `doc`) gives it:
+    /// every key a documented property (or admitted by `additionalProperties`), every required
+    /// property present, `null` only where allowed, scalar types and enums. Only the keywords
+    /// `src/openapi.json` uses; schemathesis validates fully, against a live daemon.
+    fn conforms(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        at: &str,
+    ) -> Result<(), String> {
+        use serde_json::Value;
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+            let name = target.trim_start_matches("#/components/schemas/");
+            return conforms(doc, &doc["components"]["schemas"][name], value, at);
+        }
+        if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+            return choices
+                .iter()
+                .find(|choice| conforms(doc, choice, value, at).is_ok())
+                .map(|_| ())
+                .ok_or_else(|| format!("{at}: {value} matches no choice of {schema}"));
+        }
+        if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+            if !choices.contains(value) {
+                return Err(format!("{at}: {value} is not one of {choices:?}"));
+            }
+        }
+        let types: Vec<&str> = match schema.get("type") {
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let typed = types.is_empty()
+            || types.contains(&kind)
+            || (kind == "integer" && types.contains(&"number"));
+        if !typed {
+            return Err(format!("{at}: {value} is not of type {types:?}"));
+        }
+        match value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    conforms(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+                }
+            }
+            Value::Object(fields) => {
+                for required in schema["required"].as_array().into_iter().flatten() {
+                    let required = required.as_str().unwrap_or_default();
+                    if !fields.contains_key(required) {
+                        return Err(format!("{at}: required {required} is missing"));
+                    }
+                }
+                for (key, field) in fields {
+                    let at = format!("{at}.{key}");
+                    match (
+                        schema["properties"].get(key),
+                        &schema["additionalProperties"],
+                    ) {
+                        (Some(property), _) => conforms(doc, property, field, &at)?,
+                        (None, Value::Bool(false)) => {
+                            return Err(format!("{at} is not in the document"));
+                        }
+                        (None, extra @ Value::Object(_)) => conforms(doc, extra, field, &at)?,
+                        (None, _) => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Each kind's object, as the API serialises it, has the shape the document gives it under
+    /// the kind's key in a probe (the live schemathesis run sees only the kinds the machine's
+    /// services can run cheaply). A kind added later whose object is not documented is still
+    /// accepted by the probe's `additionalProperties`; document it here and in the file.
+    #[test]
+    fn every_kinds_object_has_the_documented_shape() {
+        use crate::probe::DetailStatus;
+        use crate::probe::canary::detail::CanaryStatus;
+        use crate::probe::dynamodb_stream::detail::StreamStatus;
+        use crate::probe::http_watermark::detail::HttpStatus;
+        use crate::probe::kafka_consumer_group::detail::{KafkaStatus, PartitionStatus};
+        use crate::probe::reconcile::detail::{
+            Mismatches, ReconcileStatus, SampleKey, SweepStatus,
+        };
+        use crate::probe::redis_key_age::detail::{CacheStatus, StaleKey};
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("json");
+        let kafka = |timestamp_type, members| KafkaStatus {
+            members,
+            data_loss: false,
+            timestamp_type,
+            partitions_total: 3,
+            partitions: vec![PartitionStatus {
+                topic: "orders".into(),
+                partition: 1,
+                lag_seconds: 4.5,
+                backlog_messages: 12,
+            }],
+        };
+        let cache = |pattern: bool| CacheStatus {
+            shape: if pattern { "pattern" } else { "key" },
+            keys_read: 2,
+            keys_missing: 1,
+            stale_keys: pattern.then_some(1),
+            stalest: vec![StaleKey {
+                key: "product:7".into(),
+                lag_seconds: 9.3,
+            }],
+            sampled_keys_total: 10,
+            misses_total: 1,
+            scan_passes_total: pattern.then_some(1),
+            pass_keys_scanned: pattern.then_some(500),
+        };
+        let http = |known: bool| HttpStatus {
+            status: 200,
+            response_bytes: 13,
+            age_seconds: known.then_some(4),
+            max_age_seconds: known.then_some(1),
+            served_stale: known.then_some(true),
+            last_modified: known.then(|| "Sun, 06 Dec 2026 06:00:00 GMT".into()),
+            etag: known.then(|| "\"v1\"".into()),
+        };
+        let reconcile = |sweep: bool| ReconcileStatus {
+            mismatches: Mismatches {
+                missing: 1,
+                stale: 0,
+                extra: sweep.then_some(2),
+            },
+            not_visible: 4,
+            sweep: sweep.then(|| SweepStatus {
+                running: true,
+                rows: 35_000,
+                progress_ratio: Some(0.35),
+                last_completed: Some("2026-12-06T01:00:12.418Z".into()),
+                last_rows: Some(100_000),
+                completed: 3,
+            }),
+            sample: if sweep {
+                vec![SampleKey {
+                    kind: "missing",
+                    key: "100412".into(),
+                }]
+            } else {
+                Vec::new()
+            },
+        };
+        let stream = |behind: bool| StreamStatus {
+            data_loss: behind,
+            shards: 12,
+            shards_behind: usize::from(behind) * 2,
+            shards_unmeasured: 0,
+            oldest_shard: behind.then(|| "shardId-00000001733480000000-1a2b3c4d".into()),
+        };
+        let canary = |seen: bool| CanaryStatus {
+            visible_seq: seen.then_some(1_764_979_200_571),
+            unseen_markers: 1,
+            markers_seen: 448,
+        };
+        let objects = [
+            DetailStatus::Kafka(kafka(Some("CreateTime"), Some(2))),
+            DetailStatus::Kafka(kafka(None, None)),
+            DetailStatus::Cache(cache(true)),
+            DetailStatus::Cache(cache(false)),
+            DetailStatus::Http(http(true)),
+            DetailStatus::Http(http(false)),
+            DetailStatus::Canary(canary(true)),
+            DetailStatus::Canary(canary(false)),
+            DetailStatus::Reconcile(reconcile(true)),
+            DetailStatus::Reconcile(reconcile(false)),
+            DetailStatus::DynamodbStream(stream(true)),
+            DetailStatus::DynamodbStream(stream(false)),
+        ];
+        let probe = &doc["components"]["schemas"]["Probe"]["properties"];
+        for object in objects {
+            let json = serde_json::to_value(&object).expect("json");
+            let (key, value) = json
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .expect("one key");
+            let schema = probe
+                .get(key)
+                .unwrap_or_else(|| panic!("the probe documents {key}"));
+            conforms(&doc, schema, value, key).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// The budgets the server answers with (every state but breach and warn here; schemathesis
+    /// sees those against a live daemon) have the documented shape, and a wrong field fails.
+    #[tokio::test]
+    async fn budget_answers_have_the_documented_shape() {
+        let (shared, tasks) = shared();
+        let (key, task) = &tasks[4];
+        shared.record(key, *task, 0.1, Ok(sample(3.0).into()));
+        let error = crate::probe::ProbeError::new(crate::probe::ErrorReason::Connect, "refused");
+        let (key, task) = &tasks[0];
+        shared.record(key, *task, 0.1, Err(error));
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("json");
+        let list_schema = serde_json::json!({ "$ref": "#/components/schemas/BudgetList" });
+        let mut list = json(get(&shared, "/api/v1/budgets").await).await;
+        conforms(&doc, &list_schema, &list, "list").unwrap_or_else(|e| panic!("{e}"));
+        let not_found = json(get(&shared, "/api/v1/budgets/nope").await).await;
+        let not_found_schema = serde_json::json!({ "$ref": "#/components/schemas/NotFound" });
+        conforms(&doc, &not_found_schema, &not_found, "404").unwrap_or_else(|e| panic!("{e}"));
+        // The check is not vacuous: an undocumented field and a wrong type are found.
+        list["budgets"][0]["surprise"] = serde_json::json!(1);
+        assert!(conforms(&doc, &list_schema, &list, "list").is_err());
+        list["budgets"][0]
+            .as_object_mut()
+            .expect("budget")
+            .remove("surprise");
+        list["budgets"][0]["probes"][0]["up"] = serde_json::json!("yes");
+        assert!(conforms(&doc, &list_schema, &list, "list").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_updating_example_is_served_as_html() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/examples/updating?budget=checkout").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let page = text(response).await;
+        assert!(page.contains("Points are updating…"), "{page}");
+        assert!(page.contains("encodeURIComponent(budget)"), "{page}");
     }
 
     #[test]

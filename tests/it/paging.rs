@@ -23,6 +23,7 @@ use lagbudget::generate::rules::{RulesFormat, RulesOptions, render};
 use serde_json::Value;
 
 use crate::cache::{PrivateRedis, set};
+use crate::chromium::{CHROMIUM, chromium};
 use crate::dynamodb_stream::consumer_one_record_behind;
 use crate::kafka::{Cluster, unix_ms};
 use crate::mariadb_support::MariaDbPair;
@@ -34,7 +35,6 @@ use crate::support::{
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 const EXCEEDED: &str = "ConsistencyBudgetExceeded";
 const AT_RISK: &str = "ConsistencyBudgetAtRisk";
@@ -1102,57 +1102,6 @@ async fn lag_panels_agree_with_api(prom: &Prom, api: &ApiLagRecorder, budget: &s
         )
         .await;
     }
-}
-
-/// Runs Chromium headless with `args` and `url`; kills it after `limit`.
-fn chromium(args: &[String], url: &str, dir: &Path, name: &str) -> (String, String) {
-    let profile = dir.join(format!("chromium-profile-{name}"));
-    let stdout_path = dir.join(format!("chromium-{name}.out"));
-    let stderr_path = dir.join(format!("chromium-{name}.err"));
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
-    let limit = Duration::from_secs(45);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium {args:?} did not finish within {limit:?}:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    assert!(
-        status.success(),
-        "chromium {args:?} failed ({status}):\n{stderr}"
-    );
-    println!("chromium {name}: {:.2} s", started.elapsed().as_secs_f64());
-    (stdout, stderr)
 }
 
 /// The DOM of the status page as Chromium built it.
