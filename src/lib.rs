@@ -14,6 +14,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod families;
 pub mod generate;
+pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod oneshot;
