@@ -18,6 +18,7 @@ pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod oneshot;
+pub mod page;
 pub mod probe;
 pub mod sample;
 pub mod schedule;
