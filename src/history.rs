@@ -345,6 +345,11 @@ impl BudgetTimeline {
         }
     }
 
+    /// Unix seconds this process first evaluated the budget, if it has.
+    pub fn started_at(&self) -> Option<f64> {
+        self.started_at
+    }
+
     /// The state changes of the last 24 hours before `now`, newest first.
     pub fn changes(&self, now: f64) -> impl Iterator<Item = &StateChange> {
         self.changes

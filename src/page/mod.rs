@@ -161,6 +161,16 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem .8rem;margin:.4r
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\
 .probe{border-top:1px solid var(--line);padding-top:.6rem;margin-top:.6rem}";
 
+/// Where a chart of the `span` seconds before `now` starts: not before the budget was first
+/// evaluated, so that a daemon (or the demo) that started a minute ago draws that minute across
+/// the whole chart instead of a sliver at its right edge.
+fn chart_start(budget_started: Option<f64>, now: f64, span: f64) -> f64 {
+    let start = now - span;
+    budget_started
+        .filter(|&started| started > start)
+        .map_or(start, |started| started.min(now - 1.0))
+}
+
 /// "last hour" for the default window, else "last 30 m".
 fn window_words(window: f64) -> String {
     if (window - 3600.0).abs() < 0.5 {
@@ -225,7 +235,7 @@ fn measured(what: &str, value: f64) -> String {
 /// 100% and the warn level.
 fn sparkline(budget: &BudgetSnapshot, now: f64) -> String {
     let window = budget.probes.first().map_or(3600.0, |p| p.series.window());
-    let from = now - window;
+    let from = chart_start(budget.timeline.started_at(), now, window);
     let mut lines = Vec::new();
     let (mut runs, mut failed, mut worst) = (0, 0, None::<f64>);
     for probe in budget.probes.iter() {
@@ -243,7 +253,7 @@ fn sparkline(budget: &BudgetSnapshot, now: f64) -> String {
         }
         lines.push(Line { points });
     }
-    let words = window_words(window);
+    let words = window_words(now - from);
     let title = format!("Lag of {} against its budget, {words}", budget.spec.name);
     let desc = match worst {
         None => format!(
@@ -270,15 +280,16 @@ fn sparkline(budget: &BudgetSnapshot, now: f64) -> String {
         warn: (budget.spec.warn_at < 1.0).then_some(budget.spec.warn_at),
     };
     format!(
-        "{}<div class=\"axis\"><span>−{}</span><span>lag ÷ budget, {words}</span>\
+        "{}<div class=\"axis\"><span>−{}</span><span>lag ÷ budget</span>\
          <span>now</span></div>",
         chart.render(),
-        human_duration(window)
+        human_duration(now - from)
     )
 }
 
 /// The 24-hour strip of a budget's states.
 fn day_strip(budget: &BudgetSnapshot, now: f64) -> String {
+    let from = chart_start(budget.timeline.started_at(), now, DAY_SECONDS);
     let stretches = budget.timeline.strip(now, budget.tracker.state);
     let mut totals: Vec<(&str, f64)> = Vec::new();
     for stretch in &stretches {
@@ -293,11 +304,16 @@ fn day_strip(budget: &BudgetSnapshot, now: f64) -> String {
         .map(|(name, total)| format!("{name} {}", human_duration(*total)))
         .collect::<Vec<_>>()
         .join(", ");
-    let title = format!("States of {} over the last 24 hours", budget.spec.name);
+    let title = format!(
+        "States of {} over the last {}",
+        budget.spec.name,
+        human_duration(now - from)
+    );
     format!(
-        "{}<div class=\"axis\"><span>−24 h</span><span>state: taller is worse</span>\
+        "{}<div class=\"axis\"><span>−{}</span><span>state: taller is worse</span>\
          <span>now</span></div>",
-        svg::strip(&stretches, now - DAY_SECONDS, now, &title, &desc)
+        svg::strip(&stretches, from, now, &title, &desc),
+        human_duration(now - from)
     )
 }
 
@@ -476,15 +492,15 @@ fn url_segment(name: &str) -> String {
 }
 
 /// The chart of one probe (every replica of it as its own line) over the history window.
-fn probe_chart(entries: &[&ProbeEntry], now: f64, warn_at: f64) -> String {
+fn probe_chart(entries: &[&ProbeEntry], started: Option<f64>, now: f64, warn_at: f64) -> String {
     let spec = &entries[0].spec;
     let Measure {
         value,
         threshold,
         what,
     } = measure(spec);
-    let window = entries[0].series.window();
-    let words = window_words(window);
+    let from = chart_start(started, now, entries[0].series.window());
+    let words = window_words(now - from);
     let mut lines = Vec::new();
     let mut summary = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -514,7 +530,7 @@ fn probe_chart(entries: &[&ProbeEntry], now: f64, warn_at: f64) -> String {
     let chart = Chart {
         title: &title,
         desc: &desc,
-        from: now - window,
+        from,
         to: now,
         height: 120.0,
         lines,
@@ -528,7 +544,7 @@ fn probe_chart(entries: &[&ProbeEntry], now: f64, warn_at: f64) -> String {
     format!(
         "{rendered}<div class=\"axis\"><span>−{}</span><span>{what}, top {}</span>\
          <span>now</span></div>",
-        human_duration(window),
+        human_duration(now - from),
         measured(what, chart.y_max()),
     )
 }
@@ -546,7 +562,8 @@ fn dash_name(index: usize) -> &'static str {
 }
 
 /// The 24-hour min/max chart of one probe from the summary buckets.
-fn probe_day_chart(entries: &[&ProbeEntry], now: f64) -> String {
+fn probe_day_chart(entries: &[&ProbeEntry], started: Option<f64>, now: f64) -> String {
+    let from = chart_start(started, now, DAY_SECONDS);
     let spec = &entries[0].spec;
     let Measure {
         threshold, what, ..
@@ -570,7 +587,12 @@ fn probe_day_chart(entries: &[&ProbeEntry], now: f64) -> String {
         }
     }
     let largest = bands.iter().map(|b| b.3).reduce(f64::max);
-    let title = format!("{} of probe {}, last 24 hours", capitalise(what), spec.name);
+    let title = format!(
+        "{} of probe {}, last {}",
+        capitalise(what),
+        spec.name,
+        human_duration(now - from)
+    );
     let desc = match largest {
         Some(max) => format!(
             "Smallest to largest {what} per 5 minutes; largest {}{}.",
@@ -585,7 +607,7 @@ fn probe_day_chart(entries: &[&ProbeEntry], now: f64) -> String {
     let chart = Chart {
         title: &title,
         desc: &desc,
-        from: now - DAY_SECONDS,
+        from,
         to: now,
         height: 60.0,
         lines: Vec::new(),
@@ -594,9 +616,10 @@ fn probe_day_chart(entries: &[&ProbeEntry], now: f64) -> String {
         warn: None,
     };
     format!(
-        "{}<div class=\"axis\"><span>−24 h</span><span>{what} per 5 min, min to max</span>\
+        "{}<div class=\"axis\"><span>−{}</span><span>{what} per 5 min, min to max</span>\
          <span>now</span></div>",
-        chart.render()
+        chart.render(),
+        human_duration(now - from)
     )
 }
 
@@ -627,6 +650,7 @@ pub fn budget(snapshot: &Snapshot) -> Option<String> {
         objective(budget, now),
     );
 
+    let started = budget.timeline.started_at();
     // Probes in config order, the replicas of one probe together.
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (index, entry) in budget.probes.iter().enumerate() {
@@ -646,8 +670,8 @@ pub fn budget(snapshot: &Snapshot) -> Option<String> {
             escape(probe),
             first.kind,
             escape(&first.source),
-            probe_chart(&entries, now.unix, budget.spec.warn_at),
-            probe_day_chart(&entries, now.unix),
+            probe_chart(&entries, started, now.unix, budget.spec.warn_at),
+            probe_day_chart(&entries, started, now.unix),
         );
         for (index, &member) in members.iter().enumerate() {
             let p = &status.probes[member];
