@@ -4,9 +4,7 @@
 //! overview and of a budget page is asserted, screenshots are saved under
 //! `target/lagbudget-screenshots/`, both pages fit a 390 px wide phone without horizontal
 //! scrolling, and the refresh keeps the scroll position.
-//!
-//! `LAGBUDGET_REGENERATE=1` also writes the overview's screenshot to
-//! `docs/src/images/status-page.png` (the README's picture).
+//! (The README's picture is the demo's overview: tests/it/demo.rs.)
 
 use std::path::{Path, PathBuf};
 
@@ -24,12 +22,11 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-async fn save_screenshot(session: &Session<'_>, name: &str) -> Vec<u8> {
+async fn save_screenshot(session: &Session<'_>, name: &str) {
     let png = session.screenshot().await;
     let path = screenshot_dir().join(name);
     std::fs::write(&path, &png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     println!("screenshot {} {:?}", path.display(), png_size(&png));
-    png
 }
 
 /// The overview's budgets as the browser sees them.
@@ -184,13 +181,7 @@ budgets:
         unknown_text.contains("Lag unknown") && unknown_text.contains("connect:"),
         "unknown is never 0, and the reason is shown: {unknown_text}"
     );
-    let png = save_screenshot(&session, "status-overview.png").await;
-    if std::env::var_os("LAGBUDGET_REGENERATE").is_some() {
-        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/images/status-page.png");
-        std::fs::create_dir_all(readme.parent().expect("dir")).expect("images dir");
-        std::fs::write(&readme, &png).expect("README screenshot");
-        println!("wrote {}", readme.display());
-    }
+    save_screenshot(&session, "status-overview.png").await;
 
     session
         .navigate(&daemon.url(&format!("/budgets/{breach}")))
