@@ -427,6 +427,11 @@ impl BudgetTimeline {
         })
     }
 
+    /// The most bytes one timeline can hold on the heap (a full list of state changes and of
+    /// checkpoints), before the `VecDeque`s' growth rounding.
+    pub const MAX_HEAP_BYTES: usize = MAX_STATE_CHANGES * size_of::<StateChange>()
+        + (MAX_CHECKPOINTS + 1) * size_of::<Checkpoint>();
+
     /// Bytes this timeline holds on the heap.
     pub fn heap_bytes(&self) -> usize {
         self.changes.capacity() * size_of::<StateChange>()

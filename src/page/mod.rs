@@ -231,28 +231,49 @@ fn measured(what: &str, value: f64) -> String {
     }
 }
 
-/// The last-hour sparkline of a budget: each probe's share of its budget, with the budget at
-/// 100% and the warn level.
+/// How many points the overview's sparkline has at most.
+const SPARKLINE_COLUMNS: usize = 60;
+
+/// One column of a sparkline: its runs, the latest run's time, the largest share measured
+/// (`None` if every run of the column failed: a gap).
+#[derive(Debug, Clone, Copy, Default)]
+struct Column {
+    runs: usize,
+    at: f64,
+    largest: Option<f64>,
+}
+
+/// The last-hour sparkline of a budget: the largest share of its budget any probe used, with
+/// the budget at 100% and the warn level.
 fn sparkline(budget: &BudgetSnapshot, now: f64) -> String {
     let window = budget.probes.first().map_or(3600.0, |p| p.series.window());
     let from = chart_start(budget.timeline.started_at(), now, window);
-    let mut lines = Vec::new();
+    // One line for the budget: per column the largest share any probe used, so that the
+    // overview of thousands of probes stays small (a few dozen points a budget).
+    let mut columns: Vec<Column> = vec![Column::default(); SPARKLINE_COLUMNS];
+    let width = (now - from).max(1e-9) / SPARKLINE_COLUMNS as f64;
     let (mut runs, mut failed, mut worst) = (0, 0, None::<f64>);
     for probe in budget.probes.iter() {
-        let points: Vec<(f64, Option<f64>)> = probe
-            .series
-            .recent(now)
-            .map(|p| {
-                runs += 1;
-                failed += usize::from(p.failed);
-                (p.at, point_ratio(&probe.spec, p))
-            })
-            .collect();
-        for value in points.iter().filter_map(|p| p.1) {
-            worst = Some(worst.map_or(value, |w| w.max(value)));
+        for point in probe.series.recent(now).filter(|p| p.at >= from) {
+            runs += 1;
+            failed += usize::from(point.failed);
+            let index = (((point.at - from) / width) as usize).min(SPARKLINE_COLUMNS - 1);
+            let column = &mut columns[index];
+            column.runs += 1;
+            column.at = column.at.max(point.at);
+            if let Some(ratio) = point_ratio(&probe.spec, point) {
+                column.largest = Some(column.largest.map_or(ratio, |l: f64| l.max(ratio)));
+                worst = Some(worst.map_or(ratio, |w: f64| w.max(ratio)));
+            }
         }
-        lines.push(Line { points });
     }
+    let lines = vec![Line {
+        points: columns
+            .iter()
+            .filter(|c| c.runs > 0)
+            .map(|c| (c.at, c.largest))
+            .collect(),
+    }];
     let words = window_words(now - from);
     let title = format!("Lag of {} against its budget, {words}", budget.spec.name);
     let desc = match worst {
