@@ -21,6 +21,8 @@ pub const MAX_SAMPLES: usize = 3_600;
 pub const SUMMARY_BUCKET_SECONDS: f64 = 300.0;
 /// How far back the summary and the budget's state changes reach.
 pub const DAY_SECONDS: f64 = 86_400.0;
+/// The most buckets the summary holds: a day of them and the one the day starts in.
+const SUMMARY_BUCKETS: usize = 289;
 /// The most state changes one budget keeps: a budget flapping every second keeps its last
 /// ones, not a day of them.
 pub const MAX_STATE_CHANGES: usize = 1_000;
@@ -152,6 +154,7 @@ impl ProbeSeries {
         while self.samples.len() > self.capacity {
             self.samples.pop_front();
         }
+        self.samples.shrink_to(self.capacity);
     }
 
     /// How far back samples are kept, in seconds.
@@ -161,6 +164,13 @@ impl ProbeSeries {
 
     /// Records one run.
     pub fn push(&mut self, point: Point) {
+        // Allocated once, exactly: a ring grown by doubling would hold up to twice its samples.
+        if self.samples.capacity() == 0 {
+            self.samples.reserve_exact(self.capacity);
+        }
+        if self.summary.capacity() == 0 {
+            self.summary.reserve_exact(SUMMARY_BUCKETS);
+        }
         if self.samples.len() >= self.capacity {
             self.samples.pop_front();
         }
