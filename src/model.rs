@@ -64,6 +64,8 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// `Cache-Control: max-age` of `/api/v1/*` answers.
     pub api_cache_max_age: Duration,
+    /// How far back each probe's samples are kept for the status page.
+    pub history_window: Duration,
 }
 
 impl Default for HttpSettings {
@@ -71,6 +73,7 @@ impl Default for HttpSettings {
         Self {
             cors_allowed_origins: Vec::new(),
             api_cache_max_age: Duration::from_secs(1),
+            history_window: Duration::from_secs(3600),
         }
     }
 }

@@ -1,10 +1,10 @@
-//! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`,
-//! the API's OpenAPI document at `/api/v1/openapi.json`, the embeddable "updating…" example at
-//! `/examples/updating`, and `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
+//! HTTP: `/metrics`, `/healthz`, `/readyz`, `/api/v1/budgets[/{name}]`, the status page at `/`
+//! and `/budgets/{name}` (rendered by `page`), the API's OpenAPI document at
+//! `/api/v1/openapi.json`, the embeddable "updating…" example at `/examples/updating`, and
+//! `POST /-/reload` when the lifecycle API is enabled. Everything answers from memory: each
 //! answer takes one `Snapshot` of the state (one `now`, one evaluation) and renders it after the
 //! lock is released.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,8 +15,9 @@ use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::HttpSettings;
+use crate::page;
 use crate::shared::Shared;
-use crate::status::{BacklogStatus, BudgetList, BudgetStatus};
+use crate::status::{BudgetList, BudgetStatus};
 
 /// A request to reload, with an optional channel for the outcome (from `POST /-/reload`).
 pub struct ReloadRequest {
@@ -33,7 +34,8 @@ pub struct AppState {
 /// The router, without a server: tests call it directly.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(status_page))
+        .route("/", get(overview))
+        .route("/budgets/{name}", get(budget_page))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -179,156 +181,27 @@ async fn reload(State(app): State<AppState>) -> Response {
     }
 }
 
-/// A small server-rendered page: every budget, its state and since when, lag against budget,
-/// and each probe's freshness and last error. Refreshes itself; no JavaScript.
-async fn status_page(State(app): State<AppState>) -> Html<String> {
-    let snapshot = app.shared.snapshot(None);
-    let (budgets, since): (Vec<BudgetStatus>, Vec<f64>) = snapshot
-        .budgets
-        .iter()
-        .map(|b| (BudgetStatus::new(b), snapshot.now.since(b.tracker.since)))
-        .unzip();
-    Html(render_status_page(&budgets, &since))
+/// The status page's overview (`page::overview`).
+async fn overview(State(app): State<AppState>) -> Html<String> {
+    Html(page::overview(&app.shared.snapshot(None)))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn seconds(value: Option<f64>) -> String {
-    value.map_or_else(|| "unknown".to_owned(), human_duration)
-}
-
-/// A probe's lag on the status page; a fresh probe that only counts shows its backlog, never
-/// "unknown" (it is not) and never 0 (it did not measure one).
-fn probe_lag(lag: Option<f64>, backlog: Option<&BacklogStatus>) -> String {
-    match (lag, backlog) {
-        (Some(lag), _) => human_duration(lag),
-        (None, Some(backlog)) => format!("backlog {} {}", backlog.value, backlog.unit),
-        (None, None) => "unknown".to_owned(),
-    }
-}
-
-/// `12.3 s` under a minute; `5 m 20 s`, `2 h 5 m` or `3 d 4 h` above, to read at a glance.
-fn human_duration(seconds: f64) -> String {
-    if seconds < 60.0 {
-        return format!("{seconds:.1} s");
-    }
-    let whole = seconds.round() as u64;
-    let (days, hours, minutes, secs) = (
-        whole / 86_400,
-        whole % 86_400 / 3_600,
-        whole % 3_600 / 60,
-        whole % 60,
-    );
-    match (days, hours, minutes) {
-        (0, 0, _) if secs == 0 => format!("{minutes} m"),
-        (0, 0, _) => format!("{minutes} m {secs} s"),
-        (0, _, 0) => format!("{hours} h"),
-        (0, _, _) => format!("{hours} h {minutes} m"),
-        (_, 0, _) => format!("{days} d"),
-        _ => format!("{days} d {hours} h"),
-    }
-}
-
-/// The page for `budgets`; `in_state[i]` is how long budget `i` has been in its state.
-pub fn render_status_page(budgets: &[BudgetStatus], in_state: &[f64]) -> String {
-    let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"5\"><title>lagbudget</title><style>\
-         body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
-         table{border-collapse:collapse;width:100%}td,th{padding:.3rem .6rem;text-align:left;\
-         border-bottom:1px solid #ddd;vertical-align:top}\
-         .ok{color:#137333}.warn{color:#b06000}.breach{color:#c5221f;font-weight:bold}\
-         .unknown{color:#5f6368;font-weight:bold}small{color:#5f6368}\
-         </style></head><body><h1>lagbudget</h1>\
-         <table><tr><th>budget</th><th>state</th><th>since</th><th>lag / budget</th>\
-         <th>probes</th></tr>",
-    );
-    for (i, b) in budgets.iter().enumerate() {
-        let state = b.state_str();
-        let held = in_state
-            .get(i)
-            .map(|s| format!("<br><small>for {}</small>", human_duration(s.max(0.0))))
-            .unwrap_or_default();
-        let lag = match (b.lag_seconds, b.last_lag_seconds) {
-            (None, Some(last)) => format!(
-                "unknown <small>(last seen {})</small>",
-                human_duration(last)
-            ),
-            // Fresh probes that only count (a queue without message times): no lag to show,
-            // and "unknown" would be false.
-            (None, None)
-                if !b.probes.is_empty() && b.probes.iter().all(|p| p.backlog.is_some()) =>
-            {
-                "backlog only".to_owned()
-            }
-            (lag, _) => seconds(lag),
-        };
-        let budget = match (b.max_lag_seconds, b.max_backlog) {
-            (None, Some(max)) => format!("max backlog {max}"),
-            (max_lag, _) => seconds(max_lag),
-        };
-        let _ = write!(
-            html,
-            "<tr><td>{}<br><small>{}</small></td><td class=\"{state}\">{state}</td>\
-             <td>{}{held}</td><td>{lag} / {}</td><td>",
-            escape(&b.name),
-            escape(b.owner.as_deref().unwrap_or("")),
-            escape(&b.since),
-            budget,
-        );
-        for p in &b.probes {
-            let freshness = match (p.stale, p.up, p.stalled) {
-                (true, _, _) => "stale",
-                (false, true, true) => "fresh, stalled",
-                (false, true, false) => "fresh",
-                (false, false, _) => "down",
-            };
-            let _ = write!(
-                html,
-                "{}{}: {} ({freshness})",
-                escape(&p.name),
-                p.replica
-                    .as_deref()
-                    .map(|r| format!(" → {}", escape(r)))
-                    .unwrap_or_default(),
-                probe_lag(p.lag_seconds, p.backlog.as_ref())
-            );
-            if let Some(e) = &p.error {
-                let _ = write!(
-                    html,
-                    " <small>{}: {}</small>",
-                    e.reason_str(),
-                    escape(&e.message)
-                );
-            }
-            html.push_str("<br>");
-        }
-        html.push_str("</td></tr>");
-    }
-    html.push_str("</table></body></html>\n");
-    html
-}
-
-impl BudgetStatus {
-    fn state_str(&self) -> &'static str {
-        self.state.as_str()
-    }
-}
-
-impl crate::status::ErrorStatus {
-    fn reason_str(&self) -> &'static str {
-        self.reason.as_str()
+/// One budget's page (`page::budget`), or a 404 page for a name that is not configured.
+async fn budget_page(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let snapshot = app.shared.snapshot(Some(&name));
+    match page::budget(&snapshot) {
+        Some(html) => Html(html).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(page::not_found(&name, snapshot.now.unix)),
+        )
+            .into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{AppState, BacklogStatus, app, human_duration, probe_lag};
+    use super::{AppState, app};
     use crate::evaluate::BudgetState;
     use crate::probe::{BacklogUnit, ErrorReason};
     use crate::shared::Shared;
@@ -479,6 +352,21 @@ mod tests {
                 .is_none()
         );
         assert_eq!(other.headers()[header::VARY], "Origin");
+    }
+
+    #[tokio::test]
+    async fn budget_pages_are_html_and_an_unknown_name_is_a_404_page() {
+        let (shared, _) = shared();
+        let response = get(&shared, "/budgets/checkout").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(text(response).await.contains("<h1>checkout</h1>"));
+        let response = get(&shared, "/budgets/%3Cnope%3E").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = text(response).await;
+        assert!(body.contains("No budget named “&lt;nope&gt;”"), "{body}");
+        let response = get(&shared, "/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(text(response).await.contains("data-budget=\"other\""));
     }
 
     #[tokio::test]
@@ -792,33 +680,5 @@ mod tests {
         let page = text(response).await;
         assert!(page.contains("Points are updating…"), "{page}");
         assert!(page.contains("encodeURIComponent(budget)"), "{page}");
-    }
-
-    #[test]
-    fn a_backlog_only_probe_shows_its_backlog_not_unknown_or_zero() {
-        let backlog = BacklogStatus {
-            unit: "messages",
-            value: 3.0,
-        };
-        assert_eq!(probe_lag(Some(2.5), Some(&backlog)), "2.5 s");
-        assert_eq!(probe_lag(None, Some(&backlog)), "backlog 3 messages");
-        assert_eq!(probe_lag(None, None), "unknown");
-    }
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        let cases = [
-            (3.0, "3.0 s"),
-            (59.94, "59.9 s"),
-            (60.0, "1 m"),
-            (320.0, "5 m 20 s"),
-            (3600.0, "1 h"),
-            (7500.0, "2 h 5 m"),
-            (86_400.0, "1 d"),
-            (273_600.0, "3 d 4 h"),
-        ];
-        for (seconds, text) in cases {
-            assert_eq!(human_duration(seconds), text, "{seconds}");
-        }
     }
 }

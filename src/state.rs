@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::clock::Now;
 use crate::evaluate::{BudgetTracker, Outcome, ProbeHistory, ProbeView, Transition};
+use crate::history::{BudgetTimeline, Point, ProbeSeries};
 use crate::model::{Budget, Config, Probe};
 use crate::probe::{Detail, ProbeError, Reading};
 use crate::sample::Sample;
@@ -40,6 +41,8 @@ pub struct DaemonState {
 pub struct BudgetEntry {
     pub spec: Arc<Budget>,
     pub tracker: BudgetTracker,
+    /// State changes and counter checkpoints for the status page; shared like `probes`.
+    pub timeline: Arc<BudgetTimeline>,
     /// Shared with the answers that copied this budget; a record copies them first
     /// (`Arc::make_mut`) if an answer still holds them.
     pub probes: Arc<Vec<ProbeEntry>>,
@@ -49,6 +52,8 @@ pub struct BudgetEntry {
 pub struct ProbeEntry {
     pub spec: Arc<Probe>,
     pub history: ProbeHistory,
+    /// The recent runs the status page draws; shared with answers, copied on write.
+    pub series: Arc<ProbeSeries>,
     /// The kind's detail of the last success (kept beside `history.last_sample`, and like it
     /// shown only while the probe is fresh).
     pub detail: Option<Detail>,
@@ -103,10 +108,10 @@ impl DaemonState {
 
         for budget in &config.budgets {
             let mut old = old_budgets.remove(&budget.name);
-            let tracker = old
+            let (tracker, timeline) = old
                 .as_ref()
-                .map(|b| b.tracker.clone())
-                .unwrap_or_else(|| BudgetTracker::new(now));
+                .map(|b| (b.tracker.clone(), b.timeline.clone()))
+                .unwrap_or_else(|| (BudgetTracker::new(now), Arc::default()));
             let mut old_probes: BTreeMap<ProbeKey, ProbeEntry> = old
                 .take()
                 .map(|b| {
@@ -128,9 +133,13 @@ impl DaemonState {
                             .all(|name| old_config.sources.get(*name) == config.sources.get(*name))
                 });
                 match reusable {
-                    Some(entry) => {
+                    Some(mut entry) => {
                         kept_keys.insert(probe_key(probe));
                         diff.kept += 1;
+                        if entry.series.window() != config.http.history_window.as_secs_f64() {
+                            Arc::make_mut(&mut entry.series)
+                                .resize(config.http.history_window, probe.interval);
+                        }
                         probes.push(ProbeEntry {
                             spec: probe.clone(),
                             ..entry
@@ -142,6 +151,10 @@ impl DaemonState {
                         probes.push(ProbeEntry {
                             spec: probe.clone(),
                             history: ProbeHistory::default(),
+                            series: Arc::new(ProbeSeries::new(
+                                config.http.history_window,
+                                probe.interval,
+                            )),
                             detail: None,
                             task_id: *next_task_id,
                         });
@@ -151,6 +164,7 @@ impl DaemonState {
             self.budgets.push(BudgetEntry {
                 spec: budget.clone(),
                 tracker,
+                timeline,
                 probes: Arc::new(probes),
             });
         }
@@ -182,15 +196,21 @@ impl DaemonState {
             p.spec.name == key.1 && p.spec.replica == key.2 && p.task_id == task_id
         })?;
         let probe = &mut Arc::make_mut(&mut budget.probes)[index];
-        let outcome = match result {
+        let (outcome, lag, backlog) = match result {
             Ok(Reading { sample, detail }) => {
                 probe.detail = detail;
-                Outcome::Success(sample)
+                let (lag, backlog) = (sample.lag_seconds, sample.backlog.map(|b| b.value));
+                (Outcome::Success(sample), lag, backlog)
             }
-            Err(error) => Outcome::Failure(error),
+            Err(error) => (Outcome::Failure(error), None, None),
         };
+        let failed = matches!(outcome, Outcome::Failure(_));
         let transition = probe.history.record(now, duration, outcome);
         evaluate_budget(budget, now);
+        // After the evaluation, so that the point carries the state this run led to.
+        let state = budget.tracker.state;
+        let probe = &mut Arc::make_mut(&mut budget.probes)[index];
+        Arc::make_mut(&mut probe.series).push(Point::new(now.unix, lag, backlog, state, failed));
         Some(transition)
     }
 
@@ -231,10 +251,16 @@ impl ProbeEntry {
     }
 }
 
-/// Re-evaluates `budget` at `now`: every probe's view, then the tracker from them.
+/// Re-evaluates `budget` at `now`: every probe's view, then the tracker from them, then the
+/// timeline from the tracker.
 fn evaluate_budget(budget: &mut BudgetEntry, now: Now) -> Vec<ProbeView> {
     let views: Vec<ProbeView> = budget.probes.iter().map(|p| p.view(now)).collect();
+    let before = budget.tracker.state;
     budget.tracker.evaluate(&budget.spec, &views, now);
+    let window = budget.spec.objective.map(|o| o.window.as_secs_f64());
+    if budget.timeline.wants(before, &budget.tracker, now, window) {
+        Arc::make_mut(&mut budget.timeline).observe(before, &budget.tracker, now, window);
+    }
     views
 }
 
@@ -283,6 +309,7 @@ impl StateCopy {
                     BudgetSnapshot {
                         spec: budget.spec,
                         tracker: budget.tracker,
+                        timeline: budget.timeline,
                         probes: budget.probes,
                         views,
                     }
@@ -308,6 +335,8 @@ pub struct BudgetSnapshot {
     /// The budget's tracker evaluated at `now` from `views` (state, since, time counters, the
     /// largest used ratio).
     pub tracker: BudgetTracker,
+    /// The budget's state changes, including one this evaluation made.
+    pub timeline: Arc<BudgetTimeline>,
     pub probes: Arc<Vec<ProbeEntry>>,
     /// Each probe evaluated at `now`, in the order of `probes`.
     pub views: Vec<ProbeView>,
@@ -396,9 +425,24 @@ budgets:
         let kept = entry(&state, "checkout", "kept");
         assert_eq!(kept.task_id, kept_task);
         assert_eq!(kept.history.runs, 1);
+        let points: Vec<(f64, Option<f64>)> =
+            kept.series.recent(6.0).map(|p| (p.at, p.lag())).collect();
+        assert_eq!(points, [(1.0, Some(1.0))], "the status page's samples stay");
+        let checkout = state.budget("checkout").expect("checkout");
+        assert_eq!(
+            checkout
+                .timeline
+                .changes(6.0)
+                .map(|c| c.to)
+                .collect::<Vec<_>>(),
+            // Newest first: the new probe has not run yet.
+            [BudgetState::Unknown, BudgetState::Ok],
+            "the budget's state changes stay"
+        );
         // Its source changed: a new task and a fresh history.
         let moved = entry(&state, "checkout", "moved");
         assert_ne!(moved.task_id, moved_task);
+        assert_eq!(moved.series.recent(6.0).count(), 0);
         assert_eq!(moved.history.runs, 0);
         assert!(entry(&state, "checkout", "added").history.runs == 0);
         let started: Vec<&str> = diff.start.iter().map(|(p, _)| p.name.as_str()).collect();

@@ -539,4 +539,25 @@ budgets:
             "x.yaml:1:3: budgets[0].name: first\nx.yaml:2:3: budgets[0].name: second"
         );
     }
+
+    #[test]
+    fn the_history_window_is_positive_and_at_most_a_day() {
+        let text = |window: &str| {
+            format!(
+                "http:\n  history_window: {window}\nsources:\n  db: {{ postgres: {{ dsn: host=db }} }}\nbudgets: []\n"
+            )
+        };
+        let config = testing::load_text(&text("30m"), &|_| None).expect("valid");
+        assert_eq!(config.http.history_window, Duration::from_secs(1800));
+        assert_eq!(
+            testing::errors_of(&text("25h"), &|_| None),
+            [
+                "2:19: http.history_window: must be at most 24h: the status page keeps a coarser summary of the last 24h beside it"
+            ]
+        );
+        assert_eq!(
+            testing::errors_of(&text("0s"), &|_| None),
+            ["2:19: http.history_window: must be greater than 0s"]
+        );
+    }
 }

@@ -12,6 +12,9 @@ use super::table::written;
 use super::tables::{BudgetConfig, DefaultsConfig, FileConfig, ProbeConfig, ProbeScope};
 use crate::model::{Budget, Config, HttpSettings, Objective, Probe, Source, format_duration};
 
+/// The longest `http.history_window`: the page's 24-hour summary covers beyond it.
+const MAX_HISTORY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// How often a probe runs when nothing says so (`defaults.interval` documents it).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long one probe run may take when nothing says so (`defaults.timeout` documents it).
@@ -186,11 +189,21 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>, files: Vec<FileConfig>) -> Option<Confi
     }
 
     let http = main.http?;
+    let history_window = http.history_window?;
+    if history_window.value > MAX_HISTORY_WINDOW {
+        ctx.error(
+            history_window.span,
+            &history_window.path,
+            "must be at most 24h: the status page keeps a coarser summary of the last 24h beside it",
+        );
+        return None;
+    }
     Some(Config {
         listen: main.listen?,
         http: HttpSettings {
             cors_allowed_origins: http.cors_allowed_origins.unwrap_or_default(),
             api_cache_max_age: http.api_cache_max_age?,
+            history_window: history_window.value,
         },
         sources,
         budgets: budgets.into_iter().collect::<Option<_>>()?,

@@ -68,6 +68,9 @@ config_table! {
         cors_allowed_origins: Option<Vec<String>>,
         /// Cache-Control max-age of /api/v1/* answers.
         api_cache_max_age: Duration = "1s",
+        /// How far back the status page's per-probe lag charts reach: each probe keeps one
+        /// sample per run for this long in memory (at most 3600 samples), at most 24h.
+        history_window: Spanned<PositiveDuration> = "1h",
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use lagbudget::demo::{BUDGETS, LOYALTY_BUDGET, run_demo};
 
+use crate::browser::Driver;
 use crate::support::{Metrics, signal};
 
 /// How long the demo has to show ok → breach → ok (the issue's acceptance).
@@ -77,6 +79,9 @@ async fn demo_budget_goes_ok_breach_ok_and_every_budget_shows_lag() {
         polls += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    if ok_breach_ok(&states) {
+        demo_status_page(&http, &base).await;
+    }
 
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(20), demo)
@@ -102,6 +107,49 @@ async fn demo_budget_goes_ok_breach_ok_and_every_budget_shows_lag() {
         missing.is_empty(),
         "/metrics never had lagbudget_lag_seconds for {missing:?}"
     );
+}
+
+/// The demo's status page has its history from the first minute: the loyalty budget's page
+/// lists the breach it just went through, its chart starts at the demo's start rather than an
+/// hour back, and the overview in Chromium is saved as an artefact (and, with
+/// `LAGBUDGET_REGENERATE=1`, as the README's picture, docs/src/images/status-page.png).
+async fn demo_status_page(http: &reqwest::Client, base: &str) {
+    let page = http
+        .get(format!("{base}/budgets/{LOYALTY_BUDGET}"))
+        .send()
+        .await
+        .expect("the loyalty page")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        page.contains("<table class=\"transitions\">") && page.contains("<b>breach</b>"),
+        "the page lists the breach among the state changes:\n{page}"
+    );
+    assert!(
+        page.contains("<polyline class=\"series"),
+        "the lag is drawn:\n{page}"
+    );
+    assert!(
+        !page.contains("last hour"),
+        "the charts cover the demo's minute or two, not an empty hour:\n{page}"
+    );
+
+    let driver = Driver::start().await;
+    let session = driver.session().await;
+    session.set_window_size(1280, 1000).await;
+    session.navigate(&format!("{base}/")).await;
+    let png = session.screenshot().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lagbudget-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join("demo-overview.png"), &png).expect("demo screenshot");
+    if std::env::var_os("LAGBUDGET_REGENERATE").is_some() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/images/status-page.png");
+        std::fs::create_dir_all(readme.parent().expect("dir")).expect("images dir");
+        std::fs::write(&readme, &png).expect("README screenshot");
+        println!("wrote {}", readme.display());
+    }
+    session.close().await;
 }
 
 /// Ctrl-C stops `lagbudget demo` quietly: the daemon's Kafka client and the demo's producer and

@@ -3,6 +3,7 @@
 //! moto, for DynamoDB, that it starts).
 
 mod architecture;
+mod browser;
 mod cache;
 mod canary;
 mod canary_dynamodb;
@@ -36,5 +37,6 @@ mod reconcile_edges;
 mod redis_stream;
 mod replica;
 mod rules;
+mod status_page;
 mod support;
 mod watermark;
