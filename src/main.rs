@@ -80,8 +80,8 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
-    /// Print or write the Prometheus alert and recording rules (README.md, "Alerts, dashboards
-    /// and the status page").
+    /// Print or write the Prometheus alert and recording rules (docs/src/alerts-and-dashboards.md,
+    /// with a runbook per alert in docs/src/runbooks/).
     ///
     /// The rules name no budget, so a budget added by a config reload is covered at once and
     /// no config is needed to generate them.

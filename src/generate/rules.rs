@@ -1,5 +1,5 @@
-//! Prometheus alert and recording rules (`lagbudget rules`); README.md, "Alerts, dashboards and
-//! the status page", describes them for users.
+//! Prometheus alert and recording rules (`lagbudget rules`); docs/src/alerts-and-dashboards.md
+//! describes them for users, and docs/src/runbooks/ has one runbook per alert.
 //!
 //! The rules are generic: they name no budget, so a budget added by a config reload is covered
 //! at once. Per-budget patience lives in the daemon (`breach_after`), thresholds in metrics
