@@ -238,6 +238,11 @@ struct RulesArgs {
     /// Grafana's base URL, for the dashboard_url annotation.
     #[arg(long, default_value = "http://grafana:3000", value_name = "URL")]
     dashboard_url_base: String,
+    /// Where the runbooks are, for the runbook_url annotation of an alert whose budget has no
+    /// runbook_url of its own: BASE/AlertName. The default is the daemon itself, under the
+    /// deploy manifests' service name, which serves every runbook at /runbooks/AlertName.
+    #[arg(long, default_value = rules::DEFAULT_RUNBOOK_URL_BASE, value_name = "URL")]
+    runbook_url_base: String,
     /// `for` of ConsistencyBudgetExceeded (each budget's own patience is its breach_after).
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     exceeded_for: Duration,
@@ -276,6 +281,7 @@ fn rules_command(args: RulesArgs) -> ExitCode {
     let options = RulesOptions {
         job_selector: args.job_selector,
         dashboard_url_base: args.dashboard_url_base,
+        runbook_url_base: args.runbook_url_base,
         exceeded_for: args.exceeded_for,
         keep_firing_for: args.keep_firing_for,
         at_risk_for: args.at_risk_for,
