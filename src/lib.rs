@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod oneshot;
 pub mod probe;
+pub mod runbooks;
 pub mod sample;
 pub mod schedule;
 pub mod secret;

@@ -39,6 +39,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/budgets", get(list_budgets))
         .route("/api/v1/budgets/{name}", get(one_budget))
         .route("/-/reload", post(reload))
+        .route("/runbooks", get(runbook_index))
+        .route("/runbooks/{alert}", get(runbook))
         .with_state(state)
 }
 
@@ -121,6 +123,21 @@ async fn one_budget(
             StatusCode::NOT_FOUND,
             headers,
             axum::Json(serde_json::json!({ "error": format!("no budget named {name:?}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn runbook_index() -> Html<String> {
+    Html(crate::runbooks::index_html())
+}
+
+async fn runbook(Path(alert): Path<String>) -> Response {
+    match crate::runbooks::runbook_html(&alert) {
+        Some(html) => Html(html).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no runbook for an alert named {alert:?}; see /runbooks\n"),
         )
             .into_response(),
     }
