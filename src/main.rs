@@ -85,7 +85,8 @@ enum Command {
     ///
     /// The rules name no budget, so a budget added by a config reload is covered at once and
     /// no config is needed to generate them.
-    Rules(RulesArgs),
+    // Boxed: its many options would make every other command as large.
+    Rules(Box<RulesArgs>),
     /// Write the Grafana dashboards (overview, per-budget drill-down) and a provisioning file.
     Dashboards {
         /// Directory to write the files into (created if missing); without it, list them.
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
             print!("{}", config::json_schema_string());
             ExitCode::SUCCESS
         }
-        Command::Rules(args) => rules_command(args),
+        Command::Rules(args) => rules_command(*args),
         Command::Dashboards { output: None } => {
             for file in lagbudget::generate::dashboards::render() {
                 println!("{:<28} {:>7} bytes", file.name, file.contents.len());

@@ -14,6 +14,7 @@ mod config_errors;
 mod daemon;
 mod dashboards;
 mod demo;
+mod docs;
 mod dynamodb;
 mod dynamodb_stream;
 mod http;
