@@ -1,6 +1,6 @@
 //! Pure evaluation: probe outcomes and budgets in, freshness, budget states and time counters
 //! out. No IO and no clocks: every function takes `now` (both clocks, read once by its caller),
-//! so the rules (README.md, "Budget states") are tested with tables. Elapsed time (freshness,
+//! so the rules (docs/src/budget-states.md) are tested with tables. Elapsed time (freshness,
 //! `breach_after`, stall limits, the SLI counters) is measured on the monotonic reading; the wall
 //! reading only dates things (`since`, last success) for display.
 //!

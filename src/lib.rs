@@ -20,6 +20,7 @@ pub mod model;
 pub mod oneshot;
 pub mod page;
 pub mod probe;
+pub mod runbooks;
 pub mod sample;
 pub mod schedule;
 pub mod secret;

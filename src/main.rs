@@ -80,12 +80,13 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
-    /// Print or write the Prometheus alert and recording rules (README.md, "Alerts, dashboards
-    /// and the status page").
+    /// Print or write the Prometheus alert and recording rules (docs/src/alerts-and-dashboards.md,
+    /// with a runbook per alert in docs/src/runbooks/).
     ///
     /// The rules name no budget, so a budget added by a config reload is covered at once and
     /// no config is needed to generate them.
-    Rules(RulesArgs),
+    // Boxed: its many options would make every other command as large.
+    Rules(Box<RulesArgs>),
     /// Write the Grafana dashboards (overview, per-budget drill-down) and a provisioning file.
     Dashboards {
         /// Directory to write the files into (created if missing); without it, list them.
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
             print!("{}", config::json_schema_string());
             ExitCode::SUCCESS
         }
-        Command::Rules(args) => rules_command(args),
+        Command::Rules(args) => rules_command(*args),
         Command::Dashboards { output: None } => {
             for file in lagbudget::generate::dashboards::render() {
                 println!("{:<28} {:>7} bytes", file.name, file.contents.len());
@@ -238,6 +239,11 @@ struct RulesArgs {
     /// Grafana's base URL, for the dashboard_url annotation.
     #[arg(long, default_value = "http://grafana:3000", value_name = "URL")]
     dashboard_url_base: String,
+    /// Where the runbooks are, for the runbook_url annotation of an alert whose budget has no
+    /// runbook_url of its own: BASE/AlertName. The default is the daemon itself, under the
+    /// deploy manifests' service name, which serves every runbook at /runbooks/AlertName.
+    #[arg(long, default_value = rules::DEFAULT_RUNBOOK_URL_BASE, value_name = "URL")]
+    runbook_url_base: String,
     /// `for` of ConsistencyBudgetExceeded (each budget's own patience is its breach_after).
     #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
     exceeded_for: Duration,
@@ -276,6 +282,7 @@ fn rules_command(args: RulesArgs) -> ExitCode {
     let options = RulesOptions {
         job_selector: args.job_selector,
         dashboard_url_base: args.dashboard_url_base,
+        runbook_url_base: args.runbook_url_base,
         exceeded_for: args.exceeded_for,
         keep_firing_for: args.keep_firing_for,
         at_risk_for: args.at_risk_for,

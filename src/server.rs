@@ -44,6 +44,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/examples/updating", get(example_updating))
         .route("/-/reload", post(reload))
+        .route("/runbooks", get(runbook_index))
+        .route("/runbooks/{alert}", get(runbook))
         .with_state(state)
 }
 
@@ -152,6 +154,19 @@ async fn openapi(State(app): State<AppState>, request: HeaderMap) -> Response {
 
 async fn example_updating() -> Html<&'static str> {
     Html(EXAMPLE_UPDATING)
+async fn runbook_index() -> Html<String> {
+    Html(crate::runbooks::index_html())
+}
+
+async fn runbook(Path(alert): Path<String>) -> Response {
+    match crate::runbooks::runbook_html(&alert) {
+        Some(html) => Html(html).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no runbook for an alert named {alert:?}; see /runbooks\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn reload(State(app): State<AppState>) -> Response {

@@ -1,5 +1,5 @@
-//! Prometheus alert and recording rules (`lagbudget rules`); README.md, "Alerts, dashboards and
-//! the status page", describes them for users.
+//! Prometheus alert and recording rules (`lagbudget rules`); docs/src/alerts-and-dashboards.md
+//! describes them for users, and docs/src/runbooks/ has one runbook per alert.
 //!
 //! The rules are generic: they name no budget, so a budget added by a config reload is covered
 //! at once. Per-budget patience lives in the daemon (`breach_after`), thresholds in metrics
@@ -32,6 +32,10 @@ pub const PROMETHEUSRULE_FILE: &str = "lagbudget.prometheusrule.yaml";
 pub const BUDGET_DASHBOARD_UID: &str = "lagbudget-budget";
 /// Grafana `uid` of the overview dashboard that the daemon-level alerts link to.
 pub const OVERVIEW_DASHBOARD_UID: &str = "lagbudget-overview";
+
+/// Default of `--runbook-url-base`: the daemon under the deploy manifests' service name and
+/// port, which serves every alert's runbook at `/runbooks/{AlertName}`.
+pub const DEFAULT_RUNBOOK_URL_BASE: &str = "http://lagbudget:9464/runbooks";
 
 pub const EXCEEDED: &str = "ConsistencyBudgetExceeded";
 pub const AT_RISK: &str = "ConsistencyBudgetAtRisk";
@@ -89,6 +93,9 @@ pub struct RulesOptions {
     pub job_selector: String,
     /// Grafana's base URL, for the `dashboard_url` annotation.
     pub dashboard_url_base: String,
+    /// Where the runbooks are served (`GET /runbooks/{AlertName}` of the daemon), for the
+    /// `runbook_url` annotation of an alert whose budget names no runbook of its own.
+    pub runbook_url_base: String,
     /// `for` of `ConsistencyBudgetExceeded`; short, because `breach_after` is the patience.
     pub exceeded_for: Duration,
     /// `keep_firing_for` of `ConsistencyBudgetExceeded`, so a flapping probe does not resolve
@@ -113,6 +120,8 @@ impl Default for RulesOptions {
         Self {
             job_selector: r#"job="lagbudget""#.to_owned(),
             dashboard_url_base: "http://grafana:3000".to_owned(),
+            // The daemon's name and port in the deploy manifests: it serves the runbooks.
+            runbook_url_base: DEFAULT_RUNBOOK_URL_BASE.to_owned(),
             exceeded_for: Duration::from_secs(60),
             keep_firing_for: Duration::from_secs(10 * 60),
             at_risk_for: Duration::from_secs(5 * 60),
@@ -148,15 +157,23 @@ impl RulesOptions {
                  such as job=\"lagbudget\""
             ));
         }
-        let base = self.dashboard_url_base.trim();
-        if base.is_empty()
-            || base
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '{' | '}') || breaks_yaml(c))
-        {
+        let not_a_url = |base: &str| {
+            let base = base.trim();
+            base.is_empty()
+                || base
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '{' | '}') || breaks_yaml(c))
+        };
+        if not_a_url(&self.dashboard_url_base) {
             return Err(format!(
                 "--dashboard-url-base {:?} is not a URL such as http://grafana:3000",
                 self.dashboard_url_base
+            ));
+        }
+        if not_a_url(&self.runbook_url_base) {
+            return Err(format!(
+                "--runbook-url-base {:?} is not a URL such as {DEFAULT_RUNBOOK_URL_BASE}",
+                self.runbook_url_base
             ));
         }
         Ok(())
@@ -408,6 +425,23 @@ impl<'a> Builder<'a> {
         )
     }
 
+    /// The runbook of `alert` under `--runbook-url-base`.
+    fn default_runbook_url(&self, alert: &str) -> String {
+        format!(
+            "{}/{alert}",
+            self.options.runbook_url_base.trim().trim_end_matches('/')
+        )
+    }
+
+    /// A per-budget alert's runbook: the budget's own `runbook_url` label when it has one, else
+    /// the runbook of this alert that the daemon serves.
+    fn budget_runbook_url(&self, alert: &str) -> String {
+        format!(
+            "{{{{ if $labels.runbook_url }}}}{{{{ $labels.runbook_url }}}}{{{{ else }}}}{}{{{{ end }}}}",
+            self.default_runbook_url(alert)
+        )
+    }
+
     fn overview_url(&self) -> String {
         format!(
             "{}/d/{OVERVIEW_DASHBOARD_UID}/{OVERVIEW_DASHBOARD_UID}",
@@ -511,7 +545,11 @@ impl<'a> Builder<'a> {
     fn budget_alerts(&self) -> Vec<Rule> {
         let o = self.options;
         let per_budget = |rule: Rule| {
-            rule.annotate("runbook_url", "{{ $labels.runbook_url }}".to_owned())
+            let runbook = match rule.kind {
+                RuleKind::Alert(name) => self.budget_runbook_url(name),
+                RuleKind::Record(_) => unreachable!("only alerts get annotations"),
+            };
+            rule.annotate("runbook_url", runbook)
                 .annotate("dashboard_url", self.dashboard_url())
         };
         let mut exceeded = per_budget(
@@ -810,6 +848,7 @@ impl<'a> Builder<'a> {
                 self.job,
             ),
         )
+        .annotate("runbook_url", self.default_runbook_url(DAEMON_DOWN))
         .annotate("dashboard_url", self.overview_url());
 
         let reload = Rule::alert(
@@ -833,6 +872,7 @@ impl<'a> Builder<'a> {
                 &[("<LOADED>", metrics::RELOAD_SUCCESS_TIMESTAMP)],
             ),
         )
+        .annotate("runbook_url", self.default_runbook_url(RELOAD_FAILED))
         .annotate("dashboard_url", self.overview_url());
         vec![down, reload]
     }
@@ -946,6 +986,7 @@ mod tests {
         RulesOptions {
             job_selector: r#"job=~"lb|lag'budget", env!="a: b #c", x="%s\\ü","#.to_owned(),
             dashboard_url_base: "https://grafana.example.com/g'#x:1/".to_owned(),
+            runbook_url_base: "https://wiki.example.com/run'books#x:1/".to_owned(),
             ..RulesOptions::default()
         }
     }
@@ -1027,13 +1068,19 @@ mod tests {
                     );
                 }
                 let daemon_level = name == DAEMON_DOWN || name == RELOAD_FAILED;
+                let served = format!("http://lagbudget:9464/runbooks/{name}");
                 if daemon_level {
                     assert!(rule["labels"]["severity"].as_str().is_some(), "{name}");
+                    assert_eq!(annotations["runbook_url"].as_str(), Some(&*served));
                     continue;
                 }
+                // The budget's own runbook when it names one, else the one the daemon serves.
                 assert_eq!(
                     annotations["runbook_url"].as_str(),
-                    Some("{{ $labels.runbook_url }}"),
+                    Some(&*format!(
+                        "{{{{ if $labels.runbook_url }}}}{{{{ $labels.runbook_url }}}}\
+                         {{{{ else }}}}{served}{{{{ end }}}}"
+                    )),
                     "{name}"
                 );
                 assert!(

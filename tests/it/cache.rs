@@ -194,12 +194,12 @@ async fn pg_change_time(table: &str, seq: i64) -> f64 {
         .get(0)
 }
 
-/// The README's PostgreSQL query for one version.
+/// The PostgreSQL query of the redis_key_age page (docs/src/probes/redis_key_age.md) for one version.
 fn one_version_query(table: &str) -> String {
     format!("SELECT min(changed_at), count(*) FROM {table} WHERE seq > $1")
 }
 
-/// The README's PostgreSQL query for a sample of entities.
+/// The redis_key_age page's PostgreSQL query for a sample of entities.
 fn entity_query(table: &str) -> String {
     format!(
         "SELECT c.key, min(ch.changed_at) \
@@ -803,7 +803,7 @@ async fn run_once(runner: &mut ProbeRunner) -> (Reading, CacheDetail) {
 
 /// The comparison on a MariaDB source (the machine's, on 3306): one key held back ⇒ lag within
 /// ±1 s of the age of the oldest newer change (DATETIME on MariaDB's clock), backlog its count;
-/// and the README's JSON_TABLE entity query for a pattern.
+/// and the redis_key_age page's JSON_TABLE entity query for a pattern.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mariadb_source_answers_for_one_key_and_for_a_pattern() {
     let redis = PrivateRedis::start().await;

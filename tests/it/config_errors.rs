@@ -884,18 +884,12 @@ fn shipped_configs_load_and_the_example_covers_every_probe_kind() {
     assert_eq!(source_client_errors(&quickstart), Vec::<String>::new());
 }
 
-/// Every full config among the `canary` reference's recipes in the README loads as written,
+/// Every full config among the recipes of the `canary` page (docs/src/probes/canary.md) loads as written,
 /// each view becoming a probe entry of its own.
 #[test]
-fn the_readmes_canary_recipes_load() {
-    let readme = std::fs::read_to_string("README.md").expect("read README.md");
-    let start = readme
-        .find("## Probe reference: `canary`")
-        .expect("the README has a canary reference");
-    let section = &readme[start..];
-    let section = &section[..section[3..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 3)];
+fn the_canary_pages_recipes_load() {
+    let page = std::fs::read_to_string("docs/src/probes/canary.md").expect("read the canary page");
+    let section = page.as_str();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut loaded = 0;
     for (index, block) in section.split("```yaml\n").skip(1).enumerate() {
@@ -906,7 +900,7 @@ fn the_readmes_canary_recipes_load() {
         let path = dir.path().join(format!("recipe-{index}.yaml"));
         std::fs::write(&path, yaml).expect("write recipe");
         let config = config::load_with(&path, &no_env)
-            .unwrap_or_else(|e| panic!("README canary recipe {index} does not load:\n{e}\n{yaml}"));
+            .unwrap_or_else(|e| panic!("canary page recipe {index} does not load:\n{e}\n{yaml}"));
         let views = config
             .budgets
             .iter()
@@ -919,18 +913,13 @@ fn the_readmes_canary_recipes_load() {
     assert!(loaded >= 4, "the four recipes (found {loaded})");
 }
 
-/// Every YAML block of the README's `reconcile` reference loads: a budget entry as it is, a
+/// Every YAML block of the `reconcile` page (docs/src/probes/reconcile.md) loads: a budget entry as it is, a
 /// `reconcile:` table inside a probe of a budget, over sources of the kinds its names suggest.
 #[test]
-fn the_readmes_reconcile_recipes_load() {
-    let readme = std::fs::read_to_string("README.md").expect("read README.md");
-    let start = readme
-        .find("## Probe reference: `reconcile`")
-        .expect("the README has a reconcile reference");
-    let section = &readme[start..];
-    let section = &section[..section[3..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 3)];
+fn the_reconcile_pages_recipes_load() {
+    let page =
+        std::fs::read_to_string("docs/src/probes/reconcile.md").expect("read the reconcile page");
+    let section = page.as_str();
     let sources = "sources:\n\
         \x20 orders-db: { postgres: { dsn: \"host=orders-db user=lagbudget\" } }\n\
         \x20 catalog-db: { postgres: { dsn: \"host=catalog-db user=lagbudget\" } }\n\
@@ -953,13 +942,13 @@ fn the_readmes_reconcile_recipes_load() {
                 indent(yaml, "        ")
             )
         } else {
-            panic!("README reconcile block {index} is neither a budget nor a probe:\n{yaml}");
+            panic!("reconcile page block {index} is neither a budget nor a probe:\n{yaml}");
         };
         let config_text = format!("{sources}budgets:\n{budgets}");
         let path = dir.path().join(format!("recipe-{index}.yaml"));
         std::fs::write(&path, &config_text).expect("write recipe");
         let config = config::load_with(&path, &no_env).unwrap_or_else(|e| {
-            panic!("README reconcile block {index} does not load:\n{e}\n{config_text}")
+            panic!("reconcile page block {index} does not load:\n{e}\n{config_text}")
         });
         let reconciles = config
             .budgets
@@ -973,14 +962,12 @@ fn the_readmes_reconcile_recipes_load() {
     assert!(loaded >= 3, "the example and the recipes (found {loaded})");
 }
 
-/// The `dynamodb_stream` reference opens on a whole config: it must load as written.
+/// The `dynamodb_stream` page (docs/src/probes/dynamodb_stream.md) opens on a whole config: it must load as written.
 #[test]
-fn the_readmes_dynamodb_stream_example_loads() {
-    let readme = std::fs::read_to_string("README.md").expect("read README.md");
-    let start = readme
-        .find("## Probe reference: `dynamodb_stream`")
-        .expect("the README has a dynamodb_stream reference");
-    let yaml = readme[start..]
+fn the_dynamodb_stream_pages_example_loads() {
+    let page = std::fs::read_to_string("docs/src/probes/dynamodb_stream.md")
+        .expect("read the dynamodb_stream page");
+    let yaml = page
         .split("```yaml\n")
         .nth(1)
         .and_then(|block| block.split("```").next())
@@ -989,7 +976,7 @@ fn the_readmes_dynamodb_stream_example_loads() {
     let path = dir.path().join("dynamodb_stream.yaml");
     std::fs::write(&path, yaml).expect("write example");
     let config = config::load_with(&path, &no_env)
-        .unwrap_or_else(|e| panic!("the README's dynamodb_stream example does not load:\n{e}"));
+        .unwrap_or_else(|e| panic!("the dynamodb_stream page's example does not load:\n{e}"));
     assert!(matches!(
         config.budgets[0].probes[0].kind,
         ProbeKind::DynamodbStream(_)

@@ -6,8 +6,9 @@
 //!
 //! Also: every way an HTTP view can fail (a 500, HTML, a body over the cap, no version, no
 //! answer, no server) is a bounded reason while other probes carry on; secrets in headers
-//! never leave the process; `check --connect` names what failed; the recipes of the README
-//! read recorded answers of each product's documented shape (`tests/fixtures/http/`); and
+//! never leave the process; `check --connect` names what failed; the recipes of the
+//! http_watermark page (docs/src/probes/http_watermark.md) read recorded answers of each
+//! product's documented shape (`tests/fixtures/http/`); and
 //! https with a private CA and mutual TLS, with certificates made by the `openssl` command.
 
 use std::collections::HashMap;
@@ -1088,7 +1089,7 @@ fn http_detail(reading: &Reading) -> &HttpDetail {
     }
 }
 
-/// The README's recipes against recorded answers of each product's documented shape:
+/// The http_watermark page's recipes against recorded answers of each product's documented shape:
 /// Elasticsearch/OpenSearch `_search` (sorted by an indexed source sequence, asked by POST as
 /// JSON) and an empty index (unknown, never 0); a service's JSON endpoint; Meilisearch's task
 /// queue (the age of the oldest enqueued or processing task, of a failed task too, 0 only when

@@ -16,6 +16,7 @@ mod config_errors;
 mod daemon;
 mod dashboards;
 mod demo;
+mod docs;
 mod dynamodb;
 mod dynamodb_stream;
 mod example_updating;

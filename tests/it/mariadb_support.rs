@@ -12,7 +12,7 @@ use mysql_async::{Conn, Opts, Row};
 
 use crate::support::{closed_port, poll_until, unique};
 
-/// The least-privilege account the daemon uses (README's mysql_replica grants).
+/// The least-privilege account the daemon uses (the grants of docs/src/probes/mysql_replica.md).
 pub const DAEMON_USER: &str = "lagbudget";
 pub const DAEMON_PASSWORD: &str = "lb-test-secret-pw";
 

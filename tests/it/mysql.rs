@@ -270,7 +270,7 @@ async fn killed_replica_is_unknown_and_recovers() {
     let daemon = Daemon::start(&yaml).await;
     wait_caught_up(&daemon, &budget, Duration::from_secs(30)).await;
     // `check --connect` reaches both sources and checks the grants the probe needs (the
-    // daemon's user has only those of the README).
+    // daemon's user has only those of docs/src/probes/mysql_replica.md).
     for (what, result) in check_connect(&daemon).await {
         eprintln!("check --connect: {what}: {result:?}");
         assert!(result.is_ok(), "{what}: {result:?}");

@@ -136,6 +136,66 @@ fn cli_rules_checks_a_given_config_and_rejects_bad_options() {
 
     let duration = lagbudget(&["rules", "--unknown-for", "2 minutes"]);
     assert_eq!(duration.status.code(), Some(2), "{duration:?}");
+
+    let runbooks = lagbudget(&["rules", "--runbook-url-base", "http://wiki/{x}"]);
+    assert_eq!(runbooks.status.code(), Some(2), "{runbooks:?}");
+    assert!(String::from_utf8_lossy(&runbooks.stderr).contains("--runbook-url-base"));
+}
+
+/// `--runbook-url-base` is where an alert links when its budget names no runbook: the
+/// daemon's own `/runbooks/{AlertName}` by default, or the given base; a budget's own
+/// `runbook_url` label still wins (the promtool cases under alerts/tests/ check both at
+/// evaluation time).
+#[test]
+fn runbook_urls_default_to_the_daemons_runbooks_and_follow_the_base() {
+    let default = lagbudget(&["rules"]);
+    assert_success("lagbudget rules", &default);
+    let elsewhere = lagbudget(&[
+        "rules",
+        "--runbook-url-base",
+        "https://wiki.example.com/rb/",
+    ]);
+    assert_success("lagbudget rules --runbook-url-base", &elsewhere);
+    for (output, base) in [
+        (&default, "http://lagbudget:9464/runbooks"),
+        (&elsewhere, "https://wiki.example.com/rb"),
+    ] {
+        let doc = &YamlLoader::load_from_str(&String::from_utf8_lossy(&output.stdout))
+            .expect("rules are YAML")[0];
+        let mut alerts = 0;
+        for rule in doc["groups"]
+            .as_vec()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_vec().expect("rules"))
+        {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            let runbook = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has a runbook_url"));
+            let own = format!("{base}/{alert}");
+            if alert == "LagbudgetDown" || alert == "LagbudgetConfigReloadFailed" {
+                assert_eq!(runbook, own, "{alert}");
+            } else {
+                assert_eq!(
+                    runbook,
+                    format!(
+                        "{{{{ if $labels.runbook_url }}}}{{{{ $labels.runbook_url }}}}\
+                         {{{{ else }}}}{own}{{{{ end }}}}"
+                    ),
+                    "{alert}"
+                );
+            }
+            alerts += 1;
+        }
+        assert_eq!(
+            alerts,
+            ALERT_NAMES.len() + 1,
+            "every alert (burn rate twice)"
+        );
+    }
 }
 
 fn test_files() -> Vec<PathBuf> {

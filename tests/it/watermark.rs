@@ -346,7 +346,7 @@ budgets:
     drop(server);
 }
 
-/// The NULL and no-row rules of `sql_watermark` (README.md, "Probe reference: `sql_watermark`"),
+/// The NULL and no-row rules of `sql_watermark` (docs/src/probes/sql_watermark.md),
 /// and `mode: since_watermark`.
 #[tokio::test(flavor = "multi_thread")]
 async fn watermark_edge_cases_report_bounded_reasons() {
