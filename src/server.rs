@@ -154,6 +154,8 @@ async fn openapi(State(app): State<AppState>, request: HeaderMap) -> Response {
 
 async fn example_updating() -> Html<&'static str> {
     Html(EXAMPLE_UPDATING)
+}
+
 async fn runbook_index() -> Html<String> {
     Html(crate::runbooks::index_html())
 }
