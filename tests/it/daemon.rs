@@ -355,10 +355,14 @@ budgets:
 
     let page = daemon.text("/").await;
     assert!(
-        page.contains("checkout") && page.contains("class=\"ok\""),
+        page.contains("<section class=\"card ok\" data-budget=\"checkout\">"),
         "{page}"
     );
-    assert!(page.contains("slow") && page.contains("timeout"), "{page}");
+    assert!(
+        page.contains("<section class=\"card unknown\" data-budget=\"slow\">")
+            && page.contains("timeout"),
+        "{page}"
+    );
 
     daemon.stop().await;
     hung_task.abort();
